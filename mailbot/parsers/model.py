@@ -1,0 +1,125 @@
+"""The one immutable result of parsing a raw message: :class:`ParsedMail`."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class MailKind(str, enum.Enum):
+    """What kind of message this is, decided before any workflow step."""
+
+    HUMAN = "human"
+    AUTO_REPLY = "auto_reply"  # RFC 3834 auto-reply, out-of-office, vacation
+    DSN = "dsn"  # RFC 3464 delivery status notification (bounce, delay)
+    MDN = "mdn"  # RFC 8098 message disposition notification (read receipt)
+    BULK = "bulk"  # mailing list, Precedence bulk/list/junk, newsletters
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment, decoded to its real bytes, with a safe file name."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class DsnRecipient:
+    """One failed (or delayed) recipient of a bounce."""
+
+    address: str
+    status: str | None  # e.g. "5.1.1"
+    action: str | None  # failed, delayed, delivered, relayed, expanded
+    diagnostic: str | None  # Diagnostic-Code or the bounce text's reason
+
+    @property
+    def permanent(self) -> bool:
+        return bool(self.status) and self.status.startswith("5")
+
+
+@dataclass(frozen=True)
+class DsnReport:
+    """A bounce: which of our messages failed, for whom, and why."""
+
+    original_message_id: str | None
+    recipients: tuple[DsnRecipient, ...]
+
+
+@dataclass(frozen=True)
+class MdnReport:
+    """A read receipt: which of our messages was displayed/processed."""
+
+    original_message_id: str | None
+    disposition: str  # e.g. "displayed", "processed", "deleted"
+    final_recipient: str | None
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """Everything the rules need from one message; never raises on access."""
+
+    message_id: str | None  # without angle brackets
+    in_reply_to: tuple[str, ...]  # Message-IDs, without angle brackets
+    references: tuple[str, ...]
+    subject: str
+    from_addr: str  # lower-cased address, '' when there is none
+    from_name: str
+    reply_to: str | None
+    to: tuple[str, ...]  # lower-cased addresses
+    cc: tuple[str, ...]
+    date: datetime | None  # timezone-aware
+    return_path: str | None  # None when absent, '' for the null sender <>
+    text: str  # the whole text body (plain part, or clean text from HTML)
+    html: str | None  # the HTML part as sent, never rendered unescaped
+    new_text: str  # the new text of a reply: no quoted history, no signature
+    attachments: tuple[Attachment, ...]
+    kind: MailKind
+    kind_reason: str  # why `kind` was chosen, e.g. "Auto-Submitted: auto-replied"
+    request_numbers: tuple[str, ...]  # normalised, e.g. "ТП-2026-000123"
+    incident_numbers: tuple[str, ...]  # normalised, e.g. "INC-000045"
+    dsn: DsnReport | None = None
+    mdn: MdnReport | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # all headers, decoded, in order
+    defects: tuple[str, ...] = ()  # what was wrong with the input and repaired
+    size: int = 0  # raw size in bytes
+
+    def header(self, name: str) -> str | None:
+        """The first header with this name (case-insensitive), or None."""
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
+
+    def header_all(self, name: str) -> tuple[str, ...]:
+        lname = name.lower()
+        return tuple(v for k, v in self.headers if k.lower() == lname)
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """Message-IDs this message refers to, nearest first."""
+        seen: dict[str, None] = {}
+        for mid in (*self.in_reply_to, *reversed(self.references)):
+            seen.setdefault(mid, None)
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """Knobs from config that the parser needs."""
+
+    request_prefix: str = "ТП"
+    incident_prefix: str = "INC"
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    max_attachments: int = 50
+    max_message_bytes: int = 50 * 1024 * 1024
+    own_addresses: tuple[str, ...] = field(default=())
+
+
+class MailTooLarge(ValueError):
+    """The message or one of its attachments exceeds a configured limit."""

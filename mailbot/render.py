@@ -1,0 +1,41 @@
+"""Rendering the Russian texts: every customer- and staff-facing word lives in templates/."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("mailbot", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def render(name: str, **context: Any) -> Rendered:
+    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and, if present, ``<name>.html.j2``."""
+    env = environment()
+    text_template = env.get_template(f"{name}.txt.j2")
+    ctx = text_template.new_context(context)
+    subject = "".join(text_template.blocks["subject"](ctx)).strip()
+    text = "".join(text_template.blocks["body"](ctx)).strip() + "\n"
+    html = None
+    if f"{name}.html.j2" in env.list_templates():
+        html = env.get_template(f"{name}.html.j2").render(**context)
+    return Rendered(" ".join(subject.split()), text, html)

@@ -1,0 +1,50 @@
+"""Plain-text views of the register for the CLI."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Event, Message, Organization, Request
+
+
+def request_list(session: Session, status: str | None = None, limit: int = 50) -> str:
+    query = select(Request).order_by(Request.id.desc()).limit(limit)
+    if status:
+        query = query.where(Request.status == status)
+    rows = session.scalars(query).all()
+    if not rows:
+        return "no requests"
+    return "\n".join(
+        f"{r.number}  {r.status:<22} {_level(r.level):<4} {r.received_at:%Y-%m-%d %H:%M}  "
+        f"{r.requester_email}  {r.subject[:60]}" for r in rows)
+
+
+def request_detail(session: Session, number: str) -> str | None:
+    request = session.scalar(select(Request).where(Request.number == number))
+    if request is None:
+        return None
+    organization = session.get(Organization, request.organization_id) if request.organization_id else None
+    lines = [
+        f"{request.number}: {request.subject}",
+        f"  status:        {request.status}",
+        f"  level:         {_level(request.level)}",
+        f"  from:          {request.requester_name} <{request.requester_email}>",
+        f"  organisation:  {organization.name if organization else '-'}",
+        f"  channel:       {request.channel}",
+        f"  received:      {request.received_at:%Y-%m-%d %H:%M:%S %Z}",
+        f"  due:           {request.due_at:%Y-%m-%d %H:%M %Z}" if request.due_at else "  due:           -",
+        "timeline:",
+    ]
+    events = session.scalars(select(Event).where(Event.request_id == request.id)
+                             .order_by(Event.at, Event.id)).all()
+    subjects = dict(session.execute(select(Message.id, Message.subject)
+                                    .where(Message.request_id == request.id)).all())
+    for event in events:
+        change = f" {event.from_status} → {event.to_status}" if event.to_status else ""
+        about = f"  «{subjects[event.message_id]}»" if event.message_id in subjects else ""
+        lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {event.actor:<28} {event.kind}{change}{about}")
+    return "\n".join(lines)
+
+
+def _level(level: int | None) -> str:
+    return f"ОП{level}" if level else "-"

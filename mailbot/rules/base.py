@@ -1,0 +1,29 @@
+"""The rule interface and what a rule may read."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from ..config import Config
+from ..lookup import Lookup
+from ..parsers import ParsedMail
+from .verdict import Verdict
+
+
+@dataclass(frozen=True)
+class Context:
+    """Read-only inputs of the rules: config, the register, and the current time."""
+
+    config: Config
+    lookup: Lookup
+    now: datetime
+
+
+class Rule:
+    """One decision. Subclasses set ``name``, document the decision, implement ``check``."""
+
+    name: ClassVar[str]
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        raise NotImplementedError

@@ -1,0 +1,65 @@
+"""Mail hygiene (DESIGN.md §7): loops, automatic mail and acknowledgement storms."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ..outbox import LOOP_HEADER
+from ..parsers import MailKind, ParsedMail
+from .base import Context, Rule
+from .verdict import Action, Role, Verdict
+
+AUTOMATIC_SENDERS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply",
+                     "donotreply")
+
+
+class OwnMail(Rule):
+    """Mail from the bot's own addresses, or carrying our loop header, is never answered."""
+
+    name = "own-mail"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        own = context.config.own_addresses
+        if mail.from_addr in own[:1] or any(v.strip().lower() in own
+                                              for v in mail.header_all(LOOP_HEADER)):
+            verdict.role = Role.OWN
+            verdict.may_auto_reply = False
+            verdict.stop(self.name, Action.IGNORE, "our own mail came back")
+
+
+class AutomaticMail(Rule):
+    """Bounces, receipts, auto-replies and bulk mail get no automatic answer (RFC 3834).
+
+    DSNs and MDNs are reports about mail we sent; an auto-reply may join its
+    request's trail but never opens a request.
+    """
+
+    name = "automatic-mail"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        if mail.kind in (MailKind.DSN, MailKind.MDN):
+            verdict.may_auto_reply = False
+            verdict.stop(self.name, Action.REPORT, f"{mail.kind.value}: {mail.kind_reason}")
+        elif mail.kind is not MailKind.HUMAN:
+            verdict.may_auto_reply = False
+            verdict.note(self.name, f"{mail.kind.value}: {mail.kind_reason}")
+        elif mail.return_path == "":
+            verdict.may_auto_reply = False
+            verdict.note(self.name, "null return path")
+        elif mail.from_addr.partition("@")[0] in AUTOMATIC_SENDERS or not mail.from_addr:
+            verdict.may_auto_reply = False
+            verdict.note(self.name, f"automatic sender {mail.from_addr!r}")
+
+
+class AcknowledgementRateLimit(Rule):
+    """At most ``support.ack_limit_per_hour`` automatic mails per sender and hour."""
+
+    name = "ack-rate-limit"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        limit = context.config.support.ack_limit_per_hour
+        if not verdict.may_auto_reply or not mail.from_addr:
+            return
+        sent = context.lookup.automatic_replies_since(mail.from_addr, context.now - timedelta(hours=1))
+        if sent >= limit:
+            verdict.may_auto_reply = False
+            verdict.note(self.name, f"{sent} automatic mails to {mail.from_addr} in the last hour")

@@ -1,0 +1,74 @@
+"""The embedded development mail server (mail-devel: IMAP + SMTP + a web mail UI).
+
+Used when no IMAP server is configured, so ``mailbot run`` works out of the
+box: every address on it is a mailbox (multi-user mode, one password), the bot
+reads ``support.address`` and sends through its SMTP port, and a person reads
+and writes mail in the browser. mail-devel keeps mail in memory only.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from ..config import Config, with_overrides
+
+log = logging.getLogger(__name__)
+
+
+class DevMailServer:
+    """mail-devel running on its own event loop in a background thread."""
+
+    def __init__(self, config: Config, host: str = "127.0.0.1") -> None:
+        self.config = config
+        self.host = host
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="devmail", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> Config:
+        """Start the server; the config pointing IMAP and SMTP at it."""
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error:
+            raise RuntimeError(f"the development mail server did not start: {self._error}")
+        dev = self.config.dev
+        return with_overrides(
+            self.config,
+            imap={"host": self.host, "port": dev.imap_port, "ssl": False,
+                  "username": self.config.support.address, "password": dev.password,
+                  "idle": False, "poll_interval": 1.0},
+            smtp={"host": self.host, "port": dev.smtp_port, "ssl": False, "starttls": False})
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); the thread must not die silently
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        from mail_devel.service import Service  # imported late: only the embedded mode needs it
+
+        dev = self.config.dev
+        args = Service.parse([
+            "--host", self.host, "--multi-user", "--user", self.config.support.address,
+            "--password", dev.password, "--imap-port", str(dev.imap_port),
+            "--smtp-port", str(dev.smtp_port), "--http-port", str(dev.http_port)])
+        service = await Service.init(args)
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with service.start():
+            self._ready.set()
+            await self._stop.wait()
+
+    def describe(self) -> str:
+        dev = self.config.dev
+        return (f"development mail server: web mail http://{self.host}:{dev.http_port}/ , "
+                f"SMTP {self.host}:{dev.smtp_port}, IMAP {self.host}:{dev.imap_port} "
+                f"(any address, password {dev.password!r}); write to {self.config.support.address}")

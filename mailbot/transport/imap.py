@@ -1,0 +1,167 @@
+"""IMAP intake: fetch new mail, commit it to ``inbound``, then move it to ``Processed``.
+
+The order is the whole point: bytes are committed to the database *before*
+anything is changed on the server. The last UID and UIDVALIDITY of each folder
+live in ``mailbox_state``, so flags are never the source of truth (mail read
+by a person in another client is still imported). A crash after the commit
+and before the move leaves stored mail in the folder; the next sync moves it
+without storing it again. A UIDVALIDITY change triggers a full resync that the
+Message-ID deduplication in ``inbound`` makes harmless.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import ImapConfig
+from ..models import MailboxState
+from .store import RawMail, store
+
+log = logging.getLogger(__name__)
+
+NETWORK_ERRORS = (OSError, IMAPClientError, socket.timeout, ssl.SSLError)
+
+
+def connect(config: ImapConfig) -> IMAPClient:
+    """A logged-in client for the configured account."""
+    client = IMAPClient(config.host, port=config.port, ssl=config.ssl, timeout=60)
+    if config.starttls and not config.ssl:
+        client.starttls()
+    client.login(config.username, config.password)
+    return client
+
+
+class FolderSync:
+    """Keeps one IMAP folder in step with ``inbound``."""
+
+    def __init__(self, config: ImapConfig, folder: str, sessions: sessionmaker[Session],
+                 on_stored: Callable[[int], None] = lambda count: None) -> None:
+        self.config = config
+        self.folder = folder
+        self.sessions = sessions
+        self.on_stored = on_stored
+        self.name = f"{config.username}@{config.host}/{folder}"
+
+    def sync(self, client: IMAPClient) -> int:
+        """Store every message not stored yet and move it away; the number stored."""
+        uidvalidity = client.select_folder(self.folder)[b"UIDVALIDITY"]
+        last_uid = self._last_uid(uidvalidity)
+        uids = sorted(client.search("ALL"))
+        self._move(client, [uid for uid in uids if uid <= last_uid])
+        stored = 0
+        for batch in _chunks([uid for uid in uids if uid > last_uid], self.config.fetch_batch):
+            fetched = client.fetch(batch, ["BODY.PEEK[]"])
+            mails = [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid)
+                     for uid in batch if uid in fetched]
+            with self.sessions.begin() as session:
+                stored += len(store(session, mails))
+                self._save_state(session, uidvalidity, max(batch))
+            self._move(client, batch)
+            self.on_stored(len(mails))
+        return stored
+
+    def _last_uid(self, uidvalidity: int) -> int:
+        with self.sessions() as session:
+            state = session.get(MailboxState, self.name)
+        if state is None:
+            return 0
+        if state.uidvalidity != uidvalidity:
+            log.warning("%s: UIDVALIDITY changed (%s -> %s), resyncing by Message-ID",
+                        self.name, state.uidvalidity, uidvalidity)
+            return 0
+        return state.last_uid
+
+    def _save_state(self, session: Session, uidvalidity: int, last_uid: int) -> None:
+        values = {"mailbox": self.name, "uidvalidity": uidvalidity, "last_uid": last_uid}
+        session.execute(insert(MailboxState).values(values).on_conflict_do_update(
+            index_elements=["mailbox"], set_={**values, "updated_at": func.now()}))
+
+    def _move(self, client: IMAPClient, uids: list[int]) -> None:
+        target = self.config.processed_folder
+        if not uids or not target or target == self.folder:
+            return
+        if not client.folder_exists(target):
+            client.create_folder(target)
+        if client.has_capability("MOVE"):
+            client.move(uids, target)
+        else:
+            client.copy(uids, target)
+            client.delete_messages(uids)
+            if client.has_capability("UIDPLUS"):
+                client.uid_expunge(uids)
+            else:
+                client.expunge()
+
+
+class ImapWatcher:
+    """Runs one folder forever: sync, then IDLE (or poll), reconnecting with backoff."""
+
+    def __init__(self, sync: FolderSync, stop: threading.Event) -> None:
+        self.sync = sync
+        self.config = sync.config
+        self.stop = stop
+
+    def run(self) -> None:
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                client = connect(self.config)
+            except NETWORK_ERRORS as exc:
+                log.warning("%s: cannot connect (%s); retrying in %.0f s", self.sync.name, exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 300.0)
+                continue
+            try:
+                delay = 1.0
+                self._watch(client)
+            except NETWORK_ERRORS as exc:
+                log.warning("%s: connection lost (%s); reconnecting", self.sync.name, exc)
+                self.stop.wait(delay)
+            finally:
+                _logout(client)
+
+    def _watch(self, client: IMAPClient) -> None:
+        use_idle = self.config.idle and client.has_capability("IDLE")
+        while not self.stop.is_set():
+            self.sync.sync(client)
+            if use_idle:
+                self._idle(client)
+            else:
+                self.stop.wait(self.config.poll_interval)
+
+    def _idle(self, client: IMAPClient) -> None:
+        """Wait in IDLE until the server reports a change, the timeout or a stop."""
+        client.idle()
+        try:
+            waited = 0.0
+            while not self.stop.is_set() and waited < self.config.idle_timeout:
+                if any(_is_change(r) for r in client.idle_check(timeout=1.0)):
+                    return
+                waited += 1.0
+        finally:
+            client.idle_done()
+
+
+def _is_change(response: tuple) -> bool:
+    return len(response) > 1 and response[1] in (b"EXISTS", b"RECENT")
+
+
+def _logout(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # the connection may already be gone; nothing to save
+        pass
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), max(size, 1)):
+        yield items[start:start + size]

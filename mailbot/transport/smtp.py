@@ -1,0 +1,97 @@
+"""SMTP delivery of ``outbox`` rows with aiosmtplib: in order, with retries and backoff.
+
+A row is claimed with a short lease (``FOR UPDATE SKIP LOCKED`` then a later
+``next_attempt_at``), so several daemons share the work and a crash mid-send
+means the row is tried again after the lease, never dropped. A 5xx answer is
+permanent: the row is marked failed with the server's words.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import aiosmtplib
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..clock import Clock
+from ..config import SmtpConfig
+from ..models import Outbox
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    attempts: int
+
+
+class SmtpSender:
+    """Sends due outbox rows; ``send_due`` returns how many went out."""
+
+    def __init__(self, config: SmtpConfig, sessions: sessionmaker[Session], clock: Clock,
+                 batch: int = 50) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.clock = clock
+        self.batch = batch
+
+    def claim(self) -> list[Claimed]:
+        """Lease up to ``batch`` due rows, oldest first."""
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            rows = session.scalars(
+                select(Outbox).where(Outbox.status == "pending", Outbox.next_attempt_at <= now)
+                .order_by(Outbox.id).limit(self.batch).with_for_update(skip_locked=True)).all()
+            for row in rows:
+                row.next_attempt_at = now + LEASE
+            return [Claimed(r.id, r.mail_from, list(r.recipients), r.raw, r.attempts) for r in rows]
+
+    async def send_due(self) -> int:
+        sent = 0
+        while claimed := self.claim():
+            for item in claimed:
+                sent += await self._send_one(item)
+            if len(claimed) < self.batch:
+                break
+        return sent
+
+    async def _send_one(self, item: Claimed) -> int:
+        try:
+            await aiosmtplib.send(
+                item.raw, sender=item.mail_from, recipients=item.recipients,
+                hostname=self.config.host, port=self.config.port, use_tls=self.config.ssl,
+                start_tls=self.config.starttls or None,
+                username=self.config.username or None, password=self.config.password or None,
+                timeout=self.config.timeout)
+        except aiosmtplib.SMTPResponseException as exc:
+            self._failed(item, f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600)
+            return 0
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._failed(item, f"{type(exc).__name__}: {exc}", permanent=False)
+            return 0
+        self._mark(item.id, status="sent", sent_at=self.clock.now(), attempts=item.attempts + 1,
+                   last_error=None)
+        return 1
+
+    def _failed(self, item: Claimed, error: str, *, permanent: bool) -> None:
+        attempts = item.attempts + 1
+        if permanent or attempts >= self.config.max_attempts:
+            log.error("outbox %d to %s failed for good: %s", item.id, item.recipients, error)
+            self._mark(item.id, status="failed", attempts=attempts, last_error=error)
+            return
+        delay = timedelta(seconds=self.config.retry_base * 2 ** (attempts - 1))
+        log.warning("outbox %d: %s; retry %d in %s", item.id, error, attempts, delay)
+        self._mark(item.id, attempts=attempts, last_error=error,
+                   next_attempt_at=self.clock.now() + delay)
+
+    def _mark(self, outbox_id: int, **values) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(Outbox).where(Outbox.id == outbox_id).values(**values))

@@ -1,0 +1,385 @@
+"""Real servers for tests and benchmarks: Dovecot (IMAP), an aiosmtpd sink (SMTP), PostgreSQL.
+
+Plain helpers without pytest; tests/conftest.py wraps them in fixtures.
+"""
+
+from __future__ import annotations
+
+import atexit
+import email
+import functools
+import grp
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from string import Template
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from aiosmtpd.controller import Controller
+from imapclient import IMAPClient
+
+LOCALHOST = "127.0.0.1"
+DOVECOT_BIN = "/usr/sbin/dovecot"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((LOCALHOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {LOCALHOST}:{port} after {timeout}s") from None
+            time.sleep(0.01)
+
+
+# ---------------------------------------------------------------- Dovecot
+
+DOVECOT_CONF = Template("""\
+instance_name = dovecot-test-${IMAP_PORT}
+base_dir = ${DIR}/run
+state_dir = ${DIR}/state
+protocols = imap
+listen = 127.0.0.1
+log_path = ${DIR}/log/dovecot.log
+info_log_path = ${DIR}/log/dovecot.log
+default_internal_user = ${INTERNAL_USER}
+default_internal_group = ${INTERNAL_GROUP}
+default_login_user = ${LOGIN_USER}
+first_valid_uid = 1
+mail_uid = ${MAIL_UID}
+mail_gid = ${MAIL_GID}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+ssl = no
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${DIR}/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u ${DIR}/users
+  default_fields = home=${DIR}/mail/%u
+}
+mail_location = maildir:~/Maildir
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Drafts {
+    special_use = \\Drafts
+    auto = subscribe
+  }
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+  mailbox Junk {
+    special_use = \\Junk
+    auto = subscribe
+  }
+  mailbox Processed {
+    auto = subscribe
+  }
+}
+service anvil {
+  chroot =
+  unix_listener anvil-auth-penalty {
+    # renamed so that nobody finds it: disables the per-IP login penalty
+    path = anvil-auth-penalty-disabled
+  }
+}
+service imap-login {
+  chroot =
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${IMAP_PORT}
+  }
+  inet_listener imaps {
+    # port 0 disables the built-in default listener on 993
+    address = 127.0.0.1
+    port = 0
+  }
+}
+mailbox_idle_check_interval = 1 secs
+imap_idle_notify_interval = 2 mins
+""")
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """Connection data of one IMAP account."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def client(self) -> IMAPClient:
+        """A logged-in plain-IMAP client; the caller logs out (or uses `with`)."""
+        client = IMAPClient(self.host, self.port, ssl=False, timeout=30)
+        client.login(self.user, self.password)
+        return client
+
+
+def _service_accounts() -> dict[str, str]:
+    """Dovecot process users: dovecot/dovenull as root, else the current user."""
+    if os.geteuid() == 0:
+        return {"INTERNAL_USER": "dovecot", "INTERNAL_GROUP": "dovecot",
+                "LOGIN_USER": "dovenull", "MAIL_UID": "dovecot", "MAIL_GID": "dovecot"}
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    return {"INTERNAL_USER": user, "INTERNAL_GROUP": group,
+            "LOGIN_USER": user, "MAIL_UID": user, "MAIL_GID": group}
+
+
+class Dovecot:
+    """A private Dovecot IMAP server on 127.0.0.1 with passwd-file users (plain, no TLS)."""
+
+    host = LOCALHOST
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.dir: Path | None = None
+        self._passwords: dict[str, str] = {}
+        self._serial = itertools.count(1)
+
+    def start(self) -> Dovecot:
+        """Write the config into a fresh temp dir, start the daemon, wait for the port."""
+        if not os.path.exists(DOVECOT_BIN):
+            raise FileNotFoundError(f"{DOVECOT_BIN} missing: apt-get install -y dovecot-imapd")
+        # not pytest's tmp_path: as root the dir must be traversable by dovecot/dovenull
+        self.dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
+        self.port = free_port()
+        for sub in ("log", "mail"):
+            (self.dir / sub).mkdir()
+        (self.dir / "users").touch()
+        accounts = _service_accounts()
+        if os.geteuid() == 0:
+            self.dir.chmod(0o755)
+            shutil.chown(self.dir / "mail", accounts["MAIL_UID"], accounts["MAIL_GID"])
+        conf = DOVECOT_CONF.substitute(accounts, DIR=self.dir, IMAP_PORT=self.port)
+        (self.dir / "dovecot.conf").write_text(conf)
+        _run([DOVECOT_BIN, "-c", str(self.dir / "dovecot.conf")])
+        wait_for_port(self.port)
+        atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM the master (without waiting the ~2.5 s it lingers) and remove the dir."""
+        if self.dir is None:
+            return
+        pid = self._master_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+        atexit.unregister(self.stop)
+
+    def add_user(self, name: str, password: str = "secret") -> Mailbox:
+        """Add an account; Dovecot re-reads the passwd-file, so it can log in at once."""
+        assert self.dir is not None, "Dovecot is not started"
+        if name in self._passwords or ":" in name:
+            raise ValueError(f"bad or duplicate user name {name!r}")
+        with open(self.dir / "users", "a", encoding="utf-8") as users:
+            users.write(f"{name}:{{PLAIN}}{password}::::::\n")
+        self._passwords[name] = password
+        return Mailbox(self.host, self.port, name, password)
+
+    def new_mailbox(self, prefix: str = "support", domain: str = "example.test") -> Mailbox:
+        """Add a uniquely named account like support-3@example.test (password "secret")."""
+        return self.add_user(f"{prefix}-{next(self._serial)}@{domain}")
+
+    def mailbox(self, user: str) -> Mailbox:
+        """Connection data of an existing account."""
+        return Mailbox(self.host, self.port, user, self._passwords[user])
+
+    def client(self, user: str) -> IMAPClient:
+        """A logged-in IMAPClient for `user`."""
+        return self.mailbox(user).client()
+
+    def append(self, user: str, raw: bytes, folder: str = "INBOX", flags: tuple[str, ...] = ()) -> int:
+        """APPEND a raw message to the user's folder; return its UID."""
+        with self.client(user) as client:
+            response = client.append(folder, raw, flags=flags)
+        # b"[APPENDUID <uidvalidity> <uid>] Append completed."
+        return int(response.split(b"]", 1)[0].split()[-1])
+
+    def log(self) -> str:
+        """The server log so far (for failure messages)."""
+        assert self.dir is not None
+        return (self.dir / "log" / "dovecot.log").read_text(errors="replace")
+
+    def _master_pid(self) -> int | None:
+        assert self.dir is not None
+        deadline = time.monotonic() + 2
+        pidfile = self.dir / "run" / "master.pid"
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the daemon writes it just after forking
+        try:
+            return int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+def _run(argv: list[str]) -> None:
+    """Run a command; raise with its output on failure."""
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
+
+
+# ---------------------------------------------------------------- SMTP sink
+
+
+class Received(NamedTuple):
+    """One message accepted by SmtpSink."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    def parsed(self) -> EmailMessage:
+        """The message parsed with the modern email policy."""
+        return email.message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+class SmtpSink:
+    """An aiosmtpd server on a free port that keeps every message it accepts."""
+
+    host = LOCALHOST
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.rejected = 0
+        self._messages: list[Received] = []
+        self._fail: tuple[int, int] = (0, 451)
+        self._cond = threading.Condition()
+        self._controller: Controller | None = None
+
+    def start(self) -> SmtpSink:
+        """Start listening (Controller(port=0) does not work, so pick a port first)."""
+        self.port = free_port()
+        self._controller = Controller(self, hostname=self.host, port=self.port, enable_SMTPUTF8=True)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        """A snapshot of the messages received so far."""
+        with self._cond:
+            return list(self._messages)
+
+    def clear(self) -> None:
+        """Forget the messages received so far."""
+        with self._cond:
+            self._messages.clear()
+
+    def fail_next(self, n: int, code: int = 451) -> None:
+        """Answer the next `n` DATA commands with `code` (4xx temporary, 5xx permanent)."""
+        with self._cond:
+            self._fail = (n, code)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
+        """Block until at least `count` messages arrived; return them all."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._messages) >= count, timeout):
+                got = [(m.mail_from, m.rcpt_tos, m.parsed()["Subject"]) for m in self._messages]
+                raise AssertionError(f"expected {count} message(s) within {timeout}s, got {len(got)}: {got}")
+            return list(self._messages)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """aiosmtpd hook: store the message, or reject it while failures are pending."""
+        with self._cond:
+            pending, code = self._fail
+            if pending > 0:
+                self._fail = (pending - 1, code)
+                self.rejected += 1
+                return f"{code} {code // 100}.3.0 Injected failure"
+            data = envelope.original_content or envelope.content
+            self._messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), data))
+            self._cond.notify_all()
+        return "250 OK"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@functools.cache
+def embedded_postgres_url() -> str:
+    """Start a pgserver (PostgreSQL 18 with pg_trgm) for this process; return its socket URL."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # else platformdirs warns on import
+        os.environ["XDG_RUNTIME_DIR"] = _temp_dir("xdg-")
+    import pgserver
+
+    # pgserver makes every parent of its data dir world-readable as root: keep it in a mkdtemp
+    server = pgserver.get_server(Path(_temp_dir("pgserver-")) / "data", cleanup_mode="delete")
+    return server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+
+
+def _temp_dir(prefix: str) -> str:
+    """A mkdtemp dir removed at exit (after handlers registered later, e.g. pgserver's)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` on the same server (TCP or ?host=socket-dir URLs)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _admin_connect(url: str) -> psycopg.Connection[Any]:
+    """An autocommit connection; accepts SQLAlchemy-style `postgresql+driver://` URLs."""
+    scheme, rest = url.split("://", 1)
+    return psycopg.connect(f"{scheme.split('+')[0]}://{rest}", autocommit=True)
+
+
+def fresh_database(base_url: str) -> str:
+    """Create an empty UTF-8 database `mb_<random>` on base_url's server; return its URL."""
+    name = f"mb_{uuid.uuid4().hex[:12]}"
+    with _admin_connect(base_url) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'")
+    return with_database(base_url, name)
+
+
+def drop_database(url: str) -> None:
+    """Drop the database of `url`, closing any connections still open to it."""
+    name = urlsplit(url).path.lstrip("/")
+    with _admin_connect(with_database(url, "postgres")) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
