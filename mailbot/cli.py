@@ -127,6 +127,68 @@ def cmd_requests(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_crm(app: App, args: argparse.Namespace) -> int:
+    """Import a CRM CSV export: bad rows are listed, good rows are kept."""
+    from . import crm
+
+    with app.ready_sessions().begin() as session:
+        try:
+            summary = crm.import_file(session, args.file)
+        except crm.CrmFileError as exc:
+            raise Fail(f"{args.file}: {exc}", EX_DATAERR) from None
+    print(summary.describe())
+    for line, reason in summary.errors:
+        print(f"line {line}: {reason}")
+    return EX_OK
+
+
+def cmd_ingest(app: App, args: argparse.Namespace) -> int:
+    """Store one message from stdin (an MTA pipe transport, like rt-mailgate)."""
+    from .transport.store import RawMail, looks_like_mail, store
+
+    raw = sys.stdin.buffer.read()
+    if not looks_like_mail(raw):
+        raise Fail("stdin does not hold a mail message", EX_DATAERR)
+    try:
+        with app.ready_sessions().begin() as session:
+            new = store(session, [RawMail(raw, "ingest")])
+    except Fail:
+        raise
+    except Exception as exc:  # anything that kept the bytes out of the database: let the MTA retry
+        raise Fail(f"cannot store the message, the MTA should retry: {exc}", EX_TEMPFAIL) from None
+    log.info("ingest: %s", "stored" if new else "already stored")
+    return EX_OK
+
+
+def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
+    from . import quarantine
+
+    with app.ready_sessions().begin() as session:
+        if args.action == "list":
+            items = quarantine.open_items(session)
+            for item, inbound in items:
+                print(f"{item.id:>6}  {item.created_at:%Y-%m-%d %H:%M}  {item.stage:<9} "
+                      f"{inbound.size:>9} B  {item.error[:90]}")
+            print(f"{len(items)} message(s) in quarantine")
+            return EX_OK
+        found = quarantine.get(session, args.id)
+        if found is None:
+            raise Fail(f"no quarantine item {args.id}")
+        item, inbound = found
+        if args.action == "show":
+            head = inbound.raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            print(f"item {item.id}, inbound {inbound.id} from {inbound.source}, {inbound.size} bytes")
+            print(f"stage: {item.stage}\nerror: {item.error}")
+            print(f"resolved: {item.resolution or 'no'}\n\n{head.decode('utf-8', 'replace')}")
+        elif args.action == "retry":
+            quarantine.retry(session, item, app.clock.now())
+            print(f"item {item.id} will be processed again by the daemon (or `mailbot run --once`)")
+        else:
+            quarantine.drop(session, item, app.clock.now())
+            print(f"item {item.id} dropped; its raw bytes stay in the database")
+    return EX_OK
+
+
 # ---------------------------------------------------------------- plumbing
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
     show = actions.add_parser("show", help="one request with its timeline")
     show.add_argument("number")
     requests.set_defaults(func=cmd_requests)
+
+    crm = commands.add_parser("crm", help="the corporate CRM: organisations, contacts, contracts")
+    crm_actions = crm.add_subparsers(dest="action", required=True)
+    crm_actions.add_parser("import", help="upsert from a CSV export (layout: docs/crm.md); "
+                           "exit 0 read, 65 unreadable").add_argument("file")
+    crm.set_defaults(func=cmd_crm)
+
+    ingest = commands.add_parser("ingest", help="store one message from stdin (MTA pipe); "
+                                 "exit 0 stored, 75 retry later, 65 not a mail")
+    ingest.set_defaults(func=cmd_ingest)
+
+    quarantine = commands.add_parser("quarantine", help="mail the pipeline could not process")
+    q_actions = quarantine.add_subparsers(dest="action", required=True)
+    q_actions.add_parser("list", help="open items")
+    for action in ("show", "retry", "drop"):
+        q_actions.add_parser(action).add_argument("id", type=int)
+    quarantine.set_defaults(func=cmd_quarantine)
     return parser
 
 

@@ -10,6 +10,7 @@ message is one line naming the key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -83,6 +84,60 @@ class DevConfig:
     password: str = "secret"
 
 
+HH_MM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    """The SLA clock (DESIGN.md §6): calendar, working hours and reaction norms in minutes."""
+
+    calendar: str = "business"  # "business" (Mon–Fri, Russian production calendar) or "24x7"
+    work_start: str = "09:00"
+    work_end: str = "18:00"
+    norm_op1: int = 20
+    norm_op2: int = 40
+    norm_op3: int = 120
+    norm_op4: int = 180  # first reaction to an ОП4 escalation (ТП2's answer)
+    warn_before: int = 10  # warn this many working minutes before a deadline
+
+    def __post_init__(self) -> None:
+        if self.calendar not in ("business", "24x7"):
+            raise ConfigError(f"sla.calendar: expected 'business' or '24x7', got {self.calendar!r}")
+        for key in ("work_start", "work_end"):
+            if not HH_MM.match(getattr(self, key)):
+                raise ConfigError(f"sla.{key}: expected HH:MM, got {getattr(self, key)!r}")
+        if self.work_start >= self.work_end:
+            raise ConfigError(f"sla.work_end: must be later than work_start {self.work_start}")
+        for level in range(1, 5):
+            if self.norm(level) <= 0:
+                raise ConfigError(f"sla.norm_op{level}: must be a positive number of minutes")
+
+    def norm(self, level: int) -> int:
+        """The reaction norm of ОП``level`` in (working) minutes."""
+        if level not in (1, 2, 3, 4):
+            raise ValueError(f"no assistance level {level!r}")
+        return getattr(self, f"norm_op{level}")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Keywords (words or phrases, any inflection) that put a new request on ОП1, ОП2 or ОП3."""
+
+    op1_keywords: tuple[str, ...] = ("привязка", "перепривязка", "линковка", "установка",
+                                     "настройка", "штатное функционирование")
+    op2_keywords: tuple[str, ...] = ("файл", "патч", "документация", "информационное письмо",
+                                     "лог", "скриншот", "отправка", "обновление ПО",
+                                     "дистрибутив")
+    op3_keywords: tuple[str, ...] = ("сбой", "отказ", "не работает", "ошибка", "авария",
+                                     "критический", "нештатная работа", "не запускается",
+                                     "не запустился", "перестал работать")
+    default_level: int = 1  # when no keyword matches
+
+    def __post_init__(self) -> None:
+        if self.default_level not in (1, 2, 3):
+            raise ConfigError(f"classify.default_level: expected 1, 2 or 3, got {self.default_level!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -91,6 +146,8 @@ class Config:
     support: SupportConfig = field(default_factory=SupportConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     dev: DevConfig = field(default_factory=DevConfig)
+    sla: SlaConfig = field(default_factory=SlaConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     state_dir: str = ".mailbot"  # embedded PostgreSQL data and other local state
     timezone: str = "Europe/Moscow"
     log_level: str = "INFO"
@@ -193,4 +250,4 @@ def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
     return replace(config, **changes)
 
 
-__all__ = ["Config", "ConfigError", "load_config", "with_overrides"]
+__all__ = ["ClassifyConfig", "Config", "ConfigError", "SlaConfig", "load_config", "with_overrides"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import any_, func, select
 from sqlalchemy.orm import Session
 
 from .models import Contact, Message, Organization, Outbox, Request, Staff
@@ -27,7 +27,7 @@ class Lookup:
     def organization_by_domain(self, domain: str) -> Organization | None:
         """The one organisation owning this mail domain (None when none or ambiguous)."""
         found = self.session.scalars(select(Organization).where(
-            Organization.email_domains.any(domain.lower())).limit(2)).all()
+            any_(Organization.email_domains) == domain.lower()).limit(2)).all()
         return found[0] if len(found) == 1 else None
 
     def request_by_number(self, number: str) -> Request | None:
@@ -51,7 +51,7 @@ class Lookup:
         return self.session.scalar(
             select(func.count()).select_from(Outbox)
             .where(Outbox.kind.in_(AUTOMATIC_KINDS), Outbox.created_at >= since,
-                   Outbox.recipients.any(address.lower()))) or 0
+                   any_(Outbox.recipients) == address.lower())) or 0
 
 
 AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")

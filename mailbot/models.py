@@ -95,7 +95,7 @@ class Incident(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
-    search: Mapped[Any] = mapped_column(
+    search: Mapped[Any | None] = mapped_column(
         TSVECTOR, Computed("to_tsvector('russian', title || ' ' || symptoms || ' ' || solution)"))
 
 

@@ -79,11 +79,11 @@ login_trusted_networks = 127.0.0.0/8
 ssl = no
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u ${DIR}/users
+  args = scheme=PLAIN username_format=%u ${DIR}/users/%u
 }
 userdb {
   driver = passwd-file
-  args = username_format=%u ${DIR}/users
+  args = username_format=%u ${DIR}/users/%u
   default_fields = home=${DIR}/mail/%u
 }
 mail_location = maildir:~/Maildir
@@ -146,7 +146,11 @@ class Mailbox:
     def client(self) -> IMAPClient:
         """A logged-in plain-IMAP client; the caller logs out (or uses `with`)."""
         client = IMAPClient(self.host, self.port, ssl=False, timeout=30)
-        client.login(self.user, self.password)
+        try:
+            client.login(self.user, self.password)
+        except BaseException:
+            client.shutdown()
+            raise
         return client
 
 
@@ -179,16 +183,15 @@ class Dovecot:
         # not pytest's tmp_path: as root the dir must be traversable by dovecot/dovenull
         self.dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
         self.port = free_port()
-        for sub in ("log", "mail"):
+        for sub in ("log", "mail", "users"):
             (self.dir / sub).mkdir()
-        (self.dir / "users").touch()
         accounts = _service_accounts()
         if os.geteuid() == 0:
             self.dir.chmod(0o755)
             shutil.chown(self.dir / "mail", accounts["MAIL_UID"], accounts["MAIL_GID"])
         conf = DOVECOT_CONF.substitute(accounts, DIR=self.dir, IMAP_PORT=self.port)
         (self.dir / "dovecot.conf").write_text(conf)
-        _run([DOVECOT_BIN, "-c", str(self.dir / "dovecot.conf")])
+        _run_daemon([DOVECOT_BIN, "-c", str(self.dir / "dovecot.conf")], self.dir / "log" / "start.err")
         wait_for_port(self.port)
         atexit.register(self.stop)
         return self
@@ -205,12 +208,17 @@ class Dovecot:
         atexit.unregister(self.stop)
 
     def add_user(self, name: str, password: str = "secret") -> Mailbox:
-        """Add an account; Dovecot re-reads the passwd-file, so it can log in at once."""
+        """Add an account that can log in at once.
+
+        One passwd-file per user: Dovecot stats a changed shared file at most once a
+        second, so a user appended to it could fail to log in for up to a second.
+        """
         assert self.dir is not None, "Dovecot is not started"
-        if name in self._passwords or ":" in name:
+        if name in self._passwords or not name or set(name) & set(":/\n") or name.startswith("."):
             raise ValueError(f"bad or duplicate user name {name!r}")
-        with open(self.dir / "users", "a", encoding="utf-8") as users:
-            users.write(f"{name}:{{PLAIN}}{password}::::::\n")
+        tmp = self.dir / "users" / f".{name}"
+        tmp.write_text(f"{name}:{{PLAIN}}{password}::::::\n", encoding="utf-8")
+        tmp.rename(self.dir / "users" / name)
         self._passwords[name] = password
         return Mailbox(self.host, self.port, name, password)
 
@@ -250,11 +258,12 @@ class Dovecot:
             return None
 
 
-def _run(argv: list[str]) -> None:
-    """Run a command; raise with its output on failure."""
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
+def _run_daemon(argv: list[str], errfile: Path) -> None:
+    """Run a self-daemonizing command; its stderr goes to a file, not a pipe the daemon would keep open."""
+    with open(errfile, "w") as err:
+        code = subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    if code:
+        raise RuntimeError(f"{argv} exited {code}: {errfile.read_text()}")
 
 
 # ---------------------------------------------------------------- SMTP sink

@@ -8,8 +8,8 @@ from mailbot.models import Base
 
 
 def _normalise(type_name: str) -> str:
-    name = type_name.upper().split("(")[0]
-    return {"VARCHAR": "TEXT", "TIMESTAMP": "TIMESTAMPTZ", "JSON": "JSONB"}.get(name, name)
+    name = type_name.upper().split("(")[0].replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ")
+    return {"VARCHAR": "TEXT", "JSON": "JSONB"}.get(name, name)
 
 
 def test_db_init_creates_the_whole_register_and_is_idempotent(database_url):
@@ -38,7 +38,7 @@ def test_models_mirror_schema_sql_column_by_column(database_url):
             real = in_db[name]
             where = f"{table.name}.{name}"
             assert real["nullable"] == column.nullable, where
-            assert _normalise(str(real["type"])) == _normalise(
+            assert _normalise(real["type"].compile(dialect=engine.dialect)) == _normalise(
                 column.type.compile(dialect=engine.dialect)), where
         real_fks = {(fk["constrained_columns"][0], fk["referred_table"])
                     for fk in inspector.get_foreign_keys(table.name)}

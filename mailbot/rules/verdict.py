@@ -29,6 +29,8 @@ class Verdict:
     contact: Contact | None = None
     organization: Organization | None = None
     request: Request | None = None
+    level: int | None = None  # ОП1–ОП3 proposed for a new request
+    level_reason: str = ""
     may_auto_reply: bool = True
     final: bool = False  # no later rule may change the verdict
     reasons: list[str] = field(default_factory=list)

@@ -5,7 +5,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -52,5 +51,9 @@ def store(session: Session, mails: list[RawMail]) -> list[int]:
     return list(session.scalars(statement))
 
 
-def is_stored(session: Session, raw: bytes) -> bool:
-    return session.scalar(select(Inbound.id).where(Inbound.dedup_key == dedup_key(raw))) is not None
+_HEADER_LINE = re.compile(rb"^(?:From |[!-9;-~]+:)")
+
+
+def looks_like_mail(raw: bytes) -> bool:
+    """True when ``raw`` starts like an RFC 5322 message (or an mbox 'From ' line)."""
+    return bool(raw.strip()) and bool(_HEADER_LINE.match(raw.lstrip(b"\r\n")))

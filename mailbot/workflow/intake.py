@@ -65,7 +65,7 @@ class Intake:
         message = record_incoming(self.session, mail, inbound_id, request)
         actor = verdict.staff.login if verdict.staff else (mail.from_addr or "unknown")
         record(self.session, request, "message_in", actor=actor, at=self.now,
-               message_id=message.id, kind=mail.kind.value, reasons=verdict.reasons)
+               message_id=message.id, mail_kind=mail.kind.value, reasons=verdict.reasons)
         if verdict.role is not Role.STAFF and request.status == Status.AWAITING_CUSTOMER.value:
             change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                           message_id=message.id)

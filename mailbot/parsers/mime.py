@@ -1,0 +1,336 @@
+"""Raw bytes to a MIME tree (mail-parser + email), and the walk that sorts its parts.
+
+The walk decides which parts are the body (text/plain preferred inside
+multipart/alternative, HTML kept as sent), which are attachments (everything else,
+nested messages as .eml, winmail.dat expanded), and collects report parts (DSN/MDN).
+"""
+from __future__ import annotations
+
+import binascii
+import email
+import email.parser
+import logging
+import mimetypes
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+
+import mailparser
+
+from .attachments import AttachmentSink
+from .body import normalize_newlines, unflow
+from .charsets import codec_for, decode_bytes, sniff_html_charset
+from .headers import decode_header_value, first_message_id, unfolded
+from .reports import field_blocks
+from .tnef import expand_tnef
+
+logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # it logs about our input; we report defects
+
+MAX_DEPTH = 40
+_HEADER_ZONE = 256 * 1024
+_PY_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+_STRICT_FIELD = re.compile(rb"[A-Za-z][A-Za-z0-9-]*:")
+_STRAY_LOOKAHEAD = 50
+_BODY_TYPES = ("text/plain", "text/html")
+_TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
+_UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")
+
+
+def repair_header_block(raw: bytes) -> tuple[bytes, int]:
+    """Join stray unindented lines inside the header block (broken folding); return (bytes, count).
+
+    A stray line counts only when a real "Name:" header line follows it before the
+    blank line; otherwise the header block has simply ended without a separator.
+    """
+    zone = raw[:_HEADER_ZONE]
+    ends = [pos for pos in (zone.find(b"\n\n"), zone.find(b"\n\r\n")) if pos >= 0]
+    end = min(ends) if ends else len(zone)
+    lines = zone[:end].split(b"\n")
+    if all(_PY_HEADER_LINE.match(line) for line in lines if line.strip(b"\r")):
+        return raw, 0
+    repaired, fixed, seen_header = [], 0, False
+    for index, line in enumerate(lines):
+        if _PY_HEADER_LINE.match(line) or not line.strip(b"\r"):
+            seen_header = seen_header or not line[:1].isspace()
+            repaired.append(line)
+            continue
+        ahead = lines[index + 1:index + 1 + _STRAY_LOOKAHEAD]
+        if not any(_STRICT_FIELD.match(nxt) for nxt in ahead):
+            repaired.extend(lines[index:])
+            break
+        fixed += 1
+        if seen_header:
+            repaired.append(b" " + line)
+    if not fixed:
+        return raw, 0
+    return b"\n".join(repaired) + raw[end:], fixed
+
+
+def parse_message(raw: bytes) -> tuple[Message, datetime | None, list[str]]:
+    """Parse once with mail-parser; fall back to email, then to headers only."""
+    defects: list[str] = []
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+        return parsed.message, parsed.date, defects
+    except Exception as exc:  # noqa: BLE001 - includes MailParserRecursionError
+        defects.append(f"mail-parser failed ({type(exc).__name__}); parsed headers only")
+    try:
+        return email.parser.BytesParser(headersonly=True).parsebytes(raw), None, defects
+    except Exception as exc:  # noqa: BLE001
+        defects.append(f"unparseable message ({type(exc).__name__})")
+        return Message(), None, defects
+
+
+def iter_parts(part: Message, depth: int = 0) -> Iterator[Message]:
+    """All parts of a tree (nested messages included), depth-first, stopping at MAX_DEPTH."""
+    yield part
+    payload = part.get_payload()
+    if depth < MAX_DEPTH and isinstance(payload, list) and part.get_content_type() != "message/delivery-status":
+        for child in payload:
+            if isinstance(child, Message):
+                yield from iter_parts(child, depth + 1)
+
+
+def param(part: Message, name: str, header: str = "content-type", hints: Sequence[str] = ()) -> str | None:
+    """A header parameter as text (RFC 2231 charset applied, raw 8-bit decoded), or None."""
+    source = part
+    raw = raw_header(part, header)
+    if raw is not None and not raw.isascii():
+        source = Message()  # email would turn raw 8-bit bytes into U+FFFD; decode them first
+        source[header] = unfolded(raw, hints)
+    try:
+        value = source.get_param(name, None, header)
+    except Exception:  # noqa: BLE001 - hostile parameter syntax
+        return None
+    if isinstance(value, tuple):
+        charset, _, text = value
+        return decode_bytes(_param_bytes(text), charset or None, hints)[0]
+    return value if isinstance(value, str) else None
+
+
+def raw_header(part: Message, name: str) -> str | None:
+    """The first value of a header as parsed (raw 8-bit kept as surrogates), or None.
+
+    Message.get() would hand back an email.header.Header with U+FFFD for raw 8-bit bytes.
+    """
+    return next((str(v) for k, v in part.raw_items() if k.lower() == name), None)
+
+
+def uudecode(data: bytes) -> bytes:
+    """Decode uuencoded lines, with or without the 'begin'/'end' lines."""
+    lines = data.splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.startswith(b"begin ")), 0)
+    out = []
+    for line in lines[start:]:
+        if line.strip() == b"end":
+            break
+        if not line.strip() or line.strip() == b"`":
+            continue
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            try:  # trailing garbage after the counted bytes, as the uu module tolerates
+                out.append(binascii.a2b_uu(line[:(((line[0] - 32) & 63) * 4 + 5) // 3]))
+            except binascii.Error:
+                continue
+    return b"".join(out)
+
+
+def _param_bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def declared_charsets(message: Message) -> list[str]:
+    """Charset labels declared anywhere in the message, in order, without repeats."""
+    found: dict[str, None] = {}
+    for part in iter_parts(message):
+        label = param(part, "charset")
+        if label and codec_for(label) not in (None, "ascii"):
+            found.setdefault(label.lower(), None)
+    return list(found)
+
+
+@dataclass
+class MimeContent:
+    """What the walk found: body chunks, attachments, report data, defects."""
+
+    chunks: list[tuple[str, str]] = field(default_factory=list)  # ("plain"|"html"|"html-alt", text)
+    delivery_status: list[list[dict[str, str]]] = field(default_factory=list)
+    disposition: list[dict[str, str]] = field(default_factory=list)
+    original_ids: list[str] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+
+class MimeWalker:
+    """Sorts the parts of one message into body chunks, attachments and report data."""
+
+    def __init__(self, sink: AttachmentSink, hints: list[str]) -> None:
+        self.sink = sink
+        self.hints = hints
+        self.content = MimeContent()
+
+    def walk(self, message: Message) -> MimeContent:
+        self.content.chunks = self._part(message, 0)
+        return self.content
+
+    def _part(self, part: Message, depth: int) -> list[tuple[str, str]]:
+        self._note_defects(part)
+        if depth > MAX_DEPTH:
+            self.content.defects.append(f"parts nested deeper than {MAX_DEPTH} levels ignored")
+            return []
+        payload = part.get_payload()
+        maintype = part.get_content_maintype()
+        if maintype == "multipart" and isinstance(payload, list):
+            children = [c for c in payload if isinstance(c, Message)]
+            if part.get_content_subtype() == "alternative":
+                return self._alternative(children, depth)
+            return [chunk for child in children for chunk in self._part(child, depth + 1)]
+        if maintype == "multipart":
+            self.content.defects.append("multipart without usable boundary read as text")
+            return self._text(part, "text/plain")
+        return self._leaf(part)
+
+    def _alternative(self, children: list[Message], depth: int) -> list[tuple[str, str]]:
+        """Keep the plain-text alternative as text and the others' HTML as html only."""
+        variants = [self._part(child, depth + 1) for child in children]
+        chosen = (next((v for v in variants if any(k == "plain" and t.strip() for k, t in v)), None)
+                  or next((v for v in reversed(variants) if any(k == "html" for k, _ in v)), None)
+                  or next((v for v in reversed(variants) if v), []))
+        chunks = list(chosen)
+        for variant in variants:
+            if variant is not chosen:
+                chunks.extend(("html-alt", t) for k, t in variant if k in ("html", "html-alt"))
+        return chunks
+
+    def _leaf(self, part: Message) -> list[tuple[str, str]]:
+        ctype = part.get_content_type()
+        disposition = part.get_content_disposition()
+        name = self._filename(part)
+        if ctype in _BODY_TYPES and disposition != "attachment" and not name:
+            return self._text(part, ctype)
+        if ctype == "message/rfc822":
+            self._nested_message(part, name)
+        elif ctype in _TNEF_TYPES or (name or "").lower() == "winmail.dat":
+            self._tnef(part, name, ctype)
+        else:
+            self._report_part(part, ctype)
+            self._attach(part, name, ctype, self._payload_bytes(part), disposition)
+        return []
+
+    def _text(self, part: Message, ctype: str) -> list[tuple[str, str]]:
+        data = self._payload_bytes(part)
+        label = param(part, "charset") or (sniff_html_charset(data) if ctype == "text/html" else None)
+        text, defect = decode_bytes(data, label, self.hints)
+        if defect:
+            self.content.defects.append(defect)
+        text = normalize_newlines(text)
+        if ctype == "text/html":
+            return [("html", text)]
+        if (param(part, "format") or "").lower() == "flowed":
+            text = unflow(text, (param(part, "delsp") or "").lower() == "yes")
+        return [("plain", text)]
+
+    def _payload_bytes(self, part: Message) -> bytes:
+        """The decoded bytes of a leaf part (base64 decoded without extra copies)."""
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            return self._serialized(part)
+        cte = (raw_header(part, "content-transfer-encoding") or "").strip().lower()
+        if cte in _UUENCODE:
+            return uudecode(str(payload or "").encode("utf-8", "surrogateescape"))
+        if cte == "base64" and isinstance(payload, str):
+            try:
+                return binascii.a2b_base64(payload)
+            except (ValueError, binascii.Error):
+                pass
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:  # noqa: BLE001 - uu/qp decoders on garbage
+            self.content.defects.append(f"could not decode {cte or '7bit'} payload; kept raw")
+            data = None
+        if isinstance(data, bytes):
+            return data
+        return str(payload or "").encode("utf-8", "surrogateescape")
+
+    def _serialized(self, part: Message) -> bytes:
+        """Bytes of a message/* part's payload, as a file (nested .eml, report text)."""
+        children = [c for c in part.get_payload() if isinstance(c, Message)]
+        blobs = []
+        for child in children:
+            try:
+                blobs.append(child.as_bytes())
+            except Exception:  # noqa: BLE001 - generator trips on damaged headers
+                blobs.append(child.as_string().encode("utf-8", "surrogateescape"))
+        data = b"\n".join(blobs)
+        cte = (raw_header(part, "content-transfer-encoding") or "").strip().lower()
+        if cte == "base64":
+            return binascii.a2b_base64(data.split(b"\n\n", 1)[-1])
+        if cte == "quoted-printable":
+            return binascii.a2b_qp(data)
+        return data
+
+    def _filename(self, part: Message) -> str | None:
+        for name, header in (("filename", "content-disposition"), ("name", "content-type")):
+            value = param(part, name, header, self.hints)
+            if value and value.strip():
+                return decode_header_value(value, self.hints)
+        return None
+
+    def _nested_message(self, part: Message, name: str | None) -> None:
+        children = [c for c in part.get_payload() if isinstance(c, Message)] if part.is_multipart() else []
+        if children:
+            mid = first_message_id(raw_header(children[0], "message-id"))
+            if mid:
+                self.content.original_ids.append(mid)
+            if not name:
+                subject = decode_header_value(raw_header(children[0], "subject") or "", self.hints)
+                name = f"{subject}.eml" if subject else None
+        self._attach(part, name, "message/rfc822", self._payload_bytes(part), part.get_content_disposition())
+
+    def _tnef(self, part: Message, name: str | None, ctype: str) -> None:
+        data = self._payload_bytes(part)
+        files = expand_tnef(data)
+        if not files:
+            self.content.defects.append("winmail.dat kept as is: no files could be extracted")
+            self._attach(part, name, ctype, data, part.get_content_disposition())
+            return
+        for inner_name, inner in files:
+            self.sink.add(inner_name, _guess_type(inner_name), inner)
+
+    def _report_part(self, part: Message, ctype: str) -> None:
+        if ctype == "message/delivery-status":
+            self.content.delivery_status.append(self._fields(part))
+        elif ctype == "message/disposition-notification":
+            self.content.disposition.extend(self._fields(part))
+        elif ctype == "text/rfc822-headers":
+            blocks = field_blocks(self._payload_bytes(part).decode("utf-8", "replace"))
+            mid = first_message_id(blocks[0].get("message-id")) if blocks else None
+            if mid:
+                self.content.original_ids.append(mid)
+
+    def _fields(self, part: Message) -> list[dict[str, str]]:
+        """Field blocks of a report part, whether email parsed them or left text."""
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            blocks = [{k.lower(): decode_header_value(v, self.hints) for k, v in child.raw_items()}
+                      for child in payload if isinstance(child, Message)]
+            return [b for b in blocks if b]
+        return field_blocks(self._payload_bytes(part).decode("utf-8", "replace"))
+
+    def _attach(self, part: Message, name: str | None, ctype: str, data: bytes, disposition: str | None) -> None:
+        cid = decode_header_value(raw_header(part, "content-id") or "").strip("<>").strip() or None
+        inline = disposition == "inline" or (disposition is None and cid is not None)
+        self.sink.add(name, ctype, data, content_id=cid, inline=inline)
+
+    def _note_defects(self, part: Message) -> None:
+        for defect in getattr(part, "defects", ()):
+            self.content.defects.append(type(defect).__name__)
+
+
+def _guess_type(name: str | None) -> str:
+    return (mimetypes.guess_type(name or "", strict=False)[0] or "application/octet-stream").lower()

@@ -1,0 +1,47 @@
+"""Shared fixtures: PostgreSQL, Dovecot IMAP and an SMTP sink (logic in tests/servers.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import (Dovecot, Mailbox, SmtpSink, drop_database, embedded_postgres_url,
+                           fresh_database)
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> str:
+    """URL of a PostgreSQL server: $MAILBOT_TEST_DATABASE_URL, else an embedded pgserver."""
+    return os.environ.get("MAILBOT_TEST_DATABASE_URL") or embedded_postgres_url()
+
+
+@pytest.fixture
+def database_url(pg_base_url: str) -> Iterator[str]:
+    """URL (postgresql://) of a fresh empty database, dropped after the test."""
+    url = fresh_database(pg_base_url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """One Dovecot IMAP server for the session."""
+    server = Dovecot().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(dovecot: Dovecot) -> Mailbox:
+    """A fresh Dovecot account (support-<n>@example.test / secret) for this test only."""
+    return dovecot.new_mailbox()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A started SMTP sink that records every message it accepts."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
