@@ -182,6 +182,7 @@ class Dovecot:
             raise FileNotFoundError(f"{DOVECOT_BIN} missing: apt-get install -y dovecot-imapd")
         # not pytest's tmp_path: as root the dir must be traversable by dovecot/dovenull
         self.dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
+        atexit.register(self.stop)
         self.port = free_port()
         for sub in ("log", "mail", "users"):
             (self.dir / sub).mkdir()
@@ -193,7 +194,6 @@ class Dovecot:
         (self.dir / "dovecot.conf").write_text(conf)
         _run_daemon([DOVECOT_BIN, "-c", str(self.dir / "dovecot.conf")], self.dir / "log" / "start.err")
         wait_for_port(self.port)
-        atexit.register(self.stop)
         return self
 
     def stop(self) -> None:
@@ -240,11 +240,6 @@ class Dovecot:
             response = client.append(folder, raw, flags=flags)
         # b"[APPENDUID <uidvalidity> <uid>] Append completed."
         return int(response.split(b"]", 1)[0].split()[-1])
-
-    def log(self) -> str:
-        """The server log so far (for failure messages)."""
-        assert self.dir is not None
-        return (self.dir / "log" / "dovecot.log").read_text(errors="replace")
 
     def _master_pid(self) -> int | None:
         assert self.dir is not None
@@ -367,22 +362,21 @@ def _temp_dir(prefix: str) -> str:
     return path
 
 
-def with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` on the same server (TCP or ?host=socket-dir URLs)."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _admin_connect(url: str) -> psycopg.Connection[Any]:
-    """An autocommit connection; accepts SQLAlchemy-style `postgresql+driver://` URLs."""
+def libpq_url(url: str) -> str:
+    """`url` with a plain postgresql:// scheme (drops SQLAlchemy's `+driver`)."""
     scheme, rest = url.split("://", 1)
-    return psycopg.connect(f"{scheme.split('+')[0]}://{rest}", autocommit=True)
+    return f"{scheme.split('+')[0]}://{rest}"
+
+
+def with_database(url: str, name: str) -> str:
+    """libpq URL of database `name` on `url`'s server (TCP or ?host=socket-dir URLs)."""
+    return urlunsplit(urlsplit(libpq_url(url))._replace(path=f"/{name}"))
 
 
 def fresh_database(base_url: str) -> str:
-    """Create an empty UTF-8 database `mb_<random>` on base_url's server; return its URL."""
+    """Create an empty UTF-8 database `mb_<random>` on base_url's server; return its postgresql:// URL."""
     name = f"mb_{uuid.uuid4().hex[:12]}"
-    with _admin_connect(base_url) as conn:
+    with psycopg.connect(libpq_url(base_url), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'")
     return with_database(base_url, name)
 
@@ -390,5 +384,5 @@ def fresh_database(base_url: str) -> str:
 def drop_database(url: str) -> None:
     """Drop the database of `url`, closing any connections still open to it."""
     name = urlsplit(url).path.lstrip("/")
-    with _admin_connect(with_database(url, "postgres")) as conn:
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

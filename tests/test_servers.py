@@ -37,19 +37,14 @@ def test_database_url_works_with_sqlalchemy(database_url: str) -> None:
 
 
 def test_drop_database_closes_open_connections(pg_base_url: str) -> None:
-    url = fresh_database(pg_base_url)
-    assert url != fresh_database_name_twice(pg_base_url)
-    leftover = psycopg.connect(url)
-    drop_database(url)
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(url).close()
-    leftover.close()
-
-
-def fresh_database_name_twice(base_url: str) -> str:
-    other = fresh_database(base_url)
+    url, other = fresh_database(pg_base_url), fresh_database(pg_base_url)
     drop_database(other)
-    return other
+    assert url != other
+    with psycopg.connect(url):
+        drop_database(url)  # would block without WITH (FORCE)
+    for gone in (url, other):
+        with pytest.raises(psycopg.OperationalError, match="does not exist"):
+            psycopg.connect(gone).close()
 
 
 def test_dovecot_folders_append_idle_move(dovecot: Dovecot, mailbox: Mailbox) -> None:

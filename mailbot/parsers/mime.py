@@ -36,6 +36,7 @@ _STRAY_LOOKAHEAD = 50
 _BODY_TYPES = ("text/plain", "text/html")
 _TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
 _UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")
+_IDENTITY = ("", "7bit", "8bit", "binary")
 
 
 def repair_header_block(raw: bytes) -> tuple[bytes, int]:
@@ -77,7 +78,7 @@ def parse_message(raw: bytes) -> tuple[Message, datetime | None, list[str]]:
     except Exception as exc:  # noqa: BLE001 - includes MailParserRecursionError
         defects.append(f"mail-parser failed ({type(exc).__name__}); parsed headers only")
     try:
-        return email.parser.BytesParser(headersonly=True).parsebytes(raw), None, defects
+        return email.parser.BytesParser().parsebytes(raw, headersonly=True), None, defects
     except Exception as exc:  # noqa: BLE001
         defects.append(f"unparseable message ({type(exc).__name__})")
         return Message(), None, defects
@@ -86,7 +87,7 @@ def parse_message(raw: bytes) -> tuple[Message, datetime | None, list[str]]:
 def iter_parts(part: Message, depth: int = 0) -> Iterator[Message]:
     """All parts of a tree (nested messages included), depth-first, stopping at MAX_DEPTH."""
     yield part
-    payload = part.get_payload()
+    payload = stored_payload(part)
     if depth < MAX_DEPTH and isinstance(payload, list) and part.get_content_type() != "message/delivery-status":
         for child in payload:
             if isinstance(child, Message):
@@ -108,6 +109,15 @@ def param(part: Message, name: str, header: str = "content-type", hints: Sequenc
         charset, _, text = value
         return decode_bytes(_param_bytes(text), charset or None, hints)[0]
     return value if isinstance(value, str) else None
+
+
+def stored_payload(part: Message) -> list[Message] | str | None:
+    """The payload as parsed: a list of parts, or the undecoded text (8-bit kept as surrogates).
+
+    Message.get_payload() re-decodes 8-bit text with the declared charset, which is lossy,
+    costs a pass over the data, and raises for labels such as 'undefined'.
+    """
+    return part._payload  # noqa: SLF001 - the one place that reads it
 
 
 def raw_header(part: Message, name: str) -> str | None:
@@ -183,7 +193,7 @@ class MimeWalker:
         if depth > MAX_DEPTH:
             self.content.defects.append(f"parts nested deeper than {MAX_DEPTH} levels ignored")
             return []
-        payload = part.get_payload()
+        payload = stored_payload(part)
         maintype = part.get_content_maintype()
         if maintype == "multipart" and isinstance(payload, list):
             children = [c for c in payload if isinstance(c, Message)]
@@ -237,13 +247,15 @@ class MimeWalker:
 
     def _payload_bytes(self, part: Message) -> bytes:
         """The decoded bytes of a leaf part (base64 decoded without extra copies)."""
-        payload = part.get_payload()
+        payload = stored_payload(part)
         if isinstance(payload, list):
             return self._serialized(part)
         cte = (raw_header(part, "content-transfer-encoding") or "").strip().lower()
         if cte in _UUENCODE:
             return uudecode(str(payload or "").encode("utf-8", "surrogateescape"))
-        if cte == "base64" and isinstance(payload, str):
+        if cte in _IDENTITY or not isinstance(payload, str):
+            return str(payload or "").encode("utf-8", "surrogateescape")
+        if cte == "base64":
             try:
                 return binascii.a2b_base64(payload)
             except (ValueError, binascii.Error):
@@ -259,7 +271,7 @@ class MimeWalker:
 
     def _serialized(self, part: Message) -> bytes:
         """Bytes of a message/* part's payload, as a file (nested .eml, report text)."""
-        children = [c for c in part.get_payload() if isinstance(c, Message)]
+        children = [c for c in stored_payload(part) or () if isinstance(c, Message)]
         blobs = []
         for child in children:
             try:
@@ -282,7 +294,7 @@ class MimeWalker:
         return None
 
     def _nested_message(self, part: Message, name: str | None) -> None:
-        children = [c for c in part.get_payload() if isinstance(c, Message)] if part.is_multipart() else []
+        children = [c for c in stored_payload(part) or () if isinstance(c, Message)] if part.is_multipart() else []
         if children:
             mid = first_message_id(raw_header(children[0], "message-id"))
             if mid:
@@ -315,7 +327,7 @@ class MimeWalker:
 
     def _fields(self, part: Message) -> list[dict[str, str]]:
         """Field blocks of a report part, whether email parsed them or left text."""
-        payload = part.get_payload()
+        payload = stored_payload(part)
         if isinstance(payload, list):
             blocks = [{k.lower(): decode_header_value(v, self.hints) for k, v in child.raw_items()}
                       for child in payload if isinstance(child, Message)]

@@ -54,6 +54,7 @@ class FolderSync:
     def sync(self, client: IMAPClient) -> int:
         """Store every message not stored yet and move it away; the number stored."""
         uidvalidity = client.select_folder(self.folder)[b"UIDVALIDITY"]
+        announced_new_mail(client)  # the count SELECT reports is not news
         last_uid = self._last_uid(uidvalidity)
         uids = sorted(client.search("ALL"))
         self._move(client, [uid for uid in uids if uid <= last_uid])
@@ -133,6 +134,8 @@ class ImapWatcher:
         use_idle = self.config.idle and client.has_capability("IDLE")
         while not self.stop.is_set():
             self.sync.sync(client)
+            if announced_new_mail(client):
+                continue
             if use_idle:
                 self._idle(client)
             else:
@@ -142,6 +145,8 @@ class ImapWatcher:
         """Wait in IDLE until the server reports a change, the timeout or a stop."""
         client.idle()
         try:
+            if announced_new_mail(client):
+                return
             waited = 0.0
             while not self.stop.is_set() and waited < self.config.idle_timeout:
                 if any(_is_change(r) for r in client.idle_check(timeout=1.0)):
@@ -149,6 +154,16 @@ class ImapWatcher:
                 waited += 1.0
         finally:
             client.idle_done()
+
+
+def announced_new_mail(client: IMAPClient) -> bool:
+    """Whether the server sent ``* n EXISTS`` during our last commands.
+
+    Mail that arrives between our SEARCH and the start of IDLE is announced in
+    the responses to those commands, which imaplib keeps aside; without this
+    check it would wait for the next change.
+    """
+    return client._imap.untagged_responses.pop("EXISTS", None) is not None
 
 
 def _is_change(response: tuple) -> bool:
