@@ -29,7 +29,9 @@ from .tnef import expand_tnef
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)  # it logs about our input; we report defects
 
 MAX_DEPTH = 40
+MAX_HEADER_FIELD = 64 * 1024
 _HEADER_ZONE = 256 * 1024
+_HUGE_HEADER_ZONE = 8 * 1024 * 1024
 _PY_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
 _STRICT_FIELD = re.compile(rb"[A-Za-z][A-Za-z0-9-]*:")
 _STRAY_LOOKAHEAD = 50
@@ -39,6 +41,32 @@ _UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")
 _IDENTITY = ("", "7bit", "8bit", "binary")
 
 
+def _header_end(raw: bytes, limit: int) -> int:
+    """Offset of the blank line after the header block (or `limit`, whichever is first)."""
+    zone = raw[:limit]
+    ends = [pos for pos in (zone.find(b"\n\n"), zone.find(b"\n\r\n")) if pos >= 0]
+    return min(ends) if ends else len(zone)
+
+
+def cap_header_fields(raw: bytes) -> tuple[bytes, list[str]]:
+    """Cut header fields longer than MAX_HEADER_FIELD bytes (as Postfix's header_size_limit does).
+
+    mail-parser decodes every header with email.header.decode_header, which is quadratic
+    in the number of encoded words; an absurd header would otherwise cost seconds.
+    """
+    end = _header_end(raw, _HUGE_HEADER_ZONE)
+    if end <= MAX_HEADER_FIELD:
+        return raw, []
+    fields = re.split(rb"\n(?![ \t])", raw[:end])
+    long = [i for i, f in enumerate(fields) if len(f) > MAX_HEADER_FIELD]
+    if not long:
+        return raw, []
+    defects = [f"header field {fields[i].split(b':', 1)[0][:40]!r} cut to {MAX_HEADER_FIELD} bytes" for i in long]
+    for i in long:
+        fields[i] = fields[i][:MAX_HEADER_FIELD].rstrip(b"\r")
+    return b"\n".join(fields) + raw[end:], defects
+
+
 def repair_header_block(raw: bytes) -> tuple[bytes, int]:
     """Join stray unindented lines inside the header block (broken folding); return (bytes, count).
 
@@ -46,8 +74,7 @@ def repair_header_block(raw: bytes) -> tuple[bytes, int]:
     blank line; otherwise the header block has simply ended without a separator.
     """
     zone = raw[:_HEADER_ZONE]
-    ends = [pos for pos in (zone.find(b"\n\n"), zone.find(b"\n\r\n")) if pos >= 0]
-    end = min(ends) if ends else len(zone)
+    end = _header_end(zone, _HEADER_ZONE)
     lines = zone[:end].split(b"\n")
     if all(_PY_HEADER_LINE.match(line) for line in lines if line.strip(b"\r")):
         return raw, 0

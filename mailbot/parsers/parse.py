@@ -9,7 +9,15 @@ from .attachments import AttachmentSink
 from .body import html_to_text
 from .headers import aware, clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
 from .kind import KindInput, classify
-from .mime import MimeContent, MimeWalker, declared_charsets, param, parse_message, repair_header_block
+from .mime import (
+    MimeContent,
+    MimeWalker,
+    cap_header_fields,
+    declared_charsets,
+    param,
+    parse_message,
+    repair_header_block,
+)
 from .model import MailKind, MailTooLarge, ParsedMail, ParseOptions
 from .numbers import find_incident_numbers, find_request_numbers, numbers_in
 from .reply import new_text
@@ -37,8 +45,10 @@ def parse_mail(raw: bytes, options: ParseOptions = ParseOptions()) -> ParsedMail
 
 
 def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
-    fixed, repaired = repair_header_block(raw)
+    capped, cut = cap_header_fields(raw)
+    fixed, repaired = repair_header_block(capped)
     message, date, defects = parse_message(fixed)
+    defects.extend(cut)
     if repaired:
         defects.append(f"header block repaired: {repaired} stray line(s) joined or dropped")
     hints = declared_charsets(message)
