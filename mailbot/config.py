@@ -65,6 +65,7 @@ class SupportConfig:
     request_prefix: str = "ТП"
     incident_prefix: str = "INC"
     ack_limit_per_hour: int = 5  # acknowledgements per sender per hour
+    contract_contact: str = "отдел продаж"  # whom a customer without a contract should contact
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,37 @@ class ClassifyConfig:
 
 
 @dataclass(frozen=True)
+class StaffConfig:
+    """Who may handle which level (regulation §6), and how staff mail is trusted."""
+
+    project_support_department: str = "Отдел сопровождения проектов"  # ОП1/ОП2 staff
+    min_years_op12: int = 3
+    min_years_op34: int = 5
+    assignment: str = "least_loaded"  # or "round_robin"
+    trusted_authserv_id: str = ""  # when set, staff commands need DKIM or SPF pass from it
+
+    def __post_init__(self) -> None:
+        if self.assignment not in ("least_loaded", "round_robin"):
+            raise ConfigError("staff.assignment: expected 'least_loaded' or 'round_robin', "
+                              f"got {self.assignment!r}")
+
+
+@dataclass(frozen=True)
+class WorkflowConfig:
+    """Confirmation and closing (regulation §2–4)."""
+
+    quiet_close_hours: float = 72.0  # an answered ОП1/ОП2 request closes after this silence
+    confirm_positive: tuple[str, ...] = (
+        "помогло", "работает", "заработало", "решено", "решена", "получилось", "всё в порядке",
+        "все в порядке", "вопрос закрыт", "можно закрывать", "спасибо", "it works", "works now",
+        "solved", "resolved", "fixed", "thank you", "thanks")
+    confirm_negative: tuple[str, ...] = (
+        "не помогло", "не работает", "не заработало", "не решено", "не решена", "не получилось",
+        "по-прежнему", "все еще", "всё ещё", "опять", "снова", "ошибка осталась",
+        "doesn't work", "does not work", "not working", "still", "not fixed", "didn't help")
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
@@ -148,6 +180,8 @@ class Config:
     dev: DevConfig = field(default_factory=DevConfig)
     sla: SlaConfig = field(default_factory=SlaConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    staff: StaffConfig = field(default_factory=StaffConfig)
+    workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     state_dir: str = ".mailbot"  # embedded PostgreSQL data and other local state
     timezone: str = "Europe/Moscow"
     log_level: str = "INFO"

@@ -91,6 +91,10 @@ class CrmDirectory(Protocol):
 
     def find_contact(self, email: str) -> ContactInfo | None: ...
 
+    def get_organization(self, organization_id: int) -> OrganizationInfo | None: ...
+
+    def find_organization_by_crm_id(self, crm_id: str) -> OrganizationInfo | None: ...
+
     def find_organization_by_domain(self, domain: str) -> OrganizationInfo | None: ...
 
     def find_organizations_by_name(self, text: str) -> list[OrganizationInfo]: ...
@@ -114,6 +118,14 @@ class DatabaseDirectory:
     def find_contact(self, email: str) -> ContactInfo | None:
         contact = self.session.scalar(select(Contact).where(Contact.email == email.strip().lower()))
         return _contact_info(contact) if contact else None
+
+    def get_organization(self, organization_id: int) -> OrganizationInfo | None:
+        organization = self.session.get(Organization, organization_id)
+        return _organization_info(organization) if organization else None
+
+    def find_organization_by_crm_id(self, crm_id: str) -> OrganizationInfo | None:
+        organization = self.session.scalar(select(Organization).where(Organization.crm_id == crm_id))
+        return _organization_info(organization) if organization else None
 
     def find_organization_by_domain(self, domain: str) -> OrganizationInfo | None:
         """The one organisation owning the domain or, failing that, its nearest parent domain."""

@@ -1,34 +1,42 @@
-"""Read-only questions the rules ask of the register. Rules decide; they never write."""
+"""Read-only questions the rules and the workflow ask of the register."""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import any_, func, select
+from sqlalchemy import any_, func, select, text
 from sqlalchemy.orm import Session
 
-from .models import Contact, Message, Organization, Outbox, Request, Staff
+from .crm import DatabaseDirectory
+from .models import Incident, Message, Outbox, Request, Staff
+
+AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")
+SEARCH_WORD = re.compile(r"[0-9A-Za-zА-Яа-яЁё]{3,}")
+
+
+@dataclass(frozen=True)
+class IncidentMatch:
+    number: str
+    title: str
+    solution: str
+    score: float
 
 
 class Lookup:
-    """Queries over one session; every method is a read."""
+    """Queries over one session; every method is a read. ``directory`` is the CRM."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, tz: str = "Europe/Moscow") -> None:
         self.session = session
+        self.directory = DatabaseDirectory(session, tz)
 
     def staff_by_email(self, address: str) -> Staff | None:
         return self.session.scalar(select(Staff).where(Staff.email == address.lower()))
 
-    def contact_by_email(self, address: str) -> Contact | None:
-        return self.session.scalar(select(Contact).where(Contact.email == address.lower()))
-
-    def organization(self, organization_id: int | None) -> Organization | None:
-        return self.session.get(Organization, organization_id) if organization_id else None
-
-    def organization_by_domain(self, domain: str) -> Organization | None:
-        """The one organisation owning this mail domain (None when none or ambiguous)."""
-        found = self.session.scalars(select(Organization).where(
-            any_(Organization.email_domains) == domain.lower()).limit(2)).all()
-        return found[0] if len(found) == 1 else None
+    def staff_by_login_or_email(self, name: str) -> Staff | None:
+        name = name.strip().lower()
+        return self.session.scalar(select(Staff).where(
+            (func.lower(Staff.login) == name) | (Staff.email == name)))
 
     def request_by_number(self, number: str) -> Request | None:
         return self.session.scalar(select(Request).where(Request.number == number))
@@ -46,12 +54,26 @@ class Lookup:
                 return self.session.get(Request, by_id[mid])
         return None
 
+    def incident_by_number(self, number: str) -> Incident | None:
+        return self.session.scalar(select(Incident).where(Incident.number == number))
+
+    def search_incidents(self, query: str, limit: int = 3) -> list[IncidentMatch]:
+        """Known errors most like ``query``: Russian full-text rank plus title similarity."""
+        words = list(dict.fromkeys(w.lower() for w in SEARCH_WORD.findall(query)))[:40]
+        if not words:
+            return []
+        rows = self.session.execute(text("""
+            SELECT number, title, solution,
+                   ts_rank_cd(search, q) + similarity(title, :raw) AS score
+            FROM incidents, to_tsquery('russian', :tsq) AS q
+            WHERE status <> 'closed' AND (search @@ q OR similarity(title, :raw) > 0.3)
+            ORDER BY score DESC, number LIMIT :limit"""),
+            {"tsq": " | ".join(words), "raw": query[:500], "limit": limit}).all()
+        return [IncidentMatch(r.number, r.title, r.solution, float(r.score)) for r in rows]
+
     def automatic_replies_since(self, address: str, since: datetime) -> int:
         """How many automatic mails (acks and the like) went to ``address`` since ``since``."""
         return self.session.scalar(
             select(func.count()).select_from(Outbox)
             .where(Outbox.kind.in_(AUTOMATIC_KINDS), Outbox.created_at >= since,
                    any_(Outbox.recipients) == address.lower())) or 0
-
-
-AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")

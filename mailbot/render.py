@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import (Environment, PackageLoader, StrictUndefined, TemplateNotFound,
+                    select_autoescape)
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,23 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals["m"] = env.get_template("_macros.j2").module  # duration(), level_name()
     return env
 
 
 def render(name: str, **context: Any) -> Rendered:
-    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and, if present, ``<name>.html.j2``."""
+    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and its HTML twin.
+
+    The HTML part is ``<name>.html.j2`` when a template needs its own layout,
+    else the text body laid out by ``base.html.j2`` (escaped, paragraphs kept).
+    """
     env = environment()
     text_template = env.get_template(f"{name}.txt.j2")
     ctx = text_template.new_context(context)
     subject = "".join(text_template.blocks["subject"](ctx)).strip()
     text = "".join(text_template.blocks["body"](ctx)).strip() + "\n"
-    html = None
-    if f"{name}.html.j2" in env.list_templates():
+    try:
         html = env.get_template(f"{name}.html.j2").render(**context)
+    except TemplateNotFound:
+        html = env.get_template("base.html.j2").render(body=text)
     return Rendered(" ".join(subject.split()), text, html)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import os
 import struct
 import time
+import tracemalloc
 from datetime import timezone
 from pathlib import Path
 
@@ -191,6 +193,15 @@ QUOTE_STYLES = {
 def test_new_text_strips_history(style: str) -> None:
     parsed = parse_mail(mail(BASE + "Subject: Re: x\nContent-Type: text/plain; charset=utf-8", QUOTE_STYLES[style]))
     assert parsed.new_text == "Ответ."
+
+
+def test_new_text_of_outlook_html_reply() -> None:
+    html = ("<div><p class=MsoNormal>Проблема решена, спасибо.<o:p></o:p></p><p class=MsoNormal>&nbsp;</p>"
+            "<div style='border-top:solid #E1E1E1 1.0pt'><p class=MsoNormal><b>От:</b> Поддержка<br>"
+            "<b>Отправлено:</b> 20 марта 2026 г. 12:00<br><b>Кому:</b> Иван<br><b>Тема:</b> RE: вопрос</p></div>"
+            "<p class=MsoNormal>Старый текст</p></div>")
+    parsed = parse_mail(mail(BASE + "Subject: RE: x\nContent-Type: text/html; charset=utf-8", html))
+    assert parsed.new_text == "Проблема решена, спасибо."
 
 
 def test_new_text_keeps_answers_between_quotes() -> None:
@@ -489,3 +500,18 @@ def test_deep_nesting_does_not_raise() -> None:
     head = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n" for i in range(depth))
     parsed = parse_mail(("Subject: deep\n" + head + "Content-Type: text/plain\n\ndeep text\n").encode())
     assert parsed.subject == "deep"
+
+
+def test_big_attachment_memory() -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    raw = multipart([("Content-Type: text/plain", "big file"),
+                     ("Content-Type: application/octet-stream; name=big.bin\nContent-Transfer-Encoding: base64",
+                      base64.encodebytes(data))])
+    tracemalloc.start()
+    try:
+        parsed = parse_mail(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parsed.attachments[0].data == data
+    assert peak < 6 * len(raw), peak / len(raw)

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import binascii
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+
+from mailparser.dates import parse_mail_date
 
 from .charsets import decode_bytes, guess_decode
 
@@ -78,8 +81,8 @@ def unfolded(value: object, hints: Sequence[str | None] = ()) -> str:
 
 
 def decode_header_value(value: object, hints: Sequence[str | None] = ()) -> str:
-    """A header value as clean text: unfolded, raw 8-bit recovered, encoded words decoded."""
-    return clean_text(decode_words(unfolded(value, hints), hints)).strip()
+    """A header value as clean NFC text: unfolded, raw 8-bit recovered, encoded words decoded."""
+    return unicodedata.normalize("NFC", clean_text(decode_words(unfolded(value, hints), hints))).strip()
 
 
 def message_ids(value: str | None) -> tuple[str, ...]:
@@ -102,18 +105,17 @@ def first_message_id(value: str | None) -> str | None:
 
 
 def parse_date(value: str | None) -> datetime | None:
-    """A timezone-aware datetime from a Date header, or None."""
+    """A timezone-aware datetime from a Date header, or None.
+
+    mail-parser's RFC 5322 reading first (obsolete syntax, comments, zone names);
+    the email package's more lenient one for what it refuses.
+    """
     if not value:
         return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    parsed = parse_mail_date(value).value
+    if parsed is None:
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """Attach UTC to a naive datetime; keep aware ones as they are."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)

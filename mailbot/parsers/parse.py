@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.message import Message
 
 from .addresses import address_list, first_mailbox
 from .attachments import AttachmentSink
 from .body import html_to_text
-from .headers import aware, clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
+from .headers import clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
 from .kind import KindInput, classify
 from .mime import (
     MimeContent,
@@ -18,12 +21,13 @@ from .mime import (
     parse_message,
     repair_header_block,
 )
-from .model import MailKind, MailTooLarge, ParsedMail, ParseOptions
+from .model import DsnReport, MailKind, MailTooLarge, ParsedMail, ParseOptions
 from .numbers import find_incident_numbers, find_request_numbers, numbers_in
 from .reply import new_text
 from .reports import dsn_report, mdn_report
 
 _SUBJECT_SPACE = re.compile(r"[ \t]+")
+_ANGLE = re.compile(r"<([^<>]*)>")
 
 
 def parse_mail(raw: bytes, options: ParseOptions = ParseOptions()) -> ParsedMail:
@@ -44,74 +48,94 @@ def parse_mail(raw: bytes, options: ParseOptions = ParseOptions()) -> ParsedMail
         return _unparsed(raw, exc)
 
 
-def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
+@dataclass(frozen=True)
+class _Headers:
+    """The message's headers, raw (8-bit recovered, for address parsing) and decoded."""
+
+    raw: tuple[tuple[str, str], ...]
+    decoded: tuple[tuple[str, str], ...]
+    hints: Sequence[str]
+
+    @classmethod
+    def of(cls, message: Message, hints: Sequence[str]) -> _Headers:
+        raw = tuple((clean_text(str(name)).strip(), str(value)) for name, value in message.raw_items())
+        return cls(raw, tuple((name, decode_header_value(value, hints)) for name, value in raw), hints)
+
+    def get(self, name: str) -> str | None:
+        """The first decoded value of a header, or None."""
+        lname = name.lower()
+        return next((value for key, value in self.decoded if key.lower() == lname), None)
+
+    def unfolded(self, name: str) -> list[str]:
+        """All values of a header, unfolded, raw 8-bit decoded, encoded words kept."""
+        return [unfolded(value, self.hints) for key, value in self.raw if key.lower() == name]
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        return address_list(self.unfolded(name), self.hints)
+
+
+def _message(raw: bytes) -> tuple[Message, list[str]]:
+    """The parsed tree of a raw message after header-block repairs, with what was repaired."""
     capped, cut = cap_header_fields(raw)
     fixed, repaired = repair_header_block(capped)
-    message, date, defects = parse_message(fixed)
-    defects.extend(cut)
+    message, defects = parse_message(fixed)
     if repaired:
         defects.append(f"header block repaired: {repaired} stray line(s) joined or dropped")
+    return message, [*cut, *defects]
+
+
+def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
+    message, defects = _message(raw)
     hints = declared_charsets(message)
     sink = AttachmentSink(options)
     content = MimeWalker(sink, hints).walk(message)
-    raw_headers = [(clean_text(str(name)).strip(), value) for name, value in message.raw_items()]
-    headers = tuple((name, decode_header_value(value, hints)) for name, value in raw_headers)
-    first: dict[str, str] = {}
-    for name, value in headers:
-        first.setdefault(name.lower(), value)
-
-    def raw_all(name: str) -> list[str]:
-        return [unfolded(v, hints) for n, v in raw_headers if n.lower() == name]
-
-    reply_to = address_list(raw_all("reply-to"), hints)
-    from_name, from_addr = first_mailbox(raw_all("from") or raw_all("sender"), hints)
+    headers = _Headers.of(message, hints)
+    reply_to = headers.addresses("reply-to")
+    from_name, from_addr = first_mailbox(headers.unfolded("from") or headers.unfolded("sender"), hints)
     if "@" not in from_addr and reply_to:
         from_addr = reply_to[0]  # From: "name" <> and similar: answer where replies would go
-    to, cc = address_list(raw_all("to"), hints), address_list(raw_all("cc"), hints)
-    subject = _SUBJECT_SPACE.sub(" ", first.get("subject", "")).strip()
+    to, cc = headers.addresses("to"), headers.addresses("cc")
+    subject = _SUBJECT_SPACE.sub(" ", headers.get("subject") or "").strip()
     text, html = _bodies(content)
-    return_path = _return_path(first.get("return-path"))
+    return_path = _return_path(headers.get("return-path"))
     kind, reason = classify(KindInput(
-        header=lambda name: first.get(name.lower()), report_type=_report_type(message),
+        header=headers.get, report_type=_report_type(message),
         has_delivery_status=bool(content.delivery_status), has_disposition=bool(content.disposition),
         from_addr=from_addr, from_name=from_name, return_path=return_path, subject=subject, text=text,
     ))
-    exclude = {from_addr, *to, *cc, *(a.lower() for a in options.own_addresses)}
     return ParsedMail(
-        message_id=first_message_id(first.get("message-id")),
-        in_reply_to=message_ids(first.get("in-reply-to")),
-        references=message_ids(" ".join(v for n, v in headers if n.lower() == "references")),
-        subject=subject,
-        from_addr=from_addr,
-        from_name=from_name,
-        reply_to=reply_to[0] if reply_to else None,
-        to=to,
-        cc=cc,
-        date=aware(date) or parse_date(first.get("date")),
-        return_path=return_path,
-        text=text,
-        html=html,
-        new_text=new_text(text),
-        attachments=tuple(sink.items),
-        kind=kind,
-        kind_reason=reason,
+        message_id=first_message_id(headers.get("message-id")),
+        in_reply_to=message_ids(headers.get("in-reply-to")),
+        references=message_ids(" ".join(v for k, v in headers.decoded if k.lower() == "references")),
+        subject=subject, from_addr=from_addr, from_name=from_name,
+        reply_to=reply_to[0] if reply_to else None, to=to, cc=cc,
+        date=parse_date(headers.get("date")), return_path=return_path,
+        text=text, html=html, new_text=new_text(text), attachments=tuple(sink.items),
+        kind=kind, kind_reason=reason,
         request_numbers=numbers_in((subject, text), options.request_prefix, find_request_numbers),
         incident_numbers=numbers_in((subject, text), options.incident_prefix, find_incident_numbers),
-        dsn=dsn_report(content.delivery_status, content.original_ids, text,
-                       address_list(raw_all("x-failed-recipients"), hints), exclude)
-        if kind is MailKind.DSN else None,
+        dsn=_dsn(kind, content, text, headers, {from_addr, *to, *cc, *map(str.lower, options.own_addresses)}),
         mdn=mdn_report(content.disposition, content.original_ids) if kind is MailKind.MDN else None,
-        headers=headers,
+        headers=headers.decoded,
         defects=tuple(dict.fromkeys([*defects, *content.defects])),
         size=len(raw),
     )
 
 
+def _dsn(kind: MailKind, content: MimeContent, text: str, headers: _Headers, exclude: set[str]) -> DsnReport | None:
+    """The bounce report of a DSN (recipients named in our own headers are not failed ones)."""
+    if kind is not MailKind.DSN:
+        return None
+    failed = headers.addresses("x-failed-recipients")
+    return dsn_report(content.delivery_status, content.original_ids, text, failed, exclude)
+
+
 def _bodies(content: MimeContent) -> tuple[str, str | None]:
-    """(text, html): plain parts as sent, HTML-only parts rendered; HTML kept as sent."""
-    pieces = [(t if k == "plain" else html_to_text(t)).strip("\n") for k, t in content.chunks if k in ("plain", "html")]
+    """(text, html): plain parts (NFC) or rendered HTML-only parts; the HTML kept as sent."""
+    pieces = [t if k == "plain" else html_to_text(t) for k, t in content.chunks if k in ("plain", "html")]
     html = [t for k, t in content.chunks if k in ("html", "html-alt")]
-    return "\n".join(p for p in pieces if p.strip()), ("\n".join(html) if html else None)
+    text = unicodedata.normalize("NFC", "\n".join(p.strip("\n") for p in pieces if p.strip()))
+    return text, ("\n".join(html) if html else None)
 
 
 def _report_type(message: Message) -> str | None:
@@ -125,7 +149,7 @@ def _return_path(value: str | None) -> str | None:
     """'' for the null sender <>, the lower-cased address otherwise, None when absent."""
     if value is None:
         return None
-    inner = re.search(r"<([^<>]*)>", value)
+    inner = _ANGLE.search(value)
     return (inner.group(1) if inner else value).strip().lower()
 
 

@@ -18,6 +18,7 @@ _FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)")
 _STATUS = re.compile(r"(?<![\w.])([245]\.[0-9]{1,3}\.[0-9]{1,3})(?![\w]|\.[0-9])")
 _FAILURE_STATUS = re.compile(r"(?<![\w.])([45]\.[0-9]{1,3}\.[0-9]{1,3})(?![\w]|\.[0-9])")
 _SMTP_CODE = re.compile(r"(?<![\w.-])([45][0-9]{2})(?=[\s-])")
+_SMTP_REPLY = re.compile(r"(?<![\w.-])[45][0-9]{2}[ -]([45]\.[0-9]{1,3}\.[0-9]{1,3})(?![\w]|\.[0-9])")
 _RETURNED = re.compile(
     r"^(?:\s*-{2,}.*(?:copy of|original message|undelivered message|returned message|message follows|"
     r"headers? of|сообщени).*|\s*original message headers:.*|(?:return-path|received|dkim-signature):.*)$",
@@ -102,12 +103,17 @@ def _listed_addresses(report: str, exclude: Collection[str]) -> list[str]:
 
 
 def _text_recipient(address: str, segment: str) -> DsnRecipient:
-    status = _status_in(segment, _FAILURE_STATUS)
-    code = None if status else _status_in(segment, _SMTP_CODE)
-    if code:
-        status = f"{code[0]}.0.0"
-    marker = status if code is None else code
-    line = next((ln.strip() for ln in segment.split("\n") if marker and marker in ln), None)
+    """Status near one address: "550 5.1.1" first, then any 4.x.x/5.x.x, then "550" as 5.0.0."""
+    found = _SMTP_REPLY.search(segment) or _FAILURE_STATUS.search(segment)
+    status = found.group(1) if found else None
+    if found is None:
+        found = _SMTP_CODE.search(segment)
+        status = f"{found.group(1)[0]}.0.0" if found else None
+    line = None
+    if found:
+        start = segment.rfind("\n", 0, found.start()) + 1
+        end = segment.find("\n", found.end())
+        line = segment[start:end if end >= 0 else len(segment)].strip()
     action = {"5": "failed", "4": "delayed"}.get((status or " ")[0])
     return DsnRecipient(address=address, status=status, action=action, diagnostic=line)
 

@@ -9,28 +9,41 @@ from __future__ import annotations
 
 from ..parsers import ParsedMail
 from .base import Context, Rule
-from .hygiene import AcknowledgementRateLimit, AutomaticMail, OwnMail
-from .identity import SenderIdentity
+from .confirmation import ConfirmationDetection
+from .contact import ContactDetails
+from .contract import ContractCheck
 from .conversation import ThreadMatch
-from .verdict import Action, Verdict
+from .hygiene import AcknowledgementRateLimit, AutomaticMail, OwnMail
+from .identity import SenderIdentity, StaffAuthentication
+from .known_errors import KnownErrorSearch
+from .level import LevelClassification
+from .staff import StaffCommands
+from .verdict import Action, Confirmation, Role, Verdict
 
 PIPELINE: tuple[Rule, ...] = (
     OwnMail(),
     AutomaticMail(),
     SenderIdentity(),
+    StaffAuthentication(),
     ThreadMatch(),
+    StaffCommands(),
+    ContactDetails(),
+    ContractCheck(),
+    LevelClassification(),
+    KnownErrorSearch(),
+    ConfirmationDetection(),
     AcknowledgementRateLimit(),
 )
 
 
-def decide(mail: ParsedMail, context: Context) -> Verdict:
-    """Run every rule in order and return what they decided together."""
+def decide(mail: ParsedMail, context: Context, rules: tuple[Rule, ...] = PIPELINE) -> Verdict:
+    """Run the rules in order and return what they decided together."""
     verdict = Verdict()
-    for rule in PIPELINE:
+    for rule in rules:
         if verdict.final:
             break
         rule.check(mail, verdict, context)
     return verdict
 
 
-__all__ = ["Action", "Context", "PIPELINE", "Verdict", "decide"]
+__all__ = ["Action", "Confirmation", "Context", "PIPELINE", "Role", "Verdict", "decide"]

@@ -4,21 +4,30 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from ..models import Contact, Organization, Request, Staff
+from ..crm import ContactInfo, ContractInfo, OrganizationInfo
+from ..lookup import IncidentMatch
+from ..models import Request, Staff
+from ..parsers.commands import CommandBlock
 
 
 class Action(str, enum.Enum):
     NEW_REQUEST = "new_request"  # register a new request
     APPEND = "append"  # add the message to an existing request
     REPORT = "report"  # a DSN or MDN about mail we sent
+    STAFF_HELP = "staff_help"  # staff mail that names no request: explain how to answer
     IGNORE = "ignore"  # keep the message, do nothing else
 
 
 class Role(str, enum.Enum):
     OWN = "own"  # the bot itself
     STAFF = "staff"
-    CUSTOMER = "customer"  # a known contact, or a sender from a known company domain
+    CUSTOMER = "customer"  # a known contact, or a sender from a known company
     UNKNOWN = "unknown"
+
+
+class Confirmation(str, enum.Enum):
+    CONFIRMED = "confirmed"  # "помогло", "работает", "спасибо, решено"
+    REJECTED = "rejected"  # "не помогло"
 
 
 @dataclass
@@ -26,14 +35,25 @@ class Verdict:
     action: Action = Action.NEW_REQUEST
     role: Role = Role.UNKNOWN
     staff: Staff | None = None
-    contact: Contact | None = None
-    organization: Organization | None = None
+    contact: ContactInfo | None = None
+    organization: OrganizationInfo | None = None
+    contact_name: str = ""  # ФИО found in the mail for a sender not yet in the CRM
+    contract: ContractInfo | None = None  # the active support contract, when checked and found
+    contract_checked: bool = False
     request: Request | None = None
     level: int | None = None  # ОП1–ОП3 proposed for a new request
     level_reason: str = ""
+    commands: CommandBlock | None = None  # staff commands and the answer text
+    confirmation: Confirmation | None = None
+    incident_matches: list[IncidentMatch] = field(default_factory=list)
     may_auto_reply: bool = True
     final: bool = False  # no later rule may change the verdict
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def identified(self) -> bool:
+        """Company and full name known, as the regulation's intake requires."""
+        return self.organization is not None and bool(self.contact or self.contact_name)
 
     def note(self, rule: str, reason: str) -> None:
         self.reasons.append(f"{rule}: {reason}")

@@ -3,79 +3,114 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from ..config import Config
 from ..models import Message, Request
-from ..outbox import Outgoing, enqueue
-from ..parsers import ParsedMail
-from ..render import render
-from ..rules import Action, Verdict
-from ..rules.verdict import Role
-from .numbering import next_request_number
-from .states import Status, change_status, record
+from ..parsers import MailKind, ParsedMail
+from ..rules import Action, Confirmation, Role, Verdict
+from ..status import Status
+from .actions import Workflow
+from .staff import StaffReply
+from .states import record
 from .trail import record_incoming
+
+ANSWERED = (Status.AWAITING_CUSTOMER.value, Status.RESOLVED.value)
 
 
 @dataclass
 class Intake:
-    """One transaction's worth of register changes for incoming mail."""
+    """One message's worth of register changes, in the caller's transaction."""
 
     session: Session
     config: Config
     now: datetime
 
-    def apply(self, inbound_id: int, mail: ParsedMail, verdict: Verdict) -> Message:
+    def __post_init__(self) -> None:
+        self.workflow = Workflow(self.session, self.config, self.now)
+
+    def apply(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict) -> Message:
         if verdict.action is Action.NEW_REQUEST:
-            return self.new_request(inbound_id, mail, verdict)
+            return self.new_request(inbound_id, mail, verdict, channel="email")
         if verdict.action is Action.APPEND and verdict.request is not None:
             return self.append(inbound_id, mail, verdict, verdict.request)
-        return record_incoming(self.session, mail, inbound_id, None)
-
-    def new_request(self, inbound_id: int, mail: ParsedMail, verdict: Verdict) -> Message:
-        """Register the request, keep the mail, acknowledge it (when allowed)."""
-        contact = verdict.contact
-        year = self.now.astimezone(ZoneInfo(self.config.timezone)).year
-        request = Request(
-            number=next_request_number(self.session, self.config.support.request_prefix, year),
-            organization_id=verdict.organization.id if verdict.organization else None,
-            contact_id=contact.id if contact else None,
-            requester_email=mail.from_addr,
-            requester_name=(contact.full_name if contact and contact.full_name else mail.from_name),
-            channel="email", subject=mail.subject, status=Status.NEW.value,
-            thread_message_id=mail.message_id, received_at=self.now,
-            created_at=self.now, updated_at=self.now)
-        self.session.add(request)
-        self.session.flush()
-        message = record_incoming(self.session, mail, inbound_id, request)
-        actor = mail.from_addr or "unknown"
-        record(self.session, request, "created", actor=actor, at=self.now,
-               message_id=message.id, channel="email", reasons=verdict.reasons)
-        change_status(self.session, request, Status.OPEN, actor="system", at=self.now,
-                      message_id=message.id)
-        if verdict.may_auto_reply:
-            self.acknowledge(request, mail)
+        message = record_incoming(self.session, mail, inbound_id, None)
+        if verdict.action is Action.STAFF_HELP:
+            self.workflow.help_staff(mail.from_addr, mail=mail)
         return message
 
-    def append(self, inbound_id: int, mail: ParsedMail, verdict: Verdict,
+    # ------------------------------------------------------------ customers
+
+    def new_request(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict,
+                    channel: str) -> Message:
+        """Register the request; then the regulation's intake: who, may they be helped, how urgent."""
+        flow = self.workflow
+        contact = verdict.contact
+        request = flow.create_request(
+            channel=channel, subject=mail.subject, email=mail.from_addr,
+            name=(contact.full_name if contact and contact.full_name else verdict.contact_name
+                  or mail.from_name), thread_message_id=mail.message_id, level=verdict.level)
+        message = record_incoming(self.session, mail, inbound_id, request)
+        actor = mail.from_addr or "staff"
+        record(self.session, request, "created", actor=actor, at=self.now, message_id=message.id,
+               channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons)
+        thread = _thread(mail)
+        if not verdict.identified:
+            flow.ask_contact_info(request, actor="system", message=message,
+                                  may_auto_reply=verdict.may_auto_reply, mail_thread=thread)
+            return message
+        flow.identify(request, verdict.organization, contact, verdict.contact_name, actor="system")
+        flow.admit(request, contract_ok=verdict.contract is not None, actor="system",
+                   message=message, matches=verdict.incident_matches,
+                   may_auto_reply=verdict.may_auto_reply, mail_thread=thread)
+        return message
+
+    def append(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict,
                request: Request) -> Message:
-        """Add a reply to its request; a customer's answer reopens a request waiting for it."""
         message = record_incoming(self.session, mail, inbound_id, request)
         actor = verdict.staff.login if verdict.staff else (mail.from_addr or "unknown")
         record(self.session, request, "message_in", actor=actor, at=self.now,
                message_id=message.id, mail_kind=mail.kind.value, reasons=verdict.reasons)
-        if verdict.role is not Role.STAFF and request.status == Status.AWAITING_CUSTOMER.value:
-            change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
-                          message_id=message.id)
+        if verdict.role is Role.STAFF and verdict.commands is not None:
+            StaffReply(self.workflow, request, verdict.staff, message, mail).apply(verdict.commands)
+        elif mail.kind is MailKind.HUMAN:
+            self.customer_reply(mail, verdict, request, message)
         return message
 
-    def acknowledge(self, request: Request, mail: ParsedMail) -> Message:
-        """The automatic acknowledgement with the request number, in the customer's thread."""
-        content = render("ack", request=request, mail=mail, support=self.config.support)
-        references = tuple(mail.references) + ((mail.message_id,) if mail.message_id else ())
-        target = mail.reply_to or mail.from_addr
-        return enqueue(self.session, self.config, Outgoing(
-            kind="ack", to=(target,), content=content, request_id=request.id,
-            in_reply_to=mail.message_id, references=references), self.now)
+    def customer_reply(self, mail: ParsedMail, verdict: Verdict, request: Request,
+                       message: Message) -> None:
+        """A customer writes again: contact details, a confirmation, or more about the problem."""
+        flow, actor = self.workflow, mail.from_addr or "unknown"
+        if request.status == Status.AWAITING_CONTACT_INFO.value:
+            if verdict.identified:
+                flow.identify(request, verdict.organization, verdict.contact,
+                              verdict.contact_name, actor=actor)
+                flow.admit(request, contract_ok=verdict.contract is not None, actor=actor,
+                           message=message, may_auto_reply=verdict.may_auto_reply)
+            else:
+                flow.notify_staff(request, "staff_event", event="contact_unknown", mail=mail)
+            return
+        if verdict.confirmation is Confirmation.CONFIRMED and request.status in ANSWERED:
+            request.confirmation = "confirmed"
+            record(self.session, request, "confirmed", actor=actor, at=self.now,
+                   message_id=message.id)
+            flow.close(request, actor=actor, reason="confirmed", message=message)
+            flow.notify_staff(request, "staff_event", event="confirmed", mail=mail)
+            return
+        if verdict.confirmation is Confirmation.REJECTED and request.status in ANSWERED:
+            request.confirmation = "rejected"
+            record(self.session, request, "not_confirmed", actor=actor, at=self.now,
+                   message_id=message.id)
+        if request.status in (*ANSWERED, Status.CLOSED.value):
+            flow.reopen(request, actor=actor, reason="customer wrote again", message=message)
+        flow.notify_staff(request, "staff_customer_reply", mail=mail,
+                          not_helped=verdict.confirmation is Confirmation.REJECTED,
+                          attachments=flow.attachments_of(message))
+
+
+def _thread(mail: ParsedMail) -> tuple[str | None, tuple[str, ...]]:
+    """In-Reply-To and References for an answer to ``mail``."""
+    if not mail.message_id:
+        return None, ()
+    return mail.message_id, (*mail.references, mail.message_id)

@@ -1,24 +1,13 @@
 """The one state machine for a request's status."""
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from ..models import Event, Request
-
-
-class Status(str, enum.Enum):
-    NEW = "new"
-    AWAITING_CONTACT_INFO = "awaiting_contact_info"
-    OPEN = "open"
-    AWAITING_CUSTOMER = "awaiting_customer"
-    ESCALATED_OP4 = "escalated_op4"
-    RESOLVED = "resolved"  # solution sent, awaiting the customer's confirmation
-    CLOSED = "closed"
-    REJECTED = "rejected"  # no active support contract (staff may override)
+from ..status import Status
 
 
 S = Status

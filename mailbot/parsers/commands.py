@@ -1,0 +1,104 @@
+"""Staff commands: lines starting with ``#`` at the top of a staff reply.
+
+Grammar: one command per line, ``#name argument…``, before any other text
+(blank lines between commands are allowed). Names are Russian with English
+aliases; ``ОП2``, ``OP2``, ``2`` all name a level. Everything after the
+command block is the text of the answer.
+
+| command | aliases | argument |
+|---|---|---|
+| ``#уровень ОП2`` | ``#level`` | ОП1–ОП4 |
+| ``#назначить ivanov`` | ``#assign`` | staff login or e-mail |
+| ``#заметка …`` | ``#note`` | none; the whole mail is an internal note |
+| ``#инцидент INC-000045`` | ``#incident`` | incident number |
+| ``#решено`` | ``#resolved``, ``#solved`` | none; the text is the solution, the customer is asked to confirm |
+| ``#закрыть`` | ``#close`` | none |
+| ``#открыть`` | ``#reopen``, ``#переоткрыть`` | none; also overrides a rejection |
+| ``#организация …`` | ``#organization``, ``#org`` | CRM id or name of the customer's organisation |
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .numbers import find_incident_numbers
+
+ALIASES: dict[str, str] = {
+    "уровень": "level", "level": "level",
+    "назначить": "assign", "assign": "assign",
+    "заметка": "note", "note": "note",
+    "инцидент": "incident", "incident": "incident",
+    "решено": "resolved", "resolved": "resolved", "solved": "resolved",
+    "закрыть": "close", "close": "close",
+    "открыть": "reopen", "переоткрыть": "reopen", "reopen": "reopen",
+    "организация": "organization", "organization": "organization", "org": "organization",
+}
+NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization"})
+LEVEL = re.compile(r"^(?:оп|op|уровень|level)?\s*-?\s*([1-4])$", re.IGNORECASE)
+COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization
+    argument: str  # normalised: "2" for a level, "INC-000045" for an incident
+    line: str  # as written
+
+
+@dataclass(frozen=True)
+class CommandBlock:
+    commands: tuple[Command, ...]
+    errors: tuple[str, ...]  # the lines that were not valid commands, with the reason
+    text: str  # the rest of the mail: the answer itself
+
+    def has(self, name: str) -> bool:
+        return any(c.name == name for c in self.commands)
+
+    def get(self, name: str) -> Command | None:
+        return next((c for c in self.commands if c.name == name), None)
+
+
+def parse_commands(text: str, incident_prefix: str = "INC") -> CommandBlock:
+    """Split ``text`` into its leading command lines and the rest."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    commands: list[Command] = []
+    errors: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index].strip()
+        if not line and (commands or errors):
+            index += 1
+            continue
+        if not line.startswith("#"):
+            break
+        parsed = _parse_line(line, incident_prefix)
+        if isinstance(parsed, Command):
+            commands.append(parsed)
+        else:
+            errors.append(parsed)
+        index += 1
+    rest = "\n".join(lines[index:]).strip() if (commands or errors) else text.strip()
+    return CommandBlock(tuple(commands), tuple(errors), rest)
+
+
+def _parse_line(line: str, incident_prefix: str) -> Command | str:
+    match = COMMAND_LINE.match(line)
+    if not match:
+        return f"{line}: not a command"
+    word, argument = match.group(1).lower(), match.group(2).strip()
+    name = ALIASES.get(word)
+    if name is None:
+        return f"{line}: unknown command #{word}"
+    if name in NEEDS_ARGUMENT and not argument:
+        return f"{line}: #{word} needs an argument"
+    if name == "level":
+        level = LEVEL.match(argument.replace(" ", ""))
+        if not level:
+            return f"{line}: the level must be ОП1, ОП2, ОП3 or ОП4"
+        argument = level.group(1)
+    elif name == "incident":
+        numbers = find_incident_numbers(argument, incident_prefix)
+        if not numbers:
+            return f"{line}: no incident number like {incident_prefix}-000045"
+        argument = numbers[0]
+    return Command(name, argument, line)

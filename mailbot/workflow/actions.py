@@ -1,0 +1,247 @@
+"""What can happen to a request: the operations shared by mail, staff commands and the CLI.
+
+Every operation writes its events and outbox rows in the caller's
+transaction, and every status change goes through ``states.change_status``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..config import Config
+from ..crm import ContactInfo, OrganizationInfo
+from ..lookup import IncidentMatch, Lookup
+from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
+from ..outbox import Outgoing, OutgoingAttachment, enqueue
+from ..render import render
+from ..sla import deadline, make_calendar
+from ..status import Status
+from .assign import choose_assignee
+from .numbering import next_request_number
+from .states import change_status, record
+
+
+@dataclass
+class Workflow:
+    """Operations on the register at one moment (``now``) in one transaction."""
+
+    session: Session
+    config: Config
+    now: datetime
+
+    @cached_property
+    def lookup(self) -> Lookup:
+        return Lookup(self.session, self.config.timezone)
+
+    @cached_property
+    def calendar(self):
+        return make_calendar(self.config.sla, self.config.timezone)
+
+    # ------------------------------------------------------------ creating
+
+    def create_request(self, *, channel: str, subject: str, email: str, name: str,
+                       thread_message_id: str | None, level: int | None) -> Request:
+        year = self.now.astimezone(ZoneInfo(self.config.timezone)).year
+        request = Request(
+            number=next_request_number(self.session, self.config.support.request_prefix, year),
+            requester_email=email, requester_name=name, channel=channel, subject=subject,
+            status=Status.NEW.value, level=level, thread_message_id=thread_message_id,
+            received_at=self.now, created_at=self.now, updated_at=self.now)
+        self.session.add(request)
+        self.session.flush()
+        return request
+
+    def identify(self, request: Request, organization: OrganizationInfo,
+                 contact: ContactInfo | None, full_name: str, actor: str) -> None:
+        """Link the request to its organisation and contact, creating the contact when new."""
+        request.organization_id = organization.id
+        if contact is None and request.requester_email:
+            contact_row = self.session.scalar(
+                select(Contact).where(Contact.email == request.requester_email))
+            if contact_row is None:
+                contact_row = Contact(email=request.requester_email, full_name=full_name,
+                                      organization_id=organization.id)
+                self.session.add(contact_row)
+            else:
+                contact_row.organization_id = organization.id
+                contact_row.full_name = contact_row.full_name or full_name
+            self.session.flush()
+            request.contact_id = contact_row.id
+        elif contact is not None:
+            request.contact_id = contact.id
+            full_name = contact.full_name or full_name
+        request.requester_name = full_name or request.requester_name
+        record(self.session, request, "identified", actor=actor, at=self.now,
+               organization=organization.name, contact=request.requester_name)
+
+    def admit(self, request: Request, *, contract_ok: bool, actor: str,
+              message: Message | None = None, matches: list[IncidentMatch] = (),
+              may_auto_reply: bool = True, mail_thread: tuple[str | None, tuple[str, ...]] = (None, ())) -> None:
+        """The contract decides: open (acknowledge, assign, notify) or reject (tell both sides)."""
+        message_id = message.id if message else None
+        if not contract_ok:
+            change_status(self.session, request, Status.REJECTED, actor=actor, at=self.now,
+                          message_id=message_id, reason="no active support contract")
+            if may_auto_reply:
+                self.tell_customer(request, "no_contract", automatic=True, thread=mail_thread)
+            self.notify_staff(request, "staff_event", event="rejected")
+            return
+        change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
+                      message_id=message_id)
+        self.set_deadline(request)
+        assignee = choose_assignee(self.session, request.level, self.config.staff)
+        if assignee is not None:
+            self.assign(request, assignee, actor="system")
+        if may_auto_reply:
+            self.tell_customer(request, "ack", automatic=True, thread=mail_thread)
+        self.notify_staff(request, "staff_new_request", matches=list(matches),
+                          attachments=self.attachments_of(message))
+
+    def ask_contact_info(self, request: Request, *, actor: str, message: Message | None,
+                         may_auto_reply: bool, mail_thread: tuple[str | None, tuple[str, ...]]) -> None:
+        change_status(self.session, request, Status.AWAITING_CONTACT_INFO, actor=actor,
+                      at=self.now, message_id=message.id if message else None)
+        if may_auto_reply and request.requester_email:
+            self.tell_customer(request, "ask_contact_info", automatic=True, thread=mail_thread)
+        self.notify_staff(request, "staff_new_request", attachments=self.attachments_of(message))
+
+    # ------------------------------------------------------------ staff operations
+
+    def set_level(self, request: Request, level: int, actor: str) -> None:
+        """A staff change of level recomputes the deadline and is recorded."""
+        old = request.level
+        request.level = level
+        record(self.session, request, "level", actor=actor, at=self.now, old=old, new=level)
+        if request.status not in (Status.REJECTED.value, Status.AWAITING_CONTACT_INFO.value):
+            self.set_deadline(request)
+
+    def set_deadline(self, request: Request) -> None:
+        if request.level:
+            request.due_at = deadline(request.level, request.received_at, self.calendar,
+                                      self.config.sla)
+
+    def assign(self, request: Request, staff: Staff, actor: str) -> None:
+        request.assignee_id = staff.id
+        record(self.session, request, "assigned", actor=actor, at=self.now, assignee=staff.login)
+
+    def link_incident(self, request: Request, incident: Incident, actor: str) -> None:
+        request.incident_id = incident.id
+        record(self.session, request, "incident", actor=actor, at=self.now, incident=incident.number)
+
+    def note(self, request: Request, text: str, actor: str, message: Message | None) -> None:
+        record(self.session, request, "note", actor=actor, at=self.now,
+               message_id=message.id if message else None, text=text)
+
+    def answer(self, request: Request, staff: Staff, text: str,
+               attachments: tuple[OutgoingAttachment, ...] = ()) -> None:
+        """Relay a staff answer to the customer; the first human reaction stops the clock."""
+        self.tell_customer(request, "relay", automatic=False, staff=staff, text=text,
+                           attachments=attachments)
+        self.reacted(request, staff)
+        if request.status == Status.OPEN.value:
+            change_status(self.session, request, Status.AWAITING_CUSTOMER, actor=staff.login,
+                          at=self.now)
+
+    def resolve(self, request: Request, staff: Staff, text: str,
+                attachments: tuple[OutgoingAttachment, ...] = ()) -> None:
+        """Send the solution and ask the customer to confirm it works."""
+        incident = self.session.get(Incident, request.incident_id) if request.incident_id else None
+        self.tell_customer(request, "solution", automatic=False, staff=staff, text=text,
+                           incident=incident, attachments=attachments)
+        self.reacted(request, staff)
+        request.confirmation = "requested"
+        change_status(self.session, request, Status.RESOLVED, actor=staff.login, at=self.now)
+
+    def close(self, request: Request, actor: str, reason: str,
+              message: Message | None = None) -> None:
+        change_status(self.session, request, Status.CLOSED, actor=actor, at=self.now,
+                      message_id=message.id if message else None, reason=reason)
+        self.tell_customer(request, "closed", automatic=True, reason=reason)
+
+    def reopen(self, request: Request, actor: str, reason: str,
+               message: Message | None = None) -> None:
+        change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
+                      message_id=message.id if message else None, reason=reason)
+        if request.due_at is None:
+            self.set_deadline(request)
+
+    def reacted(self, request: Request, staff: Staff) -> None:
+        if request.first_reaction_at is None:
+            request.first_reaction_at = self.now
+            record(self.session, request, "first_reaction", actor=staff.login, at=self.now)
+
+    # ------------------------------------------------------------ mail
+
+    def tell_customer(self, request: Request, template: str, *, automatic: bool,
+                      thread: tuple[str | None, tuple[str, ...]] | None = None,
+                      staff: Staff | None = None,
+                      attachments: tuple[OutgoingAttachment, ...] = (), **context) -> Message | None:
+        """A mail to the requester, from the support address, in the customer's thread."""
+        if not request.requester_email:
+            return None
+        in_reply_to, references = thread if thread and thread[0] else self.customer_thread(request)
+        content = render(template, **self.context(request, staff=staff, **context))
+        from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
+        return enqueue(self.session, self.config, Outgoing(
+            kind=template, to=(request.requester_email,), content=content, request_id=request.id,
+            in_reply_to=in_reply_to, references=references, automatic=automatic,
+            from_name=from_name, attachments=attachments), self.now)
+
+    def notify_staff(self, request: Request, template: str, *, to: str | None = None,
+                     attachments: tuple[OutgoingAttachment, ...] = (), **context) -> Message:
+        """A mail to the assignee (or the ТП1 group); replying to it reaches the bot."""
+        if to is None:
+            assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
+            to = assignee.email if assignee else self.config.support.tp1_address
+        content = render(template, **self.context(request, **context))
+        return enqueue(self.session, self.config, Outgoing(
+            kind=template, to=(to,), content=content, request_id=request.id,
+            reply_to=self.config.support.address, attachments=attachments), self.now)
+
+    def help_staff(self, address: str, **context) -> Message:
+        """Explain to a staff member how to answer (their mail named no request)."""
+        content = render("staff_help", support=self.config.support, **context)
+        return enqueue(self.session, self.config, Outgoing(
+            kind="staff_help", to=(address,), content=content,
+            reply_to=self.config.support.address), self.now)
+
+    def customer_thread(self, request: Request) -> tuple[str | None, tuple[str, ...]]:
+        """In-Reply-To and References that keep the customer's own thread."""
+        ids = self.session.scalars(
+            select(Message.message_id).where(
+                Message.request_id == request.id, Message.message_id.is_not(None),
+                ((Message.direction == "in") & (Message.sender == request.requester_email))
+                | Message.kind.in_(("ack", "relay", "solution", "ask_contact_info")))
+            .order_by(Message.id)).all()
+        references = tuple(dict.fromkeys(
+            ([request.thread_message_id] if request.thread_message_id else []) + list(ids)))
+        return (references[-1] if references else None), references[-20:]
+
+    def attachments_of(self, message: Message | None) -> tuple[OutgoingAttachment, ...]:
+        if message is None:
+            return ()
+        rows = self.session.scalars(select(AttachmentRow).where(
+            AttachmentRow.message_id == message.id).order_by(AttachmentRow.id)).all()
+        return tuple(OutgoingAttachment(r.filename, r.content_type, r.data) for r in rows)
+
+    def context(self, request: Request, **extra) -> dict:
+        organization = self.lookup.directory.get_organization(request.organization_id) \
+            if request.organization_id else None
+        contract = (self.lookup.directory.active_contract(organization.id, self.now)
+                    if organization else None)
+        assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
+        tz = ZoneInfo(self.config.timezone)
+        customer_text = self.session.scalar(
+            select(Message.body).where(Message.request_id == request.id, Message.direction == "in",
+                                       Message.sender == request.requester_email)
+            .order_by(Message.id.desc()).limit(1)) or ""
+        return {"customer_text": customer_text,"request": request, "organization": organization, "contract": contract,
+                "assignee": assignee, "support": self.config.support,
+                "norm": self.config.sla.norm(request.level) if request.level else None,
+                "due": request.due_at.astimezone(tz) if request.due_at else None,
+                "received": request.received_at.astimezone(tz), **extra}

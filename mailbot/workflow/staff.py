@@ -1,0 +1,129 @@
+"""A staff reply to a request: its commands, then its answer relayed to the customer.
+
+All commands are checked before any is applied: one invalid line means the
+staff member gets the list of valid commands back and nothing else happens,
+so nothing reaches the customer by mistake. ``#заметка`` makes the whole mail
+an internal note. Otherwise the text after the commands goes to the customer:
+as the solution (asking for confirmation) after ``#решено`` or ``#инцидент``,
+with a closing notice after ``#закрыть``, or as a plain answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models import Incident, Message, Request, Staff
+from ..outbox import OutgoingAttachment
+from ..parsers import ParsedMail
+from ..parsers.commands import ALIASES, Command, CommandBlock
+from ..status import Status
+from .actions import Workflow
+from .assign import is_eligible
+from .states import can_change
+
+SOLUTION_FROM = (Status.OPEN, Status.AWAITING_CUSTOMER, Status.ESCALATED_OP4)
+
+
+@dataclass
+class StaffReply:
+    workflow: Workflow
+    request: Request
+    staff: Staff
+    message: Message | None
+    mail: ParsedMail | None = None
+
+    def apply(self, block: CommandBlock) -> list[str]:
+        """Carry out ``block``; the problems found (already reported to the staff member)."""
+        problems = list(block.errors) + self.check(block)
+        if problems:
+            self.workflow.notify_staff(self.request, "staff_command_error", to=self.staff.email,
+                                       errors=problems, commands=sorted(set(ALIASES)))
+            return problems
+        if block.has("note"):
+            self.workflow.note(self.request, block.text, self.staff.login, self.message)
+            return []
+        for command in block.commands:
+            self.run(command)
+        self.deliver(block)
+        return []
+
+    def check(self, block: CommandBlock) -> list[str]:
+        """What would go wrong if the commands were applied, in words for the staff member."""
+        problems = []
+        lookup, status = self.workflow.lookup, Status(self.request.status)
+        for command in block.commands:
+            name, arg = command.name, command.argument
+            if name == "level" and arg == "4":
+                problems.append(f"{command.line}: ОП4 is opened by escalating an open ОП3 request")
+            elif name == "assign":
+                staff = lookup.staff_by_login_or_email(arg)
+                level = int(block.get("level").argument) if block.has("level") else self.request.level
+                if staff is None:
+                    problems.append(f"{command.line}: no staff member {arg!r}")
+                elif not is_eligible(staff, level, self.workflow.config.staff):
+                    problems.append(f"{command.line}: {staff.login} may not handle ОП{level} "
+                                    "(department or years of experience, regulation §6)")
+            elif name == "incident" and lookup.incident_by_number(arg) is None:
+                problems.append(f"{command.line}: no incident {arg} in the known-error database")
+            elif name == "organization" and not self._organization(arg):
+                problems.append(f"{command.line}: no organisation {arg!r} in the CRM")
+            elif name in ("resolved", "incident") and status not in SOLUTION_FROM:
+                problems.append(f"{command.line}: the request is {status.value}")
+            elif name == "close" and not can_change(status.value, Status.CLOSED):
+                problems.append(f"{command.line}: the request is already {status.value}")
+            elif name == "reopen" and not can_change(status.value, Status.OPEN):
+                problems.append(f"{command.line}: the request is {status.value}")
+        sends_solution = block.has("resolved") or block.has("incident")
+        if block.has("resolved") and not block.text:
+            problems.append("#решено: write the solution below the command")
+        if sends_solution and block.has("close"):
+            problems.append("#закрыть: the request closes after the customer confirms the solution")
+        return problems
+
+    def run(self, command: Command) -> None:
+        flow, request, login = self.workflow, self.request, self.staff.login
+        if command.name == "level":
+            flow.set_level(request, int(command.argument), login)
+        elif command.name == "assign":
+            staff = flow.lookup.staff_by_login_or_email(command.argument)
+            flow.assign(request, staff, login)
+            flow.notify_staff(request, "staff_new_request", to=staff.email)
+        elif command.name == "incident":
+            flow.link_incident(request, flow.lookup.incident_by_number(command.argument), login)
+        elif command.name == "organization":
+            flow.identify(request, self._organization(command.argument), None,
+                          request.requester_name, actor=login)
+            if request.status == Status.AWAITING_CONTACT_INFO.value:
+                contract = flow.lookup.directory.active_contract(request.organization_id, flow.now)
+                flow.admit(request, contract_ok=contract is not None, actor=login,
+                           message=self.message)
+        elif command.name == "reopen":
+            flow.reopen(request, actor=login, reason="staff", message=self.message)
+
+    def deliver(self, block: CommandBlock) -> None:
+        """Send the text (and files) of the reply to the customer, as the commands say."""
+        flow, request = self.workflow, self.request
+        files = self._attachments()
+        if block.has("incident") and not block.text:
+            incident = flow.session.get(Incident, request.incident_id)
+            flow.resolve(request, self.staff, incident.solution, files)
+        elif block.has("resolved") or block.has("incident"):
+            flow.resolve(request, self.staff, block.text, files)
+        elif block.has("close"):
+            flow.close(request, actor=self.staff.login, reason=block.text or "staff",
+                       message=self.message)
+        elif block.text or files:
+            flow.answer(request, self.staff, block.text, files)
+
+    def _attachments(self) -> tuple[OutgoingAttachment, ...]:
+        if self.mail is None:
+            return ()
+        return tuple(OutgoingAttachment(a.filename, a.content_type, a.data)
+                     for a in self.mail.attachments if not a.inline)
+
+    def _organization(self, text: str):
+        directory = self.workflow.lookup.directory
+        by_crm = directory.find_organization_by_crm_id(text.strip())
+        if by_crm is not None:
+            return by_crm
+        found = directory.find_organizations_by_name(text)
+        return found[0] if found else None

@@ -1,0 +1,133 @@
+"""A support desk for end-to-end tests: real Dovecot, PostgreSQL and SMTP sink, mail only."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from sqlalchemy import select
+
+from mailbot import db
+from mailbot.clock import FrozenClock
+from mailbot.config import load_config, with_overrides
+from mailbot.crm import import_text
+from mailbot.daemon import Daemon
+from mailbot.models import Incident, Request, Staff
+from mailbot.processor import BatchResult
+
+from tests.servers import Received
+
+# Wednesday 25 November 2026, 10:00 Moscow time: a working day
+MONDAY_MORNING = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+
+CRM = """crm_id;organization;aliases;domains;contact_name;contact_email;contact_phone;contract_number;valid_from;valid_to
+ORG-1;ООО «Завод»;Завод|Завод Ромашка;zavod.example;Иванов Иван Иванович;ivanov@zavod.example;;ТП-17;2026-01-01;2026-12-31
+ORG-2;АО «Старый клиент»;Старый клиент;old.example;Петров Пётр Петрович;petrov@old.example;;ТП-03;2023-01-01;2025-12-31
+ORG-3;ООО «Тепловые сети»;Теплосети;;;;;ТП-21;2026-01-01;2026-12-31
+"""
+
+
+class Desk:
+    """The bot's mailbox on Dovecot, its database, the sink of everything it sends."""
+
+    def __init__(self, database_url: str, dovecot, mailbox, sink) -> None:
+        self.dovecot, self.mailbox, self.sink = dovecot, mailbox, sink
+        self.clock = FrozenClock(MONDAY_MORNING)
+        self.config = with_overrides(
+            load_config(None, environ={}),
+            database={"url": database_url},
+            imap={"host": mailbox.host, "port": mailbox.port, "ssl": False,
+                  "username": mailbox.user, "password": mailbox.password},
+            smtp={"host": sink.host, "port": sink.port},
+            support={"address": mailbox.user, "tp1_address": "tp1@tecon.example",
+                     "tp2_address": "tp2@tecon.example"})
+        engine = db.make_engine(database_url)
+        db.init_schema(engine)
+        self.sessions = db.make_sessionmaker(engine)
+        self.seen = 0
+
+    # ------------------------------------------------------------ the register
+
+    def load_crm(self, text: str = CRM) -> None:
+        with self.sessions.begin() as session:
+            summary = import_text(session, text)
+        assert not summary.errors, summary.errors
+
+    def add_staff(self, login: str, *, years: int = 6, tier: str = "tp1",
+                  department: str = "Отдел сопровождения проектов", active: bool = True) -> str:
+        email = f"{login}@tecon.example"
+        with self.sessions.begin() as session:
+            session.add(Staff(login=login, full_name=f"{login.capitalize()} Сотрудник", email=email,
+                              tier=tier, department=department, experience_years=years,
+                              active=active))
+        return email
+
+    def add_incident(self, number: str, title: str, symptoms: str, solution: str) -> None:
+        with self.sessions.begin() as session:
+            session.add(Incident(number=number, title=title, symptoms=symptoms, solution=solution))
+
+    def request(self, number: str | None = None) -> Request:
+        with self.sessions() as session:
+            query = select(Request).order_by(Request.id)
+            if number:
+                query = query.where(Request.number == number)
+            return session.scalars(query).all()[-1]
+
+    # ------------------------------------------------------------ mail
+
+    def write(self, sender: str, subject: str, body: str, *, name: str = "",
+              reply_to: Received | None = None, headers: dict[str, str] | None = None,
+              attachments: tuple[tuple[str, bytes], ...] = ()) -> str:
+        """Put a mail into the bot's INBOX (as the mail server would); its Message-ID."""
+        msg = EmailMessage()
+        msg["From"] = f"{name} <{sender}>" if name else sender
+        msg["To"] = self.mailbox.user
+        msg["Subject"] = subject
+        msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "example")
+        msg["Date"] = "Wed, 25 Nov 2026 10:00:00 +0300"
+        if reply_to is not None:
+            parent = reply_to.parsed()
+            msg["In-Reply-To"] = parent["Message-ID"]
+            msg["References"] = " ".join(filter(None, [parent["References"], parent["Message-ID"]]))
+            quoted = "\n".join(f"> {line}" for line in
+                               parent.get_body(("plain",)).get_content().splitlines())
+            body = f"{body}\n\n{parent['Date']}, {parent['From']} пишет:\n{quoted}\n"
+        for key, value in (headers or {}).items():
+            msg[key] = value
+        msg.set_content(body)
+        for filename, data in attachments:
+            msg.add_attachment(data, maintype="application", subtype="octet-stream",
+                               filename=filename)
+        self.dovecot.append(self.mailbox.user, msg.as_bytes())
+        return msg["Message-ID"].strip("<>")
+
+    def reply(self, to: Received, sender: str, body: str, **kwargs) -> str:
+        return self.write(sender, f"Re: {to.parsed()['Subject']}", body, reply_to=to, **kwargs)
+
+    def run(self) -> BatchResult:
+        """What `mailbot run --once` does."""
+        return asyncio.run(Daemon(self.config, self.sessions, self.clock).run_once())
+
+    def new_mail(self) -> list[Received]:
+        """Mail the bot sent since the last call."""
+        messages = self.sink.messages
+        fresh, self.seen = messages[self.seen:], len(messages)
+        return fresh
+
+    def mail_to(self, address: str) -> Received:
+        """The one new mail to ``address`` since the last call of :meth:`new_mail`."""
+        found = [m for m in self.new_mail() if address in m.rcpt_tos]
+        assert len(found) == 1, [(m.rcpt_tos, m.parsed()["Subject"]) for m in self.sink.messages]
+        return found[0]
+
+    def inbox(self) -> dict[str, list[Received]]:
+        by_address: dict[str, list[Received]] = {}
+        for message in self.new_mail():
+            for rcpt in message.rcpt_tos:
+                by_address.setdefault(rcpt, []).append(message)
+        return by_address
+
+
+def body(message: Received) -> str:
+    return message.parsed().get_body(("plain",)).get_content()
