@@ -411,11 +411,11 @@ def _translit(word: str) -> str:
 # ---------------------------------------------------------------- servers and config
 
 class TimedSink(SmtpSink):
-    """An SMTP sink that also notes when each message was accepted, by its In-Reply-To."""
+    """An SMTP sink that also notes when each message was accepted, by In-Reply-To and recipient."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.accepted_at: dict[str, float] = {}
+        self.accepted_at: dict[tuple[str, str], float] = {}
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         answer = await super().handle_DATA(server, session, envelope)
@@ -425,8 +425,63 @@ class TimedSink(SmtpSink):
             head = BytesHeaderParser().parsebytes(data.split(b"\r\n\r\n", 1)[0])
             in_reply_to = str(head.get("In-Reply-To") or "").strip().strip("<>")
             with self._cond:
-                self.accepted_at.setdefault(in_reply_to, now)
+                for rcpt in envelope.rcpt_tos:
+                    self.accepted_at.setdefault((in_reply_to, rcpt.lower()), now)
         return answer
+
+
+STAFF_DEPARTMENT = "Отдел сопровождения проектов"
+INCIDENTS = [
+    ("INC-000101", "Не запускается АРМ диспетчера после обновления драйверов",
+     "АРМ закрывается сразу после заставки", "Откатить драйвер видеокарты до версии 472"),
+    ("INC-000102", "Ошибка лицензии: сервер лицензий недоступен",
+     "Клиент сообщает, что сервер лицензий недоступен", "Перезапустить службу LicenseServer"),
+    ("INC-000103", "Медленный поиск по архиву", "Поиск по архиву занимает минуты",
+     "Перестроить индексы архива"),
+    ("INC-000104", "Сбой синхронизации с филиалом", "Очередь репликации растёт",
+     "Очистить очередь и перезапустить репликацию"),
+    ("INC-000105", "Ошибка авторизации через AD", "Пользователи домена не входят",
+     "Обновить пароль сервисной учётной записи"),
+]
+
+
+def seed_register_contacts(sessions, senders: list[Sender]) -> None:
+    """Every other sender becomes a known CRM contact of the organisation of their domain."""
+    from mailbot.crm import import_text
+
+    orgs = {domain: (f"ORG-{i}", name) for i, (name, domain) in enumerate(RU_ORGS + EN_ORGS, 1)}
+    lines = ["crm_id;organization;contact_name;contact_email"]
+    for sender in senders[::2]:
+        crm_id, name = orgs[sender.address.rpartition("@")[2]]
+        lines.append(f"{crm_id};{name};{sender.name};{sender.address}")
+    with sessions.begin() as session:
+        summary = import_text(session, "\n".join(lines) + "\n")
+    if summary.errors:
+        raise SystemExit(f"CRM import failed: {summary.errors[:3]}")
+
+
+def seed_register(sessions, senders: list[Sender]) -> None:
+    """The CRM (organisations with contracts, every other sender a known contact), staff, incidents."""
+    from mailbot.crm import import_text
+    from mailbot.models import Incident, Staff
+
+    lines = ["crm_id;organization;aliases;domains;contact_name;contact_email;contact_phone;"
+             "contract_number;valid_from;valid_to"]
+    for number, (name, domain) in enumerate(RU_ORGS + EN_ORGS, 1):
+        alias = name.split("«")[-1].rstrip("»") if "«" in name else name.split()[0]
+        lines.append(f"ORG-{number};{name};{alias};{domain};;;;ТП-{number:02d};2026-01-01;2027-12-31")
+    with sessions.begin() as session:
+        summary = import_text(session, "\n".join(lines) + "\n")
+        if summary.errors:
+            raise SystemExit(f"CRM import failed: {summary.errors[:3]}")
+        for i, (login, years) in enumerate([("petrova", 6), ("sidorov", 7), ("kuznetsova", 4),
+                                            ("orlov", 9), ("belova", 3), ("zaitsev", 5)]):
+            session.add(Staff(login=login, full_name=f"{login.capitalize()} Сотрудник",
+                              email=f"{login}@tecon.example", tier="tp1", department=STAFF_DEPARTMENT,
+                              experience_years=years))
+        for number, title, symptoms, solution in INCIDENTS:
+            session.add(Incident(number=number, title=title, symptoms=symptoms, solution=solution))
+    seed_register_contacts(sessions, senders)
 
 
 def append_all(mailbox, raws: list[bytes], chunk_bytes: int = 8 * 1024 * 1024) -> None:
@@ -513,7 +568,7 @@ def measure_run_once(config, sessions) -> OnceResult:
                       result.processed, result.quarantined)
 
 
-def verify(sessions, mails: list[GenMail], sink: SmtpSink, sample: int = 25) -> list[str]:
+def verify(sessions, mails: list[GenMail], sink: TimedSink, sample: int = 25) -> list[str]:
     """Check what (b) left in the database; a list of problems (empty when all is well)."""
     problems = []
     n = len(mails)
@@ -525,6 +580,7 @@ def verify(sessions, mails: list[GenMail], sink: SmtpSink, sample: int = 25) -> 
         quarantined = s.scalar(select(func.count()).select_from(Quarantine))
         requests = s.scalar(select(func.count()).select_from(Request))
         acks = s.scalar(select(func.count()).select_from(Outbox).where(Outbox.kind == "ack"))
+        outbox = s.scalar(select(func.count()).select_from(Outbox))
         unsent = s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status != "sent"))
         att_rows, att_bytes = s.execute(select(func.count(), func.coalesce(func.sum(AttachmentRow.size), 0))
                                         .select_from(AttachmentRow)).one()
@@ -570,8 +626,11 @@ def verify(sessions, mails: list[GenMail], sink: SmtpSink, sample: int = 25) -> 
         problems.append(f"outbox acks {acks} != requests {requests}")
     if unsent:
         problems.append(f"{unsent} outbox rows not sent")
-    if len(sink.messages) != acks:
-        problems.append(f"SMTP sink got {len(sink.messages)} mails, outbox has {acks} acks")
+    if len(sink.messages) != outbox:
+        problems.append(f"SMTP sink got {len(sink.messages)} mails, outbox has {outbox} rows")
+    acked = sum((m.message_id, m.sender) in sink.accepted_at for m in mails if not m.is_reply)
+    if acked != new:
+        problems.append(f"the sink got acknowledgements for {acked} of {new} new requests")
     return problems
 
 
@@ -581,6 +640,7 @@ def measure_latency(config, sessions, dovecot, mailbox, sink: TimedSink, count: 
     factory = MailFactory(seed + 1000, mailbox.user, tag="lat")
     for _ in range(count):  # one new request per sender: each is acknowledged
         factory.new_sender()
+    seed_register_contacts(sessions, factory.senders)
     mails = []
     for i in range(count):
         sender = factory.senders[i]
@@ -595,27 +655,27 @@ def measure_latency(config, sessions, dovecot, mailbox, sink: TimedSink, count: 
     thread = threading.Thread(target=loop.run_until_complete, args=(daemon.run_forever(),),
                               name="daemon")
     thread.start()
-    appended: dict[str, float] = {}
+    appended: dict[tuple[str, str], float] = {}
     try:
         time.sleep(1.0)  # the watcher connects, syncs the empty INBOX and enters IDLE
         with mailbox.client() as client:
             for mail, pause in zip(mails, pauses):
-                appended[mail.message_id] = time.monotonic()
+                appended[(mail.message_id, mail.sender)] = time.monotonic()
                 client.append("INBOX", mail.raw)
                 time.sleep(pause)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with sink._cond:
-                if all(mid in sink.accepted_at for mid in appended):
+                if all(key in sink.accepted_at for key in appended):
                     break
             time.sleep(0.05)
     finally:
         loop.call_soon_threadsafe(daemon.stop)
         thread.join(timeout=15)
-    missing = [mid for mid in appended if mid not in sink.accepted_at]
+    missing = [key for key in appended if key not in sink.accepted_at]
     if missing:
-        raise SystemExit(f"latency: {len(missing)} acknowledgements never arrived, e.g. <{missing[0]}>")
-    return [sink.accepted_at[mid] - appended[mid] for mid in appended]
+        raise SystemExit(f"latency: {len(missing)} acknowledgements never arrived, e.g. {missing[0]}")
+    return [sink.accepted_at[key] - appended[key] for key in appended]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -649,7 +709,8 @@ def main(argv: list[str] | None = None) -> int:
         config = make_config(database_url, mailbox, sink)
 
         t = time.perf_counter()
-        mails = MailFactory(args.seed, mailbox.user).generate(args.mails)
+        factory = MailFactory(args.seed, mailbox.user)
+        mails = factory.generate(args.mails)
         raw_bytes = sum(len(m.raw) for m in mails)
         new = sum(not m.is_reply for m in mails)
         n_att = sum(len(m.attachments) for m in mails)
@@ -670,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = db.make_engine(database_url)
         db.init_schema(engine)
         sessions = db.make_sessionmaker(engine)
+        seed_register(sessions, factory.senders)
         once = measure_run_once(config, sessions)
         n = len(mails)
         print(f"(b) run_once, all stored in inbound:   {once.fetched:6.2f} s  "

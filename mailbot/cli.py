@@ -127,6 +127,88 @@ def cmd_requests(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_request_new(app: App, args: argparse.Namespace) -> int:
+    """Register a request taken by phone, from the web site or the intranet portal."""
+    from .workflow.manual import ManualError, ManualRequest, register
+
+    given = ManualRequest(channel=args.channel, text=args.text, subject=args.subject or "",
+                          organization=args.org or "", contact_name=args.contact or "",
+                          email=args.email or "", level=args.level)
+    with app.ready_sessions().begin() as session:
+        try:
+            request = register(session, app.config, app.clock.now(), given)
+        except ManualError as exc:
+            raise Fail(str(exc), EX_USAGE) from None
+        print(f"{request.number} registered: {request.status}, "
+              f"level {'ОП%d' % request.level if request.level else '-'}")
+    return EX_OK
+
+
+def cmd_request_command(app: App, args: argparse.Namespace) -> int:
+    """Do what a staff reply with these command lines would do."""
+    from .lookup import Lookup
+    from .parsers.commands import parse_commands
+    from .workflow.manual import run_commands
+
+    block = parse_commands("\n".join(args.lines), app.config.support.incident_prefix)
+    with app.ready_sessions().begin() as session:
+        lookup = Lookup(session, app.config.timezone)
+        request, staff = lookup.request_by_number(args.number), lookup.staff_by_login_or_email(args.actor)
+        if request is None:
+            raise Fail(f"no request {args.number}")
+        if staff is None or not staff.active:
+            raise Fail(f"no active staff member {args.actor!r}")
+        problems = run_commands(session, app.config, app.clock.now(), request, staff, block)
+        if problems:
+            session.rollback()
+            raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+        print(f"{request.number}: {request.status}")
+    return EX_OK
+
+
+def cmd_staff(app: App, args: argparse.Namespace) -> int:
+    from . import admin
+
+    with app.ready_sessions().begin() as session:
+        try:
+            if args.action == "add":
+                staff = admin.add_staff(session, login=args.login, full_name=args.name,
+                                        email=args.email, tier=args.tier,
+                                        department=args.department, qualification=args.qualification,
+                                        years=args.years, supervisor=args.supervisor)
+                print(f"{staff.login} saved")
+            elif args.action in ("deactivate", "activate"):
+                admin.set_staff_active(session, args.login, args.action == "activate")
+                print(f"{args.login} {args.action}d")
+            else:
+                print(admin.staff_table(session))
+        except admin.AdminError as exc:
+            raise Fail(str(exc), EX_USAGE) from None
+    return EX_OK
+
+
+def cmd_incidents(app: App, args: argparse.Namespace) -> int:
+    from . import admin
+    from .lookup import Lookup
+
+    with app.ready_sessions().begin() as session:
+        if args.action == "add":
+            try:
+                incident = admin.add_incident(session, title=args.title, symptoms=args.symptoms,
+                                              solution=args.solution, number=args.number,
+                                              prefix=app.config.support.incident_prefix,
+                                              now=app.clock.now())
+            except admin.AdminError as exc:
+                raise Fail(str(exc), EX_USAGE) from None
+            print(f"[{incident.number}] created")
+        elif args.action == "search":
+            matches = Lookup(session, app.config.timezone).search_incidents(args.text, limit=10)
+            print("\n".join(f"[{m.number}] {m.score:.2f} {m.title}" for m in matches) or "nothing found")
+        else:
+            print(admin.incident_table(session))
+    return EX_OK
+
+
 def cmd_crm(app: App, args: argparse.Namespace) -> int:
     """Import a CRM CSV export: bad rows are listed, good rows are kept."""
     from . import crm
@@ -216,7 +298,50 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     show = actions.add_parser("show", help="one request with its timeline")
     show.add_argument("number")
+    new = actions.add_parser("new", help="register a request taken by phone, web site or portal")
+    new.add_argument("--channel", required=True, choices=("phone", "web", "portal"))
+    new.add_argument("--text", required=True, help="the substance of the request")
+    new.add_argument("--subject")
+    new.add_argument("--org", help="organisation: CRM id or name")
+    new.add_argument("--contact", help="the person's full name (ФИО)")
+    new.add_argument("--email", help="the customer's address (for the acknowledgement)")
+    new.add_argument("--level", type=int, choices=(1, 2, 3), help="override the classification")
+    new.set_defaults(func=cmd_request_new)
+    command = actions.add_parser("command", help="run staff commands, as in a reply by mail")
+    command.add_argument("number")
+    command.add_argument("--as", dest="actor", required=True, help="staff login or e-mail")
+    command.add_argument("lines", nargs="+", help='e.g. "#уровень ОП2" (text lines go to the customer)')
+    command.set_defaults(func=cmd_request_command)
     requests.set_defaults(func=cmd_requests)
+    listing.set_defaults(func=cmd_requests)
+    show.set_defaults(func=cmd_requests)
+
+    staff = commands.add_parser("staff", help="support staff (ТП1/ТП2)")
+    s_actions = staff.add_subparsers(dest="action", required=True)
+    s_actions.add_parser("list")
+    add = s_actions.add_parser("add", help="add or update a staff member")
+    add.add_argument("login")
+    add.add_argument("--name", required=True, help="full name")
+    add.add_argument("--email", required=True)
+    add.add_argument("--tier", required=True, choices=("tp1", "tp2"))
+    add.add_argument("--department", default="")
+    add.add_argument("--qualification", default="")
+    add.add_argument("--years", type=int, default=0, help="years of experience with the system")
+    add.add_argument("--supervisor", help="login of the supervisor")
+    for action in ("deactivate", "activate"):
+        s_actions.add_parser(action).add_argument("login")
+    staff.set_defaults(func=cmd_staff)
+
+    incidents = commands.add_parser("incidents", help="the known-error database")
+    i_actions = incidents.add_subparsers(dest="action", required=True)
+    i_actions.add_parser("list")
+    i_add = i_actions.add_parser("add")
+    i_add.add_argument("--title", required=True)
+    i_add.add_argument("--symptoms", default="")
+    i_add.add_argument("--solution", default="")
+    i_add.add_argument("--number", help="keep an existing number, e.g. INC-000045")
+    i_actions.add_parser("search").add_argument("text")
+    incidents.set_defaults(func=cmd_incidents)
 
     crm = commands.add_parser("crm", help="the corporate CRM: organisations, contacts, contracts")
     crm_actions = crm.add_subparsers(dest="action", required=True)

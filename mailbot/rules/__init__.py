@@ -36,9 +36,18 @@ PIPELINE: tuple[Rule, ...] = (
 )
 
 
-def decide(mail: ParsedMail, context: Context, rules: tuple[Rule, ...] = PIPELINE) -> Verdict:
+# Requests registered by staff (phone, web site, portal): the same intake decisions.
+MANUAL_INTAKE: tuple[Rule, ...] = (
+    ContractCheck(),
+    LevelClassification(),
+    KnownErrorSearch(),
+)
+
+
+def decide(mail: ParsedMail, context: Context, rules: tuple[Rule, ...] = PIPELINE,
+           verdict: Verdict | None = None) -> Verdict:
     """Run the rules in order and return what they decided together."""
-    verdict = Verdict()
+    verdict = verdict or Verdict()
     for rule in rules:
         if verdict.final:
             break
@@ -46,4 +55,4 @@ def decide(mail: ParsedMail, context: Context, rules: tuple[Rule, ...] = PIPELIN
     return verdict
 
 
-__all__ = ["Action", "Confirmation", "Context", "PIPELINE", "Role", "Verdict", "decide"]
+__all__ = ["Action", "Confirmation", "Context", "MANUAL_INTAKE", "PIPELINE", "Role", "Verdict", "decide"]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..crm import OrganizationInfo
+from ..lookup import Lookup
 from ..models import Incident, Message, Request, Staff
 from ..outbox import OutgoingAttachment
 from ..parsers import ParsedMail
-from ..parsers.commands import ALIASES, Command, CommandBlock
+from ..parsers.commands import Command, CommandBlock
 from ..status import Status
 from .actions import Workflow
 from .assign import is_eligible
@@ -30,13 +32,15 @@ class StaffReply:
     staff: Staff
     message: Message | None
     mail: ParsedMail | None = None
+    notify_errors: bool = True  # mail the problems back (False: the CLI prints them)
 
     def apply(self, block: CommandBlock) -> list[str]:
         """Carry out ``block``; the problems found (already reported to the staff member)."""
         problems = list(block.errors) + self.check(block)
-        if problems:
+        if problems and self.notify_errors:
             self.workflow.notify_staff(self.request, "staff_command_error", to=self.staff.email,
-                                       errors=problems, commands=sorted(set(ALIASES)))
+                                       errors=problems)
+        if problems:
             return problems
         if block.has("note"):
             self.workflow.note(self.request, block.text, self.staff.login, self.message)
@@ -120,10 +124,12 @@ class StaffReply:
         return tuple(OutgoingAttachment(a.filename, a.content_type, a.data)
                      for a in self.mail.attachments if not a.inline)
 
-    def _organization(self, text: str):
-        directory = self.workflow.lookup.directory
-        by_crm = directory.find_organization_by_crm_id(text.strip())
-        if by_crm is not None:
-            return by_crm
-        found = directory.find_organizations_by_name(text)
-        return found[0] if found else None
+    def _organization(self, text: str) -> OrganizationInfo | None:
+        return find_organization(self.workflow.lookup, text)
+
+
+def find_organization(lookup: Lookup, text: str) -> OrganizationInfo | None:
+    """An organisation by its CRM id, else by its name or an alias."""
+    directory = lookup.directory
+    found = directory.find_organization_by_crm_id(text.strip())
+    return found or next(iter(directory.find_organizations_by_name(text)), None)
