@@ -1,17 +1,47 @@
-"""Clock-driven jobs (APScheduler 3): sweeps now; the SLA clock and digests join here."""
+"""Clock-driven jobs (APScheduler 3).
+
+- ``sweep`` (5 s): wake the processor and the sender, so mail stored by
+  ``mailbot ingest`` and due outbox retries are picked up;
+- ``workflow-timers`` (1 min): time-based workflow steps (closing quiet ОП1
+  requests). With several daemons on one database, a transaction-level
+  advisory lock lets one of them run the timers at a time.
+"""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+
+from .workflow.actions import Workflow
+from .workflow.timers import close_quiet_requests
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
+log = logging.getLogger(__name__)
+
+TIMERS_LOCK = 7201003
+
 
 def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
-    """Jobs of one daemon. The sweep picks up mail stored by ``mailbot ingest`` and due retries."""
     scheduler = AsyncIOScheduler(timezone=daemon.config.timezone)
     scheduler.add_job(daemon.wake, "interval", seconds=5, id="sweep", coalesce=True,
                       max_instances=1)
+    scheduler.add_job(run_timers, "interval", minutes=1, args=[daemon], id="workflow-timers",
+                      coalesce=True, max_instances=1)
     return scheduler
+
+
+def run_timers(daemon: "Daemon") -> list[str]:
+    """One pass of the workflow timers; the request numbers they touched."""
+    with daemon.sessions.begin() as session:
+        if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": TIMERS_LOCK}):
+            return []
+        flow = Workflow(session, daemon.config, daemon.clock.now())
+        closed = close_quiet_requests(flow)
+    if closed:
+        log.info("closed after the quiet period: %s", ", ".join(closed))
+        daemon.wake()
+    return closed
