@@ -10,9 +10,10 @@ from .models import Inbound, Quarantine
 
 
 def open_items(session: Session) -> list[tuple[Quarantine, Inbound]]:
-    return list(session.execute(
+    rows = session.execute(
         select(Quarantine, Inbound).join(Inbound, Inbound.id == Quarantine.inbound_id)
-        .where(Quarantine.resolved_at.is_(None)).order_by(Quarantine.id)).tuples())
+        .where(Quarantine.resolved_at.is_(None)).order_by(Quarantine.id))
+    return [(item, inbound) for item, inbound in rows]
 
 
 def get(session: Session, quarantine_id: int) -> tuple[Quarantine, Inbound] | None:

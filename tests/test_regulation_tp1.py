@@ -100,8 +100,8 @@ def test_op1_closed_when_the_customer_confirms(desk):
 
 def test_op1_closed_after_the_quiet_period(desk):
     """§2: an answered ОП1 request closes by itself when the customer stays silent."""
-    from mailbot.workflow.actions import Workflow
-    from mailbot.workflow.timers import close_quiet_requests
+    from mailbot.daemon import Daemon
+    from mailbot.scheduler import run_timers
 
     staff = desk.add_staff("sidorov", years=4)
     desk.write(CUSTOMER, "Настройка АРМ", "Как настроить АРМ диспетчера?")
@@ -112,9 +112,10 @@ def test_op1_closed_after_the_quiet_period(desk):
 
     for hours, expected in ((71, []), (2, [desk.request().number])):
         desk.clock.advance(hours=hours)
-        with desk.sessions.begin() as session:
-            assert close_quiet_requests(Workflow(session, desk.config, desk.clock.now())) == expected
+        assert run_timers(Daemon(desk.config, desk.sessions, desk.clock)) == expected
     assert desk.request().status == "closed"
+    desk.run()
+    assert "не поступало вопросов" in body(desk.mail_to(CUSTOMER))
 
 
 # ---------------------------------------------------------------- §3 ОП2

@@ -12,6 +12,7 @@ from ..parsers import MailKind, ParsedMail
 from ..rules import Action, Confirmation, Role, Verdict
 from ..status import Status
 from .actions import Workflow
+from .reports import apply_report
 from .staff import StaffReply
 from .states import record
 from .trail import record_incoming
@@ -36,7 +37,9 @@ class Intake:
         if verdict.action is Action.APPEND and verdict.request is not None:
             return self.append(inbound_id, mail, verdict, verdict.request)
         message = record_incoming(self.session, mail, inbound_id, None)
-        if verdict.action is Action.STAFF_HELP:
+        if verdict.action is Action.REPORT:
+            apply_report(self.workflow, mail, message)
+        elif verdict.action is Action.STAFF_HELP:
             self.workflow.help_staff(mail.from_addr, mail=mail)
         return message
 

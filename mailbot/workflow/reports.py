@@ -1,0 +1,68 @@
+"""Bounces (RFC 3464) and read receipts (RFC 8098) of mail we sent.
+
+They never create requests. A bounce marks the outgoing mail and its delivery
+record failed and alerts staff (the customer did not get our answer); a delay
+notice is only recorded. A read receipt confirms the delivery record of the
+mail it is about (ОП2 files).
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from ..models import Delivery, Message, Outbox, Request
+from ..parsers import ParsedMail
+from .actions import Workflow
+from .states import record
+
+log = logging.getLogger(__name__)
+
+
+def apply_report(flow: Workflow, mail: ParsedMail, message: Message) -> None:
+    report = mail.dsn or mail.mdn
+    original = report.original_message_id if report else None
+    outbox = flow.session.scalar(select(Outbox).where(Outbox.message_id == original)) \
+        if original else None
+    if outbox is None:
+        log.info("%s about mail we do not know (%s): kept, nothing to update",
+                 mail.kind.value, original or "no Message-ID")
+        return
+    message.request_id = outbox.request_id
+    request = flow.session.get(Request, outbox.request_id) if outbox.request_id else None
+    if mail.dsn:
+        _bounce(flow, mail, message, outbox, request)
+    else:
+        _receipt(flow, mail, message, outbox, request)
+
+
+def _bounce(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
+            request: Request | None) -> None:
+    failed = [r for r in mail.dsn.recipients
+              if (r.action or "").lower() == "failed" or r.permanent
+              or ((r.action or "").lower() != "delayed" and not r.status)]
+    summary = "; ".join(f"{r.address}: {r.status or '?'} {r.diagnostic or ''}".strip()
+                        for r in (failed or mail.dsn.recipients)) or mail.kind_reason
+    if not failed:
+        record(flow.session, request, "delivery_delayed", actor="mailer-daemon", at=flow.now,
+               message_id=message.id, outbox=outbox.message_id, details=summary)
+        return
+    outbox.status, outbox.last_error = "failed", f"bounced: {summary}"[:2000]
+    for delivery in flow.session.scalars(select(Delivery).where(Delivery.outbox_id == outbox.id)):
+        delivery.status, delivery.failure = "failed", summary[:2000]
+    record(flow.session, request, "bounced", actor="mailer-daemon", at=flow.now,
+           message_id=message.id, outbox=outbox.message_id, details=summary)
+    if request is not None:
+        flow.notify_staff(request, "staff_bounce", summary=summary, kind=outbox.kind,
+                          recipients=outbox.recipients)
+
+
+def _receipt(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
+             request: Request | None) -> None:
+    disposition = mail.mdn.disposition
+    if disposition.lower() in ("displayed", "processed", "dispatched"):
+        for delivery in flow.session.scalars(select(Delivery).where(Delivery.outbox_id == outbox.id,
+                                                                    Delivery.status == "sent")):
+            delivery.status, delivery.confirmed_by, delivery.confirmed_at = "confirmed", "mdn", flow.now
+    record(flow.session, request, "read_receipt", actor=mail.from_addr or "unknown", at=flow.now,
+           message_id=message.id, outbox=outbox.message_id, disposition=disposition)
