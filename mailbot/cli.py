@@ -17,6 +17,7 @@ from .daemon import Daemon
 
 log = logging.getLogger("mailbot")
 
+NOISY_LOGGERS = ("mail.log", "mail_devel", "pgserver", "apscheduler", "aiohttp.access")
 EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
 
 
@@ -60,10 +61,13 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     dev = None
     config = app.config
     if config.embedded_mail:
-        from .transport.devmail import DevMailServer
+        from .transport.devmail import DevMailError, DevMailServer
 
         dev = DevMailServer(config)
-        config = dev.start()
+        try:
+            config = dev.start()
+        except DevMailError as exc:
+            raise Fail(str(exc), EX_UNAVAILABLE) from None
         print(dev.describe(), flush=True)
     sessions = app.ready_sessions()
     daemon = Daemon(config, sessions, app.clock)
@@ -366,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = load_config(args.config)
         logging.getLogger().setLevel(logging.DEBUG if args.verbose else config.log_level.upper())

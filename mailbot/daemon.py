@@ -49,11 +49,14 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
         total = BatchResult()
-        while not fetch.done():
-            await self._wait(self._inbound, 0.2)
+        try:
+            while not fetch.done():
+                await self._wait(self._inbound, 0.2)
+                total += await asyncio.to_thread(self.processor.run_pending)
+            await fetch
             total += await asyncio.to_thread(self.processor.run_pending)
-        await fetch
-        total += await asyncio.to_thread(self.processor.run_pending)
+        finally:
+            await asyncio.to_thread(self.processor.close)
         await self.sender.send_due()
         return total
 
@@ -81,6 +84,7 @@ class Daemon:
             scheduler.shutdown(wait=False)
             for thread in watchers:
                 thread.join(timeout=5)
+            self.processor.close()
 
     def wake(self) -> None:
         """Make the processor and the sender look for work now (thread-safe)."""

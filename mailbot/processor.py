@@ -4,12 +4,24 @@ Pending ``inbound`` rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several
 daemons share the work) and processed in batches, one transaction per batch
 and a savepoint per message: a message that fails at any stage is quarantined
 with the stage and the error, and the rest of the batch goes on.
+
+Parsing is CPU-bound Python and needs no database, so a batch of several
+messages is parsed in worker processes (``parse_workers``) while this process
+runs the rules and the workflow on the messages already parsed, in order. A
+lone message (the usual case in the daemon) is parsed here: no hand-off delay.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import threading
 import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,11 +30,22 @@ from .clock import Clock
 from .config import Config
 from .lookup import Lookup
 from .models import Inbound, Quarantine
-from .parsers import MailTooLarge, ParseOptions, parse_mail
+from .parsers import MailTooLarge, ParsedMail, ParseOptions, parse_mail
 from .rules import Context, decide
 from .workflow.intake import Intake
 
 log = logging.getLogger(__name__)
+
+PARALLEL_MIN = 4  # smaller batches are parsed in this process
+
+
+def default_parse_workers() -> int:
+    """One parsing process per spare CPU (this process runs the workflow), at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus - 1))
 
 
 @dataclass(frozen=True)
@@ -54,12 +77,22 @@ class Processor:
     """Processes stored mail; ``run_pending`` returns what it did."""
 
     def __init__(self, config: Config, sessions: sessionmaker[Session], clock: Clock,
-                 batch: int = 100) -> None:
+                 batch: int = 100, parse_workers: int | None = None) -> None:
         self.config = config
         self.sessions = sessions
         self.clock = clock
         self.batch = batch
         self.options = parse_options(config)
+        self.parse_workers = default_parse_workers() if parse_workers is None else parse_workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the parsing processes (started again when needed)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def run_pending(self) -> BatchResult:
         total = BatchResult()
@@ -75,21 +108,25 @@ class Processor:
             rows = session.scalars(
                 select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
                 .limit(self.batch).with_for_update(skip_locked=True)).all()
-            for row in rows:
+            for row, parsed in zip(rows, self._parsers(rows)):
                 try:
                     with session.begin_nested():
-                        self.process(session, row)
+                        self.process(session, row, parsed)
                     processed += 1
                 except StageError as exc:
                     self.quarantine(session, row, exc.stage, exc.error)
                     quarantined += 1
         return BatchResult(processed, quarantined)
 
-    def process(self, session: Session, row: Inbound) -> None:
-        """One message through the chain; raises :class:`StageError` naming the failing stage."""
+    def process(self, session: Session, row: Inbound,
+                parsed: Callable[[], ParsedMail] | None = None) -> None:
+        """One message through the chain; raises :class:`StageError` naming the failing stage.
+
+        ``parsed`` returns the message parsed elsewhere (see :meth:`_parsers`).
+        """
         now = self.clock.now()
         try:
-            mail = parse_mail(row.raw, self.options)
+            mail = parsed() if parsed is not None else parse_mail(row.raw, self.options)
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
         try:
@@ -103,6 +140,43 @@ class Processor:
         except Exception as exc:
             raise StageError("workflow", exc) from exc
         log.info("inbound %d from %s: %s", row.id, mail.from_addr, "; ".join(verdict.reasons))
+
+    # ------------------------------------------------------------ parsing in other processes
+
+    def _parsers(self, rows: list[Inbound]) -> list[Callable[[], ParsedMail]]:
+        """For each row, a call that returns its ParsedMail; worker processes start on them now."""
+        inline = [partial(parse_mail, row.raw, self.options) for row in rows]
+        if len(rows) < PARALLEL_MIN or self.parse_workers < 1:
+            return inline
+        try:
+            pool = self._parse_pool()
+            futures = [pool.submit(parse_mail, row.raw, self.options) for row in rows]
+        except (BrokenProcessPool, RuntimeError, OSError) as exc:
+            self._pool_failed(exc)
+            return inline
+        return [partial(self._result, future, fallback) for future, fallback in zip(futures, inline)]
+
+    def _result(self, future: Future, fallback: Callable[[], ParsedMail]) -> ParsedMail:
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:  # a worker died: parse here, start a new pool next batch
+            self._pool_failed(exc)
+            return fallback()
+
+    def _parse_pool(self) -> ProcessPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
+                self._pool = ProcessPoolExecutor(self.parse_workers,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def _pool_failed(self, exc: BaseException) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            log.warning("parsing processes failed (%s); parsing in the daemon process", exc)
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def quarantine(self, session: Session, row: Inbound, stage: str, error: BaseException) -> None:
         """Keep the raw message with the reason; an operator can retry it later."""

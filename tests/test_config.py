@@ -54,6 +54,9 @@ def test_password_from_file(tmp_path):
     ('[smtp]\nport = -1\n', "smtp.port"),
     ('[nonsense]\n', "nonsense"),
     ('imap = 3\n', "imap"),
+    ('log_level = "LOUD"\n', "log_level"),
+    ('timezone = "Mars/Olympus"\n', "timezone"),
+    ('[sla]\ncalendar = "lunar"\n', "sla.calendar"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

@@ -16,6 +16,10 @@ from ..config import Config, with_overrides
 log = logging.getLogger(__name__)
 
 
+class DevMailError(RuntimeError):
+    """The embedded mail server could not start (usually: its ports are taken)."""
+
+
 class DevMailServer:
     """mail-devel running on its own event loop in a background thread."""
 
@@ -32,7 +36,9 @@ class DevMailServer:
         """Start the server; the config pointing IMAP and SMTP at it."""
         self._thread.start()
         if not self._ready.wait(timeout) or self._error:
-            raise RuntimeError(f"the development mail server did not start: {self._error}")
+            raise DevMailError(f"the development mail server did not start: {self._error} "
+                               "(is another mailbot running? the ports are dev.imap_port, "
+                               "dev.smtp_port and dev.http_port)")
         dev = self.config.dev
         return with_overrides(
             self.config,

@@ -73,13 +73,14 @@ class FolderSync:
     def _last_uid(self, uidvalidity: int) -> int:
         with self.sessions() as session:
             state = session.get(MailboxState, self.name)
-        if state is None:
-            return 0
-        if state.uidvalidity != uidvalidity:
+        if state is not None and state.uidvalidity == uidvalidity:
+            return state.last_uid
+        if state is not None:
             log.warning("%s: UIDVALIDITY changed (%s -> %s), resyncing by Message-ID",
                         self.name, state.uidvalidity, uidvalidity)
-            return 0
-        return state.last_uid
+        with self.sessions.begin() as session:  # remember the new epoch, even with no mail
+            self._save_state(session, uidvalidity, 0)
+        return 0
 
     def _save_state(self, session: Session, uidvalidity: int, last_uid: int) -> None:
         values = {"mailbox": self.name, "uidvalidity": uidvalidity, "last_uid": last_uid}
