@@ -131,6 +131,29 @@ def cmd_requests(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_request_files(app: App, args: argparse.Namespace) -> int:
+    """List the files of a request, or save them into a directory."""
+    from pathlib import Path
+
+    from .models import AttachmentRow
+    from .report import request_files
+
+    with app.ready_sessions()() as session:
+        files = request_files(session, args.number)
+        if files is None:
+            raise Fail(f"no request {args.number}")
+        for message, row in files:
+            line = f"{row.id:>6}  {row.size:>10} B  {message.sender or '-':<30} {row.filename}"
+            if args.save:
+                target = Path(args.save) / f"{row.id}-{row.filename}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(db.read_blob(session, AttachmentRow.data, row.id))
+                line += f"  -> {target}"
+            print(line)
+        print(f"{len(files)} file(s)")
+    return EX_OK
+
+
 def cmd_request_new(app: App, args: argparse.Namespace) -> int:
     """Register a request taken by phone, from the web site or the intranet portal."""
     from .workflow.manual import ManualError, ManualRequest, register
@@ -248,6 +271,7 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
 
 def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
     from . import quarantine
+    from .models import Inbound
 
     with app.ready_sessions().begin() as session:
         if args.action == "list":
@@ -262,7 +286,8 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
             raise Fail(f"no quarantine item {args.id}")
         item, inbound = found
         if args.action == "show":
-            head = inbound.raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            raw = db.read_blob(session, Inbound.raw, inbound.id)
+            head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
             print(f"item {item.id}, inbound {inbound.id} from {inbound.source}, {inbound.size} bytes")
             print(f"stage: {item.stage}\nerror: {item.error}")
             print(f"resolved: {item.resolution or 'no'}\n\n{head.decode('utf-8', 'replace')}")
@@ -302,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     show = actions.add_parser("show", help="one request with its timeline")
     show.add_argument("number")
+    files = actions.add_parser("files", help="the files of a request")
+    files.add_argument("number")
+    files.add_argument("--save", metavar="DIR", help="write them into DIR")
+    files.set_defaults(func=cmd_request_files)
     new = actions.add_parser("new", help="register a request taken by phone, web site or portal")
     new.add_argument("--channel", required=True, choices=("phone", "web", "portal"))
     new.add_argument("--text", required=True, help="the substance of the request")

@@ -74,6 +74,7 @@ class LimitsConfig:
     max_message_bytes: int = 50 * 1024 * 1024
     max_attachment_bytes: int = 25 * 1024 * 1024
     max_attachments: int = 50
+    notify_attachment_bytes: int = 10 * 1024 * 1024  # files attached to a staff notification
 
 
 @dataclass(frozen=True)

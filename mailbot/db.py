@@ -8,9 +8,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from psycopg.types.string import BytesBinaryDumper
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from .config import Config, ConfigError
 
@@ -50,7 +51,25 @@ def database_url(config: Config) -> str:
 
 
 def make_engine(url: str, **kwargs) -> Engine:
-    return create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)
+    engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)
+    event.listen(engine, "connect", _send_bytes_as_binary)
+    return engine
+
+
+def _send_bytes_as_binary(dbapi_connection, _record) -> None:
+    """Send bytea parameters in binary: as hex text a 25 MB attachment costs twice its size."""
+    dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)
+
+
+def read_blob(session: Session, column: InstrumentedAttribute[bytes], row_id: int) -> bytes:
+    """One bytea value, received in binary (as hex text it would cost 5× its size in memory)."""
+    table = column.class_.__table__
+    sql = f"SELECT {column.key} FROM {table.name} WHERE id = %s"
+    with session.connection().connection.dbapi_connection.cursor(binary=True) as cursor:
+        row = cursor.execute(sql, (row_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"{table.name} {row_id} does not exist")
+    return row[0]
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

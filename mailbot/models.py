@@ -137,7 +137,7 @@ class Inbound(Base):
     dedup_key: Mapped[str] = mapped_column(unique=True)
     source: Mapped[str]
     uid: Mapped[int | None]
-    raw: Mapped[bytes]
+    raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
     size: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(server_default="pending")
     received_at: Mapped[datetime] = _now()
@@ -171,7 +171,7 @@ class Outbox(Base):
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
     mail_from: Mapped[str]
     recipients: Mapped[list[str]]
-    raw: Mapped[bytes]
+    raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
     status: Mapped[str] = mapped_column(server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime] = _now()
@@ -207,7 +207,7 @@ class AttachmentRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str]
     inline: Mapped[bool] = mapped_column(server_default="false")
-    data: Mapped[bytes]
+    data: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
 
 
 class Delivery(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Event, Message, Organization, Request
+from .models import AttachmentRow, Event, Message, Organization, Request
 
 
 def request_list(session: Session, status: str | None = None, limit: int = 50) -> str:
@@ -44,6 +44,16 @@ def request_detail(session: Session, number: str) -> str | None:
         about = f"  «{subjects[event.message_id]}»" if event.message_id in subjects else ""
         lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {event.actor:<28} {event.kind}{change}{about}")
     return "\n".join(lines)
+
+
+def request_files(session: Session, number: str) -> list[tuple[Message, AttachmentRow]] | None:
+    """Every file in the request's trail, oldest first (None: no such request)."""
+    request = session.scalar(select(Request).where(Request.number == number))
+    if request is None:
+        return None
+    return [(m, a) for m, a in session.execute(
+        select(Message, AttachmentRow).join(AttachmentRow, AttachmentRow.message_id == Message.id)
+        .where(Message.request_id == request.id).order_by(AttachmentRow.id))]
 
 
 def _level(level: int | None) -> str:

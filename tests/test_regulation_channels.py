@@ -87,3 +87,22 @@ def test_incidents_and_staff_lists(desk, capsys):
                  "--tier", "tp2", "--years", "8"]) == 0
     assert main(["staff", "list"]) == 0
     assert "ivanova" in capsys.readouterr().out
+
+
+def test_large_customer_files_are_listed_in_the_notification_and_kept(desk, capsys, tmp_path):
+    """Files too big to travel with the staff notification stay with the request, one command away."""
+    from mailbot.config import with_overrides
+
+    desk.config = with_overrides(desk.config, limits={"notify_attachment_bytes": 1000})
+    staff = desk.add_staff("sidorov", years=4)
+    desk.write(CUSTOMER, "Логи", "Пришлите патч, логи во вложении.",
+               attachments=(("small.log", b"s" * 500), ("big.zip", b"B" * 5000)))
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    assert [a.get_filename() for a in notice.parsed().iter_attachments()] == ["small.log"]
+    assert "big.zip" in body(notice) and "mailbot requests files" in body(notice)
+
+    assert main(["requests", "files", desk.request().number, "--save", str(tmp_path)]) == 0
+    assert "2 file(s)" in capsys.readouterr().out
+    assert sorted(p.name.split("-", 1)[1] for p in tmp_path.iterdir()) == ["big.zip", "small.log"]
+    assert next(tmp_path.glob("*-big.zip")).read_bytes() == b"B" * 5000

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..clock import Clock
 from ..config import SmtpConfig
+from ..db import read_blob
 from ..models import Outbox
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class SmtpSender:
                 .order_by(Outbox.id).limit(self.batch).with_for_update(skip_locked=True)).all()
             for row in rows:
                 row.next_attempt_at = now + LEASE
-            return [Claimed(r.id, r.mail_from, list(r.recipients), r.raw, r.attempts) for r in rows]
+            return [Claimed(r.id, r.mail_from, list(r.recipients),
+                            read_blob(session, Outbox.raw, r.id), r.attempts) for r in rows]
 
     async def send_due(self) -> int:
         sent = 0

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Config
 from ..crm import ContactInfo, OrganizationInfo
+from ..db import read_blob
 from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
 from ..outbox import Outgoing, OutgoingAttachment, enqueue
@@ -100,7 +101,7 @@ class Workflow:
         if may_auto_reply:
             self.tell_customer(request, "ack", automatic=True, thread=mail_thread)
         self.notify_staff(request, "staff_new_request", matches=list(matches),
-                          attachments=self.attachments_of(message))
+                          message=message)
 
     def ask_contact_info(self, request: Request, *, actor: str, message: Message | None,
                          may_auto_reply: bool, mail_thread: tuple[str | None, tuple[str, ...]]) -> None:
@@ -108,7 +109,7 @@ class Workflow:
                       at=self.now, message_id=message.id if message else None)
         if may_auto_reply and request.requester_email:
             self.tell_customer(request, "ask_contact_info", automatic=True, thread=mail_thread)
-        self.notify_staff(request, "staff_new_request", attachments=self.attachments_of(message))
+        self.notify_staff(request, "staff_new_request", message=message)
 
     # ------------------------------------------------------------ staff operations
 
@@ -193,15 +194,20 @@ class Workflow:
             from_name=from_name, attachments=attachments), self.now)
 
     def notify_staff(self, request: Request, template: str, *, to: str | None = None,
-                     attachments: tuple[OutgoingAttachment, ...] = (), **context) -> Message:
-        """A mail to the assignee (or the ТП1 group); replying to it reaches the bot."""
+                     message: Message | None = None, **context) -> Message:
+        """A mail to the assignee (or the ТП1 group); replying to it reaches the bot.
+
+        The files of ``message`` (the customer's mail) go along up to
+        ``limits.notify_attachment_bytes``; the template lists every file.
+        """
         if to is None:
             assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
             to = assignee.email if assignee else self.config.support.tp1_address
-        content = render(template, **self.context(request, **context))
+        files, attached = self.files_for_staff(message)
+        content = render(template, **self.context(request, files=files, **context))
         return enqueue(self.session, self.config, Outgoing(
             kind=template, to=(to,), content=content, request_id=request.id,
-            reply_to=self.config.support.address, attachments=attachments), self.now)
+            reply_to=self.config.support.address, attachments=attached), self.now)
 
     def help_staff(self, address: str, **context) -> Message:
         """Explain to a staff member how to answer (their mail named no request)."""
@@ -222,12 +228,22 @@ class Workflow:
             ([request.thread_message_id] if request.thread_message_id else []) + list(ids)))
         return (references[-1] if references else None), references[-20:]
 
-    def attachments_of(self, message: Message | None) -> tuple[OutgoingAttachment, ...]:
+    def files_for_staff(self, message: Message | None
+                        ) -> tuple[list[tuple[AttachmentRow, bool]], tuple[OutgoingAttachment, ...]]:
+        """Every file of ``message`` (with: is it attached?) and those attached, within the limit."""
         if message is None:
-            return ()
+            return [], ()
         rows = self.session.scalars(select(AttachmentRow).where(
             AttachmentRow.message_id == message.id).order_by(AttachmentRow.id)).all()
-        return tuple(OutgoingAttachment(r.filename, r.content_type, r.data) for r in rows)
+        budget, files, attached = self.config.limits.notify_attachment_bytes, [], []
+        for row in rows:
+            fits = row.size <= budget
+            if fits:
+                budget -= row.size
+                attached.append(OutgoingAttachment(
+                    row.filename, row.content_type, read_blob(self.session, AttachmentRow.data, row.id)))
+            files.append((row, fits))
+        return files, tuple(attached)
 
     def context(self, request: Request, **extra) -> dict:
         organization = self.lookup.directory.get_organization(request.organization_id) \

@@ -109,7 +109,7 @@ class Intake:
             flow.reopen(request, actor=actor, reason="customer wrote again", message=message)
         flow.notify_staff(request, "staff_customer_reply", mail=mail,
                           not_helped=verdict.confirmation is Confirmation.REJECTED,
-                          attachments=flow.attachments_of(message))
+                          message=message)
 
 
 def _thread(mail: ParsedMail) -> tuple[str | None, tuple[str, ...]]:

@@ -1,0 +1,104 @@
+"""Peak memory of storing and processing one large mail (issue: < 6 × the message size).
+
+Usage: .venv/bin/python benchmarks/memory.py [--mb 25]
+
+A fresh database (MAILBOT_TEST_DATABASE_URL, else an embedded PostgreSQL), one
+mail with a single large attachment; the mail goes the daemon's way: stored in
+``inbound`` (as the IMAP and ingest paths do), then parsed, classified and
+registered by the processor, its attachment kept. Reported: the process's
+peak RSS growth over the baseline after a warm-up with a small mail.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from mailbot import db  # noqa: E402
+from mailbot.clock import Clock  # noqa: E402
+from mailbot.config import load_config, with_overrides  # noqa: E402
+from mailbot.models import AttachmentRow  # noqa: E402
+from mailbot.processor import Processor  # noqa: E402
+from mailbot.transport.store import RawMail, store  # noqa: E402
+from tests.servers import embedded_postgres_url, fresh_database  # noqa: E402
+
+
+def mail(size: int, n: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "ivanov@zavod.example"
+    msg["To"] = "support@example.test"
+    msg["Subject"] = f"Логи сервера, часть {n}"
+    msg["Message-ID"] = f"<big-{n}-{size}@zavod.example>"
+    msg.set_content("Добрый день! Во вложении архив с логами сервера.")
+    msg.add_attachment(os.urandom(size), maintype="application", subtype="zip",
+                       filename="logs.zip")
+    return msg.as_bytes()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(path: Path, url: str) -> None:
+    """In a fresh process: warm up, then store and process the mail in ``path``."""
+    config = with_overrides(load_config(None, environ={}), database={"url": url},
+                            limits={"max_message_bytes": 200 * 2**20,
+                                    "max_attachment_bytes": 200 * 2**20})
+    engine = db.make_engine(url)
+    db.init_schema(engine)
+    sessions = db.make_sessionmaker(engine)
+    processor = Processor(config, sessions, Clock())
+
+    def ingest(raw: bytes) -> None:
+        with sessions.begin() as session:
+            store(session, [RawMail(raw, "benchmark")])
+        processor.run_pending()
+
+    ingest(mail(50_000, 0))  # warm-up: imports, connections, caches
+    baseline = current_rss_mb()
+    raw = path.read_bytes()
+    size_mb = len(raw) / 2**20
+    started = time.perf_counter()
+    ingest(raw)
+    elapsed = time.perf_counter() - started
+    growth = max(peak_rss_mb() - baseline, 0.0)
+    with sessions() as session:
+        kept = session.scalar(select(func.max(AttachmentRow.size)))
+    print(f"message: {size_mb:.1f} MB (attachment kept: {kept / 2**20:.1f} MB)")
+    print(f"stored + processed in {elapsed:.2f} s")
+    print(f"peak RSS growth: {growth:.0f} MB = {growth / size_mb:.2f} × the message "
+          f"(target < 6 ×) {'OK' if growth < 6 * size_mb else 'OVER TARGET'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mb", type=float, default=25.0, help="size of the whole message in MB")
+    parser.add_argument("--measure", nargs=2, metavar=("FILE", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(Path(args.measure[0]), args.measure[1])
+        return
+    url = fresh_database(os.environ.get("MAILBOT_TEST_DATABASE_URL") or embedded_postgres_url())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.eml"
+        path.write_bytes(mail(int(args.mb * 2**20 * 3 / 4), 1))  # base64: 4/3 of the attachment
+        subprocess.run([sys.executable, __file__, "--measure", str(path), url], check=True)
+
+
+if __name__ == "__main__":
+    main()
