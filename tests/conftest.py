@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.mailflow import Desk
 from tests.servers import (Dovecot, Mailbox, SmtpSink, drop_database, embedded_postgres_url,
                            fresh_database)
 
@@ -45,3 +46,11 @@ def smtp_sink() -> Iterator[SmtpSink]:
     sink = SmtpSink().start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+def desk(database_url: str, dovecot: Dovecot, mailbox: Mailbox, smtp_sink: SmtpSink) -> Desk:
+    """A support desk (tests/mailflow.py) whose CRM holds the test companies."""
+    desk = Desk(database_url, dovecot, mailbox, smtp_sink)
+    desk.load_crm()
+    return desk

@@ -17,13 +17,6 @@ from tests.mailflow import Desk, body
 CUSTOMER = "ivanov@zavod.example"
 
 
-@pytest.fixture
-def desk(database_url, dovecot, mailbox, smtp_sink) -> Desk:
-    desk = Desk(database_url, dovecot, mailbox, smtp_sink)
-    desk.load_crm()
-    return desk
-
-
 def bounce_of(message_id: str, recipient: str) -> bytes:
     """A Postfix-style RFC 3464 bounce of the mail with ``message_id``."""
     return f"""From: MAILER-DAEMON@mx.zavod.example (Mail Delivery System)

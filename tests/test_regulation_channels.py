@@ -14,10 +14,9 @@ CUSTOMER = "ivanov@zavod.example"
 
 
 @pytest.fixture
-def desk(database_url, dovecot, mailbox, smtp_sink, monkeypatch) -> Desk:
-    desk = Desk(database_url, dovecot, mailbox, smtp_sink)
-    desk.clock = Clock()  # the CLI runs on the real clock
-    desk.load_crm()
+def desk(desk: Desk, database_url, mailbox, smtp_sink, monkeypatch) -> Desk:
+    """The shared desk, on the real clock (as the CLI), with the CLI pointed at it."""
+    desk.clock = Clock()
     for key, value in {"DATABASE_URL": database_url, "IMAP_HOST": mailbox.host,
                        "IMAP_PORT": str(mailbox.port), "IMAP_SSL": "false",
                        "IMAP_USERNAME": mailbox.user, "IMAP_PASSWORD": mailbox.password,

@@ -18,13 +18,6 @@ CUSTOMER = "ivanov@zavod.example"
 TP1 = "tp1@tecon.example"
 
 
-@pytest.fixture
-def desk(database_url, dovecot, mailbox, smtp_sink) -> Desk:
-    desk = Desk(database_url, dovecot, mailbox, smtp_sink)
-    desk.load_crm()
-    return desk
-
-
 def events(desk: Desk, number: str) -> list[tuple[str, str | None]]:
     with desk.sessions() as session:
         request = desk.request(number)
