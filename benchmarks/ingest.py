@@ -499,6 +499,23 @@ def append_all(mailbox, raws: list[bytes], chunk_bytes: int = 8 * 1024 * 1024) -
             client.multiappend("INBOX", batch)
 
 
+BIG_COLUMNS = (("inbound", "raw"), ("attachments", "data"), ("outbox", "raw"))
+
+
+def set_toast_compression(engine, method: str) -> None:
+    """Experiment: how the big bytea columns are stored (``none`` = STORAGE EXTERNAL)."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        for table, column in BIG_COLUMNS:
+            if method == "none":
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL"))
+            else:
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION {method}"))
+    print(f"experiment: {', '.join(f'{t}.{c}' for t, c in BIG_COLUMNS)} stored with "
+          f"{'no compression' if method == 'none' else method}", flush=True)
+
+
 def make_config(database_url: str, mailbox, sink: SmtpSink):
     return with_overrides(
         load_config(None, environ={}),
@@ -694,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, nargs=2, default=(0.3, 1.0), metavar=("MIN", "MAX"),
                         help="seconds between APPENDs in (c), uniformly random")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--toast-compression", choices=("pglz", "lz4", "none"),
+                        help="experiment: ALTER the big bytea columns (inbound.raw, attachments.data, "
+                             "outbox.raw) to this TOAST compression after creating the schema")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -730,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
 
         engine = db.make_engine(database_url)
         db.init_schema(engine)
+        if args.toast_compression:
+            set_toast_compression(engine, args.toast_compression)
         sessions = db.make_sessionmaker(engine)
         seed_register(sessions, factory.senders)
         once = measure_run_once(config, sessions)
@@ -763,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("=" * 72)
         print(f"mailbot ingest benchmark: {n} mails, {raw_bytes / 1e6:.0f} MB, seed {args.seed}, "
-              f"{os.cpu_count()} CPUs, {db_label}")
+              f"{os.cpu_count()} CPUs, {db_label}"
+              + (f", TOAST compression {args.toast_compression} (experiment)" if args.toast_compression else ""))
         print(f"  (a) raw IMAP FETCH + parse_mail      {rate_a:7.1f} mails/s  (best of 2: "
               + ", ".join(f"{n / r:.1f}" for r in raw_runs) + ")")
         print(f"  (b) run --once without sending       {rate_b:7.1f} mails/s  ({once.processed:.2f} s)")

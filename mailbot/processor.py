@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
+from .db import read_blob
 from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .parsers import MailTooLarge, ParsedMail, ParseOptions, parse_mail
@@ -37,6 +38,7 @@ from .workflow.intake import Intake
 log = logging.getLogger(__name__)
 
 PARALLEL_MIN = 4  # smaller batches are parsed in this process
+BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
 
 
 def default_parse_workers() -> int:
@@ -97,18 +99,24 @@ class Processor:
     def run_pending(self) -> BatchResult:
         total = BatchResult()
         while True:
-            result = self.run_batch()
+            result, more = self._run_batch()
             total += result
-            if result.processed + result.quarantined < self.batch:
+            if not more:
                 return total
 
     def run_batch(self) -> BatchResult:
+        return self._run_batch()[0]
+
+    def _run_batch(self) -> tuple[BatchResult, bool]:
+        """One batch; also whether more may be pending (the batch was full or cut by size)."""
         processed = quarantined = 0
         with self.sessions.begin() as session:
-            rows = session.scalars(
+            claimed = session.scalars(
                 select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
                 .limit(self.batch).with_for_update(skip_locked=True)).all()
-            for row, parsed in zip(rows, self._parsers(rows)):
+            rows = _within_bytes(claimed, BATCH_BYTES)
+            raws = _read_raw(session, [row.id for row in rows])
+            for row, parsed in zip(rows, self._parsers([raws[row.id] for row in rows])):
                 try:
                     with session.begin_nested():
                         self.process(session, row, parsed)
@@ -116,7 +124,7 @@ class Processor:
                 except StageError as exc:
                     self.quarantine(session, row, exc.stage, exc.error)
                     quarantined += 1
-        return BatchResult(processed, quarantined)
+        return BatchResult(processed, quarantined), len(claimed) == self.batch or len(rows) < len(claimed)
 
     def process(self, session: Session, row: Inbound,
                 parsed: Callable[[], ParsedMail] | None = None) -> None:
@@ -126,7 +134,8 @@ class Processor:
         """
         now = self.clock.now()
         try:
-            mail = parsed() if parsed is not None else parse_mail(row.raw, self.options)
+            mail = (parsed() if parsed is not None
+                    else parse_mail(read_blob(session, Inbound.raw, row.id), self.options))
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
         try:
@@ -143,14 +152,14 @@ class Processor:
 
     # ------------------------------------------------------------ parsing in other processes
 
-    def _parsers(self, rows: list[Inbound]) -> list[Callable[[], ParsedMail]]:
-        """For each row, a call that returns its ParsedMail; worker processes start on them now."""
-        inline = [partial(parse_mail, row.raw, self.options) for row in rows]
-        if len(rows) < PARALLEL_MIN or self.parse_workers < 1:
+    def _parsers(self, raws: list[bytes]) -> list[Callable[[], ParsedMail]]:
+        """For each message, a call that returns its ParsedMail; worker processes start on them now."""
+        inline = [partial(parse_mail, raw, self.options) for raw in raws]
+        if len(raws) < PARALLEL_MIN or self.parse_workers < 1:
             return inline
         try:
             pool = self._parse_pool()
-            futures = [pool.submit(parse_mail, row.raw, self.options) for row in rows]
+            futures = [pool.submit(parse_mail, raw, self.options) for raw in raws]
         except (BrokenProcessPool, RuntimeError, OSError) as exc:
             self._pool_failed(exc)
             return inline
@@ -190,6 +199,25 @@ class Processor:
             existing.stage, existing.error = stage, reason
             existing.resolved_at = existing.resolution = None
         session.flush()
+
+
+def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:
+    """The first rows whose raw sizes add up to at most ``budget`` (always at least one)."""
+    total = 0
+    for count, row in enumerate(rows):
+        total += row.size
+        if total > budget and count:
+            return rows[:count]
+    return rows
+
+
+def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:
+    """The raw bytes of these inbound rows in one query, received in binary (not as hex text)."""
+    if not ids:
+        return {}
+    with session.connection().connection.dbapi_connection.cursor(binary=True) as cursor:
+        cursor.execute("SELECT id, raw FROM inbound WHERE id = ANY(%s)", (ids,))
+        return dict(cursor.fetchall())
 
 
 def _describe(error: BaseException) -> str:

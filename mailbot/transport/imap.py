@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -58,16 +59,44 @@ class FolderSync:
         last_uid = self._last_uid(uidvalidity)
         uids = sorted(client.search("ALL"))
         self._move(client, [uid for uid in uids if uid <= last_uid])
+        batches = list(_chunks([uid for uid in uids if uid > last_uid], self.config.fetch_batch))
+        if len(batches) < 2:  # nothing to overlap
+            stored = 0
+            for batch in batches:
+                count, mails = self._fetch(client, batch)
+                stored += self._finish(client, batch, count, self._commit(mails, uidvalidity, batch))
+            return stored
+        # FETCH the next batch while a helper thread commits this one; a batch is moved
+        # only after its commit, and one commit at a time keeps mailbox_state in order
         stored = 0
-        for batch in _chunks([uid for uid in uids if uid > last_uid], self.config.fetch_batch):
-            fetched = client.fetch(batch, ["BODY.PEEK[]"])
-            mails = [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid)
-                     for uid in batch if uid in fetched]
-            with self.sessions.begin() as session:
-                stored += len(store(session, mails))
-                self._save_state(session, uidvalidity, max(batch))
-            self._move(client, batch)
-            self.on_stored(len(mails))
+        with ThreadPoolExecutor(1, thread_name_prefix=f"store:{self.folder}") as committer:
+            pending = None
+            for batch in batches:
+                count, mails = self._fetch(client, batch)
+                if pending is not None:
+                    stored += self._finish(client, pending[0], pending[1], pending[2].result())
+                pending = (batch, count, committer.submit(self._commit, mails, uidvalidity, batch))
+            stored += self._finish(client, pending[0], pending[1], pending[2].result())
+        return stored
+
+    def _fetch(self, client: IMAPClient, batch: list[int]) -> tuple[int, list[RawMail]]:
+        fetched = client.fetch(batch, ["BODY.PEEK[]"])
+        mails = [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid)
+                 for uid in batch if uid in fetched]
+        return len(mails), mails
+
+    def _commit(self, mails: list[RawMail], uidvalidity: int, batch: list[int]) -> int:
+        """Store the batch and advance ``last_uid`` in one transaction; the number stored."""
+        with self.sessions.begin() as session:
+            stored = len(store(session, mails))
+            self._save_state(session, uidvalidity, max(batch))
+        mails.clear()  # the bytes are in the database; don't keep them while the next FETCH runs
+        return stored
+
+    def _finish(self, client: IMAPClient, batch: list[int], fetched: int, stored: int) -> int:
+        """After the commit: move the batch away and wake the processor."""
+        self._move(client, batch)
+        self.on_stored(fetched)
         return stored
 
     def _last_uid(self, uidvalidity: int) -> int:
