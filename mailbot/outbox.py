@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
+from email import encoders
+from email.header import Header
+from email.message import Message as MimeMessage
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, make_msgid
 
 from sqlalchemy.orm import Session
 
@@ -53,15 +56,28 @@ def clean_header(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
-def compose(config: Config, mail: Outgoing, now: datetime) -> EmailMessage:
-    """The complete MIME message for ``mail``, from the support address."""
+def compose(config: Config, mail: Outgoing, now: datetime) -> MimeMessage:
+    """The complete MIME message for ``mail``, from the support address.
+
+    Built with the ``email.mime`` classes (the compat32 policy): for mail we
+    write ourselves they give the same standard MIME several times faster than
+    ``EmailMessage``, whose header refolding dominated the intake's profile.
+    """
     support = config.support
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = Address(clean_header(mail.from_name or support.name), addr_spec=support.address)
+    body = _body(mail.content)
+    if mail.attachments:
+        msg = MIMEMultipart("mixed")
+        msg.attach(body)
+        for item in mail.attachments:
+            msg.attach(_attachment(item))
+    else:
+        msg = body
+    msg["From"] = formataddr((clean_header(mail.from_name or support.name), support.address), "utf-8")
     msg["To"] = ", ".join(mail.to)
-    msg["Subject"] = clean_header(mail.content.subject)
+    msg["Subject"] = Header(clean_header(mail.content.subject), "utf-8")
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=support.address.rpartition("@")[2] or "localhost")
+    msg["MIME-Version"] = "1.0"
     if mail.reply_to:
         msg["Reply-To"] = mail.reply_to
     if mail.in_reply_to:
@@ -75,31 +91,46 @@ def compose(config: Config, mail: Outgoing, now: datetime) -> EmailMessage:
         msg["X-Auto-Response-Suppress"] = "All"
         msg["Precedence"] = "bulk"
     for name, value in mail.extra_headers:
-        msg[name] = clean_header(value)
-    msg.set_content(mail.content.text)
-    if mail.content.html:
-        msg.add_alternative(mail.content.html, subtype="html")
-    for item in mail.attachments:
-        maintype, _, subtype = item.content_type.partition("/")
-        msg.add_attachment(item.data, maintype=maintype or "application",
-                           subtype=subtype or "octet-stream", filename=item.filename)
+        msg[name] = Header(clean_header(value), "utf-8")
     return msg
+
+
+def _body(content: Rendered) -> MIMEBase:
+    text = MIMEText(content.text, "plain", "utf-8")
+    if not content.html:
+        return text
+    alternative = MIMEMultipart("alternative")
+    alternative.attach(text)
+    alternative.attach(MIMEText(content.html, "html", "utf-8"))
+    return alternative
+
+
+def _attachment(item: OutgoingAttachment) -> MIMEBase:
+    maintype, _, subtype = item.content_type.partition("/")
+    part = MIMEBase(maintype or "application", subtype or "octet-stream")
+    part.set_payload(item.data)
+    encoders.encode_base64(part)
+    name = clean_header(item.filename)
+    filename = name if name.isascii() else ("utf-8", "", name)  # RFC 2231 for non-ASCII names
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    return part
 
 
 def enqueue(session: Session, config: Config, mail: Outgoing, now: datetime) -> Message:
     """Write ``mail`` to the outbox and the request's trail; the caller commits."""
     msg = compose(config, mail, now)
     message_id = msg["Message-ID"].strip("<>")
+    raw = msg.as_bytes()
+    del msg
     row = Outbox(message_id=message_id, kind=mail.kind, request_id=mail.request_id,
                  mail_from=config.support.address, recipients=list(mail.to),
-                 raw=msg.as_bytes(), next_attempt_at=now, created_at=now)
+                 raw=raw, next_attempt_at=now, created_at=now)
     session.add(row)
     session.flush()
     trail = Message(request_id=mail.request_id, direction="out", outbox_id=row.id,
                     message_id=message_id, in_reply_to=mail.in_reply_to, kind=mail.kind,
                     sender=config.support.address, recipients=list(mail.to),
-                    subject=msg["Subject"], body=mail.content.text, sent_at=now,
-                    created_at=now)
+                    subject=clean_header(mail.content.subject), body=mail.content.text,
+                    sent_at=now, created_at=now)
     session.add(trail)
-    session.flush()
     return trail

@@ -1,0 +1,40 @@
+"""Outgoing mail: standard MIME, safe headers, names and files survive the round trip."""
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import datetime, timezone
+
+from mailbot.config import load_config
+from mailbot.outbox import Outgoing, OutgoingAttachment, compose
+from mailbot.render import Rendered
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+
+
+def round_trip(mail: Outgoing):
+    raw = compose(load_config(None, environ={}), mail, NOW).as_bytes()
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def test_header_values_from_user_input_never_carry_line_breaks():
+    parsed = round_trip(Outgoing(kind="relay", to=("a@zavod.example",), automatic=False,
+                                 content=Rendered("Тема\r\nBcc: victim@example.test", "текст", None),
+                                 from_name="Иванов\nX-Evil: 1"))
+    assert "Bcc" not in parsed and "X-Evil" not in parsed
+    assert parsed["Subject"] == "Тема Bcc: victim@example.test"
+    assert "Auto-Submitted" not in parsed
+
+
+def test_cyrillic_names_text_html_and_files_round_trip():
+    parsed = round_trip(Outgoing(
+        kind="ack", to=("a@zavod.example",), in_reply_to="m1@zavod", references=("m0@zavod",),
+        content=Rendered("Re: [ТП-2026-000001] Сбой", "Здравствуйте!", "<p>Здравствуйте!</p>"),
+        attachments=(OutgoingAttachment("отчёт об ошибке.pdf", "application/pdf", b"%PDF-1.4"),)))
+    assert parsed["Subject"] == "Re: [ТП-2026-000001] Сбой"
+    assert parsed["References"] == "<m0@zavod>" and parsed["In-Reply-To"] == "<m1@zavod>"
+    assert parsed["Auto-Submitted"] == "auto-replied"
+    assert parsed.get_body(("plain",)).get_content().strip() == "Здравствуйте!"
+    assert "<p>Здравствуйте!</p>" in parsed.get_body(("html",)).get_content()
+    (attachment,) = parsed.iter_attachments()
+    assert (attachment.get_filename(), attachment.get_content()) == ("отчёт об ошибке.pdf", b"%PDF-1.4")
