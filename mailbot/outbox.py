@@ -6,10 +6,11 @@ change that was rolled back. ``transport/smtp.py`` delivers the rows.
 """
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import encoders
+from email.policy import compat32
 from email.header import Header
 from email.message import Message as MimeMessage
 from email.mime.base import MIMEBase
@@ -24,6 +25,7 @@ from .models import Message, Outbox
 from .render import Rendered
 
 LOOP_HEADER = "X-Loop"
+WIRE = compat32.clone(linesep="\r\n")  # SMTP wants CRLF; strict servers refuse bare LF
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -106,21 +108,40 @@ def _body(content: Rendered) -> MIMEBase:
 
 
 def _attachment(item: OutgoingAttachment) -> MIMEBase:
+    """A base64 part whose payload is a placeholder: :func:`to_bytes` splices the data in."""
     maintype, _, subtype = item.content_type.partition("/")
     part = MIMEBase(maintype or "application", subtype or "octet-stream")
-    part.set_payload(item.data)
-    encoders.encode_base64(part)
+    part["Content-Transfer-Encoding"] = "base64"
     name = clean_header(item.filename)
     filename = name if name.isascii() else ("utf-8", "", name)  # RFC 2231 for non-ASCII names
     part.add_header("Content-Disposition", "attachment", filename=filename)
+    part.set_payload(_placeholder(item))
     return part
+
+
+def _placeholder(item: OutgoingAttachment) -> str:
+    return f"mailbot-attachment-{id(item):x}"
+
+
+def to_bytes(msg: MimeMessage, attachments: tuple[OutgoingAttachment, ...]) -> bytes:
+    """The message as sent on the wire (CRLF line ends), attachments base64-encoded.
+
+    The email generator re-reads a base64 payload line by line, which takes
+    seconds for a few MB of files; encoding them with ``base64.encodebytes``
+    and splicing them into the generated text gives the same bytes at C speed.
+    """
+    raw = msg.as_bytes(policy=WIRE)
+    for item in attachments:
+        encoded = base64.encodebytes(item.data).replace(b"\n", b"\r\n").rstrip(b"\r\n")
+        raw = raw.replace(_placeholder(item).encode(), encoded, 1)
+    return raw
 
 
 def enqueue(session: Session, config: Config, mail: Outgoing, now: datetime) -> Message:
     """Write ``mail`` to the outbox and the request's trail; the caller commits."""
     msg = compose(config, mail, now)
     message_id = msg["Message-ID"].strip("<>")
-    raw = msg.as_bytes()
+    raw = to_bytes(msg, mail.attachments)
     del msg
     row = Outbox(message_id=message_id, kind=mail.kind, request_id=mail.request_id,
                  mail_from=config.support.address, recipients=list(mail.to),

@@ -6,15 +6,18 @@ import email.policy
 from datetime import datetime, timezone
 
 from mailbot.config import load_config
-from mailbot.outbox import Outgoing, OutgoingAttachment, compose
+from mailbot.outbox import Outgoing, OutgoingAttachment, compose, to_bytes
 from mailbot.render import Rendered
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 
 
+def wire(mail: Outgoing) -> bytes:
+    return to_bytes(compose(load_config(None, environ={}), mail, NOW), mail.attachments)
+
+
 def round_trip(mail: Outgoing):
-    raw = compose(load_config(None, environ={}), mail, NOW).as_bytes()
-    return email.message_from_bytes(raw, policy=email.policy.default)
+    return email.message_from_bytes(wire(mail), policy=email.policy.default)
 
 
 def test_header_values_from_user_input_never_carry_line_breaks():
@@ -38,3 +41,15 @@ def test_cyrillic_names_text_html_and_files_round_trip():
     assert "<p>Здравствуйте!</p>" in parsed.get_body(("html",)).get_content()
     (attachment,) = parsed.iter_attachments()
     assert (attachment.get_filename(), attachment.get_content()) == ("отчёт об ошибке.pdf", b"%PDF-1.4")
+
+
+def test_mail_goes_out_with_crlf_line_ends_and_files_byte_for_byte():
+    data = bytes(range(256)) * 4000  # 1 MB of every byte value
+    files = (OutgoingAttachment("a.bin", "application/octet-stream", data),
+             OutgoingAttachment("b.bin", "application/octet-stream", data[::-1]))
+    raw = wire(Outgoing(kind="relay", to=("a@zavod.example",), automatic=False,
+                        content=Rendered("Файлы", "Во вложении.", None), attachments=files))
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert [a.get_content() for a in parsed.iter_attachments()] == [data, data[::-1]]
