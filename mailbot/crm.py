@@ -109,19 +109,28 @@ def normalize_name(text: str) -> str:
 
 
 class DatabaseDirectory:
-    """The directory in our own tables (filled by :func:`import_file`)."""
+    """The directory in our own tables (filled by :func:`import_file`).
+
+    Organisations and contracts are remembered for the directory's lifetime
+    (one batch of mail, one transaction): the same companies write again and
+    again, and the workflow never changes them.
+    """
 
     def __init__(self, session: Session, tz: str = "Europe/Moscow") -> None:
         self.session = session
         self.tz = ZoneInfo(tz)
+        self._organizations: dict[int, OrganizationInfo | None] = {}
+        self._contracts: dict[tuple[int, date], ContractInfo | None] = {}
 
     def find_contact(self, email: str) -> ContactInfo | None:
         contact = self.session.scalar(select(Contact).where(Contact.email == email.strip().lower()))
         return _contact_info(contact) if contact else None
 
     def get_organization(self, organization_id: int) -> OrganizationInfo | None:
-        organization = self.session.get(Organization, organization_id)
-        return _organization_info(organization) if organization else None
+        if organization_id not in self._organizations:
+            organization = self.session.get(Organization, organization_id)
+            self._organizations[organization_id] = _organization_info(organization) if organization else None
+        return self._organizations[organization_id]
 
     def find_organization_by_crm_id(self, crm_id: str) -> OrganizationInfo | None:
         organization = self.session.scalar(select(Organization).where(Organization.crm_id == crm_id))
@@ -163,12 +172,14 @@ class DatabaseDirectory:
         """The contract covering day ``on`` (a datetime is taken as its day in the service's zone)."""
         if isinstance(on, datetime):
             on = on.astimezone(self.tz).date()
-        contract = self.session.scalar(
-            select(SupportContract)
-            .where(SupportContract.organization_id == organization_id,
-                   SupportContract.valid_from <= on, SupportContract.valid_to >= on)
-            .order_by(SupportContract.valid_to.desc(), SupportContract.id).limit(1))
-        return _contract_info(contract) if contract else None
+        if (organization_id, on) not in self._contracts:
+            contract = self.session.scalar(
+                select(SupportContract)
+                .where(SupportContract.organization_id == organization_id,
+                       SupportContract.valid_from <= on, SupportContract.valid_to >= on)
+                .order_by(SupportContract.valid_to.desc(), SupportContract.id).limit(1))
+            self._contracts[organization_id, on] = _contract_info(contract) if contract else None
+        return self._contracts[organization_id, on]
 
 
 def _organization_info(o: Organization) -> OrganizationInfo:

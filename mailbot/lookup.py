@@ -29,9 +29,17 @@ class Lookup:
     def __init__(self, session: Session, tz: str = "Europe/Moscow") -> None:
         self.session = session
         self.directory = DatabaseDirectory(session, tz)
+        self._staff: list[Staff] | None = None
+
+    def staff(self) -> list[Staff]:
+        """Every staff member, read once per lookup (one batch of mail)."""
+        if self._staff is None:
+            self._staff = list(self.session.scalars(select(Staff).order_by(Staff.id)))
+        return self._staff
 
     def staff_by_email(self, address: str) -> Staff | None:
-        return self.session.scalar(select(Staff).where(Staff.email == address.lower()))
+        address = address.lower()
+        return next((s for s in self.staff() if s.email == address), None)
 
     def staff_by_login_or_email(self, name: str) -> Staff | None:
         name = name.strip().lower()

@@ -116,10 +116,11 @@ class Processor:
                 .limit(self.batch).with_for_update(skip_locked=True)).all()
             rows = _within_bytes(claimed, BATCH_BYTES)
             raws = _read_raw(session, [row.id for row in rows])
+            lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
             for row, parsed in zip(rows, self._parsers([raws[row.id] for row in rows])):
                 try:
                     with session.begin_nested():
-                        self.process(session, row, parsed)
+                        self.process(session, row, parsed, lookup)
                     processed += 1
                 except StageError as exc:
                     self.quarantine(session, row, exc.stage, exc.error)
@@ -127,7 +128,8 @@ class Processor:
         return BatchResult(processed, quarantined), len(claimed) == self.batch or len(rows) < len(claimed)
 
     def process(self, session: Session, row: Inbound,
-                parsed: Callable[[], ParsedMail] | None = None) -> None:
+                parsed: Callable[[], ParsedMail] | None = None,
+                lookup: Lookup | None = None) -> None:
         """One message through the chain; raises :class:`StageError` naming the failing stage.
 
         ``parsed`` returns the message parsed elsewhere (see :meth:`_parsers`).
@@ -138,12 +140,13 @@ class Processor:
                     else parse_mail(read_blob(session, Inbound.raw, row.id), self.options))
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
+        lookup = lookup or Lookup(session, self.config.timezone)
         try:
-            verdict = decide(mail, Context(self.config, Lookup(session, self.config.timezone), now))
+            verdict = decide(mail, Context(self.config, lookup, now))
         except Exception as exc:
             raise StageError("rules", exc) from exc
         try:
-            Intake(session, self.config, now).apply(row.id, mail, verdict)
+            Intake(session, self.config, now, lookup).apply(row.id, mail, verdict)
             row.status, row.processed_at = "processed", now
             session.flush()
         except Exception as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -20,7 +20,7 @@ from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
 from ..outbox import Outgoing, OutgoingAttachment, enqueue
 from ..render import render
-from ..sla import deadline, make_calendar
+from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
 from .assign import choose_assignee
 from .numbering import next_request_number
@@ -34,14 +34,15 @@ class Workflow:
     session: Session
     config: Config
     now: datetime
+    lookup: Lookup | None = None  # shared with the rules (its caches live for a batch)
 
-    @cached_property
-    def lookup(self) -> Lookup:
-        return Lookup(self.session, self.config.timezone)
+    def __post_init__(self) -> None:
+        self.lookup = self.lookup or Lookup(self.session, self.config.timezone)
+        self._customer_text: dict[int, str] = {}
 
-    @cached_property
-    def calendar(self):
-        return make_calendar(self.config.sla, self.config.timezone)
+    @property
+    def calendar(self) -> WorkingCalendar:
+        return _calendar(self.config.sla, self.config.timezone)
 
     # ------------------------------------------------------------ creating
 
@@ -95,7 +96,8 @@ class Workflow:
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                       message_id=message_id)
         self.set_deadline(request)
-        assignee = choose_assignee(self.session, request.level, self.config.staff)
+        assignee = choose_assignee(self.session, self.lookup.staff(), request.level,
+                                   self.config.staff)
         if assignee is not None:
             self.assign(request, assignee, actor="system")
         if may_auto_reply:
@@ -245,6 +247,16 @@ class Workflow:
             files.append((row, fits))
         return files, tuple(attached)
 
+    def customer_text(self, request: Request) -> str:
+        """The customer's latest words in the request (remembered for this workflow step)."""
+        if request.id not in self._customer_text:
+            self._customer_text[request.id] = self.session.scalar(
+                select(Message.body).where(Message.request_id == request.id,
+                                           Message.direction == "in",
+                                           Message.sender == request.requester_email)
+                .order_by(Message.id.desc()).limit(1)) or ""
+        return self._customer_text[request.id]
+
     def context(self, request: Request, **extra) -> dict:
         organization = self.lookup.directory.get_organization(request.organization_id) \
             if request.organization_id else None
@@ -252,12 +264,14 @@ class Workflow:
                     if organization else None)
         assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
         tz = ZoneInfo(self.config.timezone)
-        customer_text = self.session.scalar(
-            select(Message.body).where(Message.request_id == request.id, Message.direction == "in",
-                                       Message.sender == request.requester_email)
-            .order_by(Message.id.desc()).limit(1)) or ""
-        return {"customer_text": customer_text,"request": request, "organization": organization, "contract": contract,
+        return {"customer_text": self.customer_text(request),"request": request, "organization": organization, "contract": contract,
                 "assignee": assignee, "support": self.config.support,
                 "norm": self.config.sla.norm(request.level) if request.level else None,
                 "due": request.due_at.astimezone(tz) if request.due_at else None,
                 "received": request.received_at.astimezone(tz), **extra}
+
+
+@lru_cache(maxsize=8)
+def _calendar(sla, timezone: str) -> WorkingCalendar:
+    """Calendars are built once per configuration (the production calendar is not cheap)."""
+    return make_calendar(sla, timezone)

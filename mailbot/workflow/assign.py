@@ -27,21 +27,19 @@ def is_eligible(staff: Staff, level: int | None, config: StaffConfig) -> bool:
             and staff.department.strip().lower() == config.project_support_department.strip().lower())
 
 
-def choose_assignee(session: Session, level: int | None, config: StaffConfig) -> Staff | None:
-    """The eligible ТП1 member who should get the next request of this level, or None."""
-    candidates = [s for s in session.scalars(select(Staff).where(Staff.tier == "tp1",
-                                                                  Staff.active.is_(True)))
-                  if is_eligible(s, level, config)]
+def choose_assignee(session: Session, staff: list[Staff], level: int | None,
+                    config: StaffConfig) -> Staff | None:
+    """The eligible ТП1 member of ``staff`` who should get the next request of this level."""
+    candidates = [s for s in staff if s.tier == "tp1" and is_eligible(s, level, config)]
     if not candidates:
         return None
-    ids = [s.id for s in candidates]
-    load = dict(session.execute(
-        select(Request.assignee_id, func.count()).where(Request.assignee_id.in_(ids),
-                                                        Request.status.not_in(DONE))
-        .group_by(Request.assignee_id)).all())
-    last = dict(session.execute(
-        select(Request.assignee_id, func.max(Request.id)).where(Request.assignee_id.in_(ids))
-        .group_by(Request.assignee_id)).all())
+    rows = session.execute(
+        select(Request.assignee_id,
+               func.count().filter(Request.status.not_in(DONE)), func.max(Request.id))
+        .where(Request.assignee_id.in_([s.id for s in candidates]))
+        .group_by(Request.assignee_id)).all()
+    load = {assignee: open_count for assignee, open_count, _ in rows}
+    last = {assignee: newest for assignee, _, newest in rows}
     if config.assignment == "round_robin":
         return min(candidates, key=lambda s: (last.get(s.id, 0), s.id))
     return min(candidates, key=lambda s: (load.get(s.id, 0), last.get(s.id, 0), s.id))

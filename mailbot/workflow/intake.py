@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from ..config import Config
+from ..lookup import Lookup
 from ..models import Message, Request
 from ..parsers import MailKind, ParsedMail
 from ..rules import Action, Confirmation, Role, Verdict
@@ -27,9 +28,10 @@ class Intake:
     session: Session
     config: Config
     now: datetime
+    lookup: Lookup | None = None  # the rules' lookup, when they ran on this message
 
     def __post_init__(self) -> None:
-        self.workflow = Workflow(self.session, self.config, self.now)
+        self.workflow = Workflow(self.session, self.config, self.now, self.lookup)
 
     def apply(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict) -> Message:
         if verdict.action is Action.NEW_REQUEST:
