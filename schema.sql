@@ -245,3 +245,9 @@ CREATE TABLE events (
     details      jsonb NOT NULL DEFAULT '{}'
 );
 CREATE INDEX events_request_idx ON events (request_id, at);
+
+-- ---------------------------------------------------------------- storage (migration 0002)
+-- Mail and files are mostly base64 or already compressed: store them uncompressed, out of line.
+ALTER TABLE inbound ALTER COLUMN raw SET STORAGE EXTERNAL;
+ALTER TABLE attachments ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE outbox ALTER COLUMN raw SET STORAGE EXTERNAL;

@@ -44,3 +44,21 @@ def test_models_mirror_schema_sql_column_by_column(database_url):
                     for fk in inspector.get_foreign_keys(table.name)}
         model_fks = {(fk.parent.name, fk.column.table.name) for fk in table.foreign_keys}
         assert real_fks == model_fks, table.name
+
+
+def test_db_upgrade_applies_newer_migrations_once(database_url):
+    engine = db.make_engine(database_url)
+    db.init_schema(engine)
+    with engine.begin() as conn:  # as if the database had been created by an older mailbot
+        conn.exec_driver_sql("DELETE FROM schema_version")
+        conn.exec_driver_sql("INSERT INTO schema_version (version) VALUES (1)")
+        conn.exec_driver_sql("ALTER TABLE inbound ALTER COLUMN raw SET STORAGE EXTENDED")
+    applied = db.upgrade_schema(engine)
+    assert applied == [name for version, name, _ in db.migrations() if version > 1]
+    assert db.current_version(engine) == db.latest_version()
+    assert db.upgrade_schema(engine) == []
+    with engine.connect() as conn:
+        storage = conn.exec_driver_sql(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'inbound'::regclass "
+            "AND attname = 'raw'").scalar_one()
+    assert storage == "e"  # external: no pointless compression of mail
