@@ -17,7 +17,6 @@ they are reported as skips, never silently passed.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 

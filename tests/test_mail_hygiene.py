@@ -6,7 +6,6 @@ import subprocess
 import sys
 from email.utils import make_msgid
 
-import pytest
 from sqlalchemy import any_, func, select
 
 from mailbot.cli import EX_DATAERR, EX_OK, EX_TEMPFAIL, main

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import any_, select
 
 from mailbot.models import Contact, Event, Message, Outbox
