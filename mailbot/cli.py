@@ -15,6 +15,7 @@ from . import db
 from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .daemon import Daemon
+from .transport.notify import INBOUND, OUTBOX, notify
 
 log = logging.getLogger("mailbot")
 
@@ -166,6 +167,7 @@ def cmd_request_new(app: App, args: argparse.Namespace) -> int:
     with app.ready_sessions().begin() as session:
         try:
             request = register(session, app.config, app.clock.now(), given)
+            notify(session, OUTBOX)
         except ManualError as exc:
             raise Fail(str(exc), EX_USAGE) from None
         print(f"{request.number} registered: {request.status}, "
@@ -191,6 +193,7 @@ def cmd_request_command(app: App, args: argparse.Namespace) -> int:
         if problems:
             session.rollback()
             raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+        notify(session, OUTBOX)
         print(f"{request.number}: {request.status}")
     return EX_OK
 
@@ -295,6 +298,7 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
             print(f"resolved: {item.resolution or 'no'}\n\n{head.decode('utf-8', 'replace')}")
         elif args.action == "retry":
             quarantine.retry(session, item, app.clock.now())
+            notify(session, INBOUND)
             print(f"item {item.id} will be processed again by the daemon (or `mailbot run --once`)")
         else:
             quarantine.drop(session, item, app.clock.now())

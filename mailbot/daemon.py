@@ -18,6 +18,7 @@ from .config import Config
 from .processor import BatchResult, Processor
 from .scheduler import make_scheduler
 from .transport.imap import FolderSync, ImapWatcher, connect
+from .transport.notify import INBOUND, Listener
 from .transport.smtp import SmtpSender
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         watchers = [threading.Thread(target=ImapWatcher(s, self.stopping).run, daemon=True,
                                      name=f"imap:{s.folder}") for s in self.folder_syncs()]
+        listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping)
+        watchers.append(threading.Thread(target=listener.run, daemon=True, name="listen"))
         for thread in watchers:
             thread.start()
         scheduler = make_scheduler(self)
@@ -85,6 +88,12 @@ class Daemon:
             for thread in watchers:
                 thread.join(timeout=5)
             self.processor.close()
+
+    def _notified(self, channel: str) -> None:
+        """Another process stored mail or queued outgoing mail (called from the listener)."""
+        if self._loop is not None:
+            event = self._inbound if channel == INBOUND else self._outbound
+            self._loop.call_soon_threadsafe(event.set)
 
     def wake(self) -> None:
         """Make the processor and the sender look for work now (thread-safe)."""

@@ -129,6 +129,32 @@ def test_ingest_stores_the_message_then_exits_0(desk, monkeypatch, database_url)
     assert count(desk, Request) == 1
 
 
+def test_mail_stored_by_ingest_wakes_the_running_daemon_at_once(desk, monkeypatch, database_url):
+    """LISTEN/NOTIFY: no waiting for the 5-second sweep."""
+    import asyncio
+    import threading
+    import time
+
+    from mailbot.clock import Clock
+    from mailbot.daemon import Daemon
+
+    daemon = Daemon(desk.config, desk.sessions, Clock())
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(daemon.run_forever(),))
+    thread.start()
+    try:
+        time.sleep(1.5)  # the daemon's first sweep is over; the next is 5 s away
+        started = time.monotonic()
+        raw = (b"From: ivanov@zavod.example\r\nSubject: Piped\r\nMessage-ID: <pipe1@zavod>\r\n"
+               b"\r\nHello\r\n")
+        assert run_ingest(raw, monkeypatch, database_url) == EX_OK
+        desk.sink.wait_for(1, timeout=10)
+        assert time.monotonic() - started < 3.0
+    finally:
+        loop.call_soon_threadsafe(daemon.stop)
+        thread.join(timeout=15)
+
+
 def test_ingest_exits_65_for_input_that_is_not_mail(monkeypatch, database_url):
     assert run_ingest(b"", monkeypatch, database_url) == EX_DATAERR
     assert run_ingest(b"\x00\x01 garbage", monkeypatch, database_url) == EX_DATAERR

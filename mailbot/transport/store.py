@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..models import Inbound
+from .notify import INBOUND, notify
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -48,7 +49,10 @@ def store(session: Session, mails: list[RawMail]) -> list[int]:
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .returning(Inbound.id)
     )
-    return list(session.scalars(statement))
+    new = list(session.scalars(statement))
+    if new:
+        notify(session, INBOUND)
+    return new
 
 
 _HEADER_LINE = re.compile(rb"^(?:From |[!-9;-~]+:)")
