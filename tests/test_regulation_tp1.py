@@ -343,3 +343,15 @@ def test_staff_mail_naming_no_request_gets_help(desk):
     with desk.sessions() as session:
         assert session.scalar(select(Outbox.kind).where(any_(Outbox.recipients) == staff)) == "staff_help"
         assert session.scalars(select(Message)).all()
+
+
+def test_commands_from_a_former_staff_member_do_nothing(desk):
+    staff = desk.add_staff("sidorov", years=4)
+    desk.add_staff("retired", years=9, active=False)
+    desk.write(CUSTOMER, "Вопрос", "Как выполнить привязку?")
+    desk.run()
+    notice = desk.mail_to(staff)
+    desk.reply(notice, "retired@tecon.example", "#закрыть")
+    desk.run()
+    assert desk.request().status == "open"
+    assert CUSTOMER not in desk.inbox()  # nothing reached the customer
