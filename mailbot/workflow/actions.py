@@ -5,6 +5,7 @@ transaction, and every status change goes through ``states.change_status``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -25,6 +26,9 @@ from ..status import Status
 from .assign import choose_assignee
 from .numbering import next_request_number
 from .states import change_status, record
+
+
+Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
 
 
 @dataclass
@@ -82,8 +86,8 @@ class Workflow:
                organization=organization.name, contact=request.requester_name)
 
     def admit(self, request: Request, *, contract_ok: bool, actor: str,
-              message: Message | None = None, matches: list[IncidentMatch] = (),
-              may_auto_reply: bool = True, mail_thread: tuple[str | None, tuple[str, ...]] = (None, ())) -> None:
+              message: Message | None = None, matches: Sequence[IncidentMatch] = (),
+              may_auto_reply: bool = True, mail_thread: Thread = (None, ())) -> None:
         """The contract decides: open (acknowledge, assign, notify) or reject (tell both sides)."""
         message_id = message.id if message else None
         if not contract_ok:
@@ -106,7 +110,7 @@ class Workflow:
                           message=message)
 
     def ask_contact_info(self, request: Request, *, actor: str, message: Message | None,
-                         may_auto_reply: bool, mail_thread: tuple[str | None, tuple[str, ...]]) -> None:
+                         may_auto_reply: bool, mail_thread: Thread) -> None:
         change_status(self.session, request, Status.AWAITING_CONTACT_INFO, actor=actor,
                       at=self.now, message_id=message.id if message else None)
         if may_auto_reply and request.requester_email:
@@ -181,7 +185,7 @@ class Workflow:
     # ------------------------------------------------------------ mail
 
     def tell_customer(self, request: Request, template: str, *, automatic: bool,
-                      thread: tuple[str | None, tuple[str, ...]] | None = None,
+                      thread: Thread | None = None,
                       staff: Staff | None = None,
                       attachments: tuple[OutgoingAttachment, ...] = (), **context) -> Message | None:
         """A mail to the requester, from the support address, in the customer's thread."""
@@ -218,7 +222,7 @@ class Workflow:
             kind="staff_help", to=(address,), content=content,
             reply_to=self.config.support.address), self.now)
 
-    def customer_thread(self, request: Request) -> tuple[str | None, tuple[str, ...]]:
+    def customer_thread(self, request: Request) -> Thread:
         """In-Reply-To and References that keep the customer's own thread."""
         ids = self.session.scalars(
             select(Message.message_id).where(

@@ -12,7 +12,7 @@ from ..models import Message, Request
 from ..parsers import MailKind, ParsedMail
 from ..rules import Action, Confirmation, Role, Verdict
 from ..status import Status
-from .actions import Workflow
+from .actions import Thread, Workflow
 from .reports import apply_report
 from .staff import StaffReply
 from .states import record
@@ -114,7 +114,7 @@ class Intake:
                           message=message)
 
 
-def _thread(mail: ParsedMail) -> tuple[str | None, tuple[str, ...]]:
+def _thread(mail: ParsedMail) -> Thread:
     """In-Reply-To and References for an answer to ``mail``."""
     if not mail.message_id:
         return None, ()
