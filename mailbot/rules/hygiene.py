@@ -57,8 +57,8 @@ class AcknowledgementRateLimit(Rule):
 
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         limit = context.config.support.ack_limit_per_hour
-        if not verdict.may_auto_reply or not mail.from_addr:
-            return
+        if verdict.action is not Action.NEW_REQUEST or not verdict.may_auto_reply or not mail.from_addr:
+            return  # only a new request is answered automatically
         sent = context.lookup.automatic_replies_since(mail.from_addr, context.now - timedelta(hours=1))
         if sent >= limit:
             verdict.may_auto_reply = False

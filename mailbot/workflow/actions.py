@@ -42,7 +42,15 @@ class Workflow:
 
     def __post_init__(self) -> None:
         self.lookup = self.lookup or Lookup(self.session, self.config.timezone)
-        self._customer_text: dict[int, str] = {}
+        self._customer_text: dict[int, str] = {}  # request id → the customer's latest words
+        self._without_files: set[int] = set()  # ids of messages known to carry no files
+
+    def heard(self, request: Request, message: Message, files: int) -> None:
+        """Note what an incoming message of ``request`` holds (saves reading it back)."""
+        if message.sender == request.requester_email:
+            self._customer_text[request.id] = message.body
+        if not files:
+            self._without_files.add(message.id)
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -237,7 +245,7 @@ class Workflow:
     def files_for_staff(self, message: Message | None
                         ) -> tuple[list[tuple[AttachmentRow, bool]], tuple[OutgoingAttachment, ...]]:
         """Every file of ``message`` (with: is it attached?) and those attached, within the limit."""
-        if message is None:
+        if message is None or message.id in self._without_files:
             return [], ()
         rows = self.session.scalars(select(AttachmentRow).where(
             AttachmentRow.message_id == message.id).order_by(AttachmentRow.id)).all()

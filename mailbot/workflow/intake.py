@@ -57,6 +57,7 @@ class Intake:
             name=(contact.full_name if contact and contact.full_name else verdict.contact_name
                   or mail.from_name), thread_message_id=mail.message_id, level=verdict.level)
         message = record_incoming(self.session, mail, inbound_id, request)
+        flow.heard(request, message, len(mail.attachments))
         actor = mail.from_addr or "staff"
         record(self.session, request, "created", actor=actor, at=self.now, message_id=message.id,
                channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons)
@@ -74,6 +75,7 @@ class Intake:
     def append(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict,
                request: Request) -> Message:
         message = record_incoming(self.session, mail, inbound_id, request)
+        self.workflow.heard(request, message, len(mail.attachments))
         actor = verdict.staff.login if verdict.staff else (mail.from_addr or "unknown")
         record(self.session, request, "message_in", actor=actor, at=self.now,
                message_id=message.id, mail_kind=mail.kind.value, reasons=verdict.reasons)
