@@ -4,9 +4,8 @@ from __future__ import annotations
 import re
 
 from ..parsers import ParsedMail
-from ..status import Status
 from .base import Context, Rule
-from .verdict import Action, Role, Verdict
+from .verdict import Role, Verdict
 
 _CAP = r"[А-ЯЁ][а-яё]+(?:-[А-ЯЁ][а-яё]+)?"
 PATRONYMIC = r"[А-ЯЁ][а-яё]+(?:вич|вна|чна|ична|инична|ич|оглы|кызы)"
@@ -40,10 +39,7 @@ class ContactDetails(Rule):
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         if verdict.role is Role.STAFF or verdict.contact is not None:
             return
-        new = verdict.action is Action.NEW_REQUEST
-        answering = (verdict.action is Action.APPEND and verdict.request is not None
-                     and verdict.request.status == Status.AWAITING_CONTACT_INFO.value)
-        if not (new or answering):
+        if not verdict.intake:
             return
         text = mail.text  # with the signature, where the company and name usually are
         if verdict.organization is None:

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from ..parsers import ParsedMail
-from ..status import Status
 from .base import Context, Rule
-from .verdict import Action, Verdict
+from .verdict import Verdict
 
 
 class ContractCheck(Rule):
@@ -13,9 +12,7 @@ class ContractCheck(Rule):
     name = "contract-check"
 
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
-        completing = (verdict.action is Action.APPEND and verdict.request is not None
-                      and verdict.request.status == Status.AWAITING_CONTACT_INFO.value)
-        if verdict.organization is None or not (verdict.action is Action.NEW_REQUEST or completing):
+        if verdict.organization is None or not verdict.intake:
             return
         verdict.contract = context.lookup.directory.active_contract(verdict.organization.id,
                                                                     context.now)

@@ -8,6 +8,7 @@ from ..crm import ContactInfo, ContractInfo, OrganizationInfo
 from ..lookup import IncidentMatch
 from ..models import Request, Staff
 from ..parsers.commands import CommandBlock
+from ..status import Status
 
 
 class Action(str, enum.Enum):
@@ -54,6 +55,14 @@ class Verdict:
     def identified(self) -> bool:
         """Company and full name known, as the regulation's intake requires."""
         return self.organization is not None and bool(self.contact or self.contact_name)
+
+    @property
+    def intake(self) -> bool:
+        """Is this mail an intake step: a new request, or the answer to our contact question?"""
+        if self.action is Action.NEW_REQUEST:
+            return True
+        return (self.action is Action.APPEND and self.request is not None
+                and self.request.status == Status.AWAITING_CONTACT_INFO.value)
 
     def note(self, rule: str, reason: str) -> None:
         self.reasons.append(f"{rule}: {reason}")

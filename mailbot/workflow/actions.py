@@ -20,7 +20,7 @@ from ..db import read_blob
 from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
 from ..outbox import Outgoing, OutgoingAttachment, enqueue
-from ..render import render
+from ..render import Rendered, render
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
 from .assign import choose_assignee
@@ -219,16 +219,19 @@ class Workflow:
             to = assignee.email if assignee else self.config.support.tp1_address
         files, attached = self.files_for_staff(message)
         content = render(template, **self.context(request, files=files, **context))
-        return enqueue(self.session, self.config, Outgoing(
-            kind=template, to=(to,), content=content, request_id=request.id,
-            reply_to=self.config.support.address, attachments=attached), self.now)
+        return self._mail_staff(template, to, content, request.id, attached)
 
     def help_staff(self, address: str, **context) -> Message:
         """Explain to a staff member how to answer (their mail named no request)."""
         content = render("staff_help", support=self.config.support, **context)
+        return self._mail_staff("staff_help", address, content)
+
+    def _mail_staff(self, kind: str, to: str, content: Rendered, request_id: int | None = None,
+                    attachments: tuple[OutgoingAttachment, ...] = ()) -> Message:
+        """Staff mail comes from the support address, and replies go back to it."""
         return enqueue(self.session, self.config, Outgoing(
-            kind="staff_help", to=(address,), content=content,
-            reply_to=self.config.support.address), self.now)
+            kind=kind, to=(to,), content=content, request_id=request_id,
+            reply_to=self.config.support.address, attachments=attachments), self.now)
 
     def customer_thread(self, request: Request) -> Thread:
         """In-Reply-To and References that keep the customer's own thread."""
@@ -276,7 +279,8 @@ class Workflow:
                     if organization else None)
         assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
         tz = ZoneInfo(self.config.timezone)
-        return {"customer_text": self.customer_text(request),"request": request, "organization": organization, "contract": contract,
+        return {"request": request, "customer_text": self.customer_text(request),
+                "organization": organization, "contract": contract,
                 "assignee": assignee, "support": self.config.support,
                 "norm": self.config.sla.norm(request.level) if request.level else None,
                 "due": request.due_at.astimezone(tz) if request.due_at else None,

@@ -37,10 +37,10 @@ class StaffReply:
     def apply(self, block: CommandBlock) -> list[str]:
         """Carry out ``block``; the problems found (already reported to the staff member)."""
         problems = list(block.errors) + self.check(block)
-        if problems and self.notify_errors:
-            self.workflow.notify_staff(self.request, "staff_command_error", to=self.staff.email,
-                                       errors=problems)
         if problems:
+            if self.notify_errors:
+                self.workflow.notify_staff(self.request, "staff_command_error",
+                                           to=self.staff.email, errors=problems)
             return problems
         if block.has("note"):
             self.workflow.note(self.request, block.text, self.staff.login, self.message)
