@@ -116,7 +116,9 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_status_due_idx ON requests (status, due_at);
 CREATE INDEX requests_requester_idx ON requests (requester_email);
-CREATE INDEX requests_assignee_idx ON requests (assignee_id) WHERE assignee_id IS NOT NULL;
+CREATE INDEX requests_assignee_idx ON requests (assignee_id, id) WHERE assignee_id IS NOT NULL;
+CREATE INDEX requests_assignee_open_idx ON requests (assignee_id)
+    WHERE assignee_id IS NOT NULL AND status NOT IN ('closed', 'rejected');
 
 -- ---------------------------------------------------------------- intake
 CREATE TABLE inbound (
@@ -158,7 +160,7 @@ CREATE TABLE outbox (
     request_id       bigint REFERENCES requests (id) ON DELETE SET NULL,
     mail_from        text NOT NULL,                 -- envelope sender
     recipients       text[] NOT NULL,
-    raw              bytea NOT NULL,                -- the complete message as sent
+    raw              bytea NOT NULL,                -- the message as sent, files as placeholders (outbox_files)
     status           text NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'sent', 'failed')),
     attempts         integer NOT NULL DEFAULT 0,
@@ -202,6 +204,17 @@ CREATE TABLE attachments (
     data          bytea NOT NULL
 );
 CREATE INDEX attachments_message_idx ON attachments (message_id);
+
+-- Files that go out with a mail (a customer's files in a staff notification, a staff
+-- member's files in an answer) are stored once, in attachments: outbox.raw holds a
+-- placeholder for each, replaced by the file's base64 text when the mail is sent.
+CREATE TABLE outbox_files (
+    id             bigserial PRIMARY KEY,
+    outbox_id      bigint NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    attachment_id  bigint NOT NULL REFERENCES attachments (id),
+    placeholder    text NOT NULL
+);
+CREATE INDEX outbox_files_outbox_idx ON outbox_files (outbox_id);
 
 CREATE TABLE deliveries (
     id             bigserial PRIMARY KEY,

@@ -552,6 +552,55 @@ def measure_raw(config, folder: str, expected: int) -> float:
     return elapsed
 
 
+class CpuMeter:
+    """CPU seconds each kind of process used between :meth:`start` and :meth:`stop`.
+
+    On 2 CPUs the daemon, its parsing processes, PostgreSQL and Dovecot share
+    the machine, so where the CPU goes says more than wall time alone. Every
+    process is sampled each second (one that ends counts with its last sample).
+    """
+
+    def __init__(self) -> None:
+        self._base: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._base = {pid: used for pid, (_, used) in self._sample().items()}
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        used: dict[str, float] = {}
+        for pid, (kind, total) in self._last.items():
+            used[kind] = used.get(kind, 0.0) + total - self._base.get(pid, 0.0)
+        return used
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        import psutil
+
+        me = os.getpid()
+        for process in psutil.process_iter(["pid", "ppid", "name", "cpu_times"]):
+            info = process.info
+            if info["cpu_times"] is None:
+                continue
+            name = info["name"] or ""
+            kind = ("mailbot" if info["pid"] == me else "parsing processes" if info["ppid"] == me
+                    else "PostgreSQL" if name.startswith("postgres")
+                    else "Dovecot" if name in ("dovecot", "imap", "imap-login", "auth", "anvil", "log",
+                                               "config", "stats")
+                    else "other")
+            self._last[info["pid"]] = (kind, info["cpu_times"].user + info["cpu_times"].system)
+        return self._last
+
+
 @dataclass
 class OnceResult:
     fetched: float  # every message committed to inbound
@@ -559,6 +608,7 @@ class OnceResult:
     sent: float  # run_once returned: the sink accepted every ack
     processed_count: int
     quarantined: int
+    cpu: dict[str, float]  # CPU seconds by kind of process until `processed`
 
 
 def measure_run_once(config, sessions) -> OnceResult:
@@ -574,15 +624,19 @@ def measure_run_once(config, sessions) -> OnceResult:
             marks["fetched"] = time.perf_counter()
 
     async def timed_send():
-        marks.setdefault("processed", time.perf_counter())
+        if "processed" not in marks:
+            marks["processed"] = time.perf_counter()
+            cpu.update(meter.stop())
         return await send_due()
 
     daemon._sync_folder, daemon.sender.send_due = timed_sync, timed_send
+    meter, cpu = CpuMeter(), {}
+    meter.start()
     started = time.perf_counter()
     result = asyncio.run(daemon.run_once())
     done = time.perf_counter()
     return OnceResult(marks["fetched"] - started, marks["processed"] - started, done - started,
-                      result.processed, result.quarantined)
+                      result.processed, result.quarantined, cpu)
 
 
 def verify(sessions, mails: list[GenMail], sink: TimedSink, sample: int = 25) -> list[str]:
@@ -762,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{n / once.processed:7.1f} mails/s  (stored + requests + acks in outbox)", flush=True)
         print(f"(b) run_once with sending:             {once.sent:6.2f} s  "
               f"{n / once.sent:7.1f} mails/s  (the SMTP sink accepted every ack)", flush=True)
+        print("    CPU until processed: " + ", ".join(
+            f"{kind} {seconds:.1f} s" for kind, seconds in sorted(once.cpu.items(), key=lambda kv: -kv[1])
+            if seconds >= 0.05) + f" (of {os.cpu_count()} x {once.processed:.1f} s)", flush=True)
         problems = verify(sessions, mails, sink)
         for problem in problems:
             print(f"    VERIFY FAILED: {problem}")

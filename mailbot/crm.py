@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Text, func, literal, select
+from sqlalchemy import Select, Text, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from .models import Contact, Organization, SupportContract
+from .pending import Unflushed
 
 COLUMNS = ("crm_id", "organization", "aliases", "domains", "contact_name", "contact_email",
            "contact_phone", "contract_number", "valid_from", "valid_to")
@@ -113,35 +114,67 @@ class DatabaseDirectory:
 
     Organisations and contracts are remembered for the directory's lifetime
     (one batch of mail, one transaction): the same companies write again and
-    again, and the workflow never changes them.
+    again, and the workflow never changes them, so reading them needs no flush
+    of the batch. Contacts the batch has added and not yet flushed are found
+    too (``unflushed``).
     """
 
-    def __init__(self, session: Session, tz: str = "Europe/Moscow") -> None:
+    def __init__(self, session: Session, tz: str = "Europe/Moscow",
+                 unflushed: Unflushed | None = None) -> None:
         self.session = session
         self.tz = ZoneInfo(tz)
+        self.unflushed = unflushed or Unflushed(session)
         self._organizations: dict[int, OrganizationInfo | None] = {}
+        self._domains: dict[str, OrganizationInfo | None] = {}
         self._contracts: dict[tuple[int, date], ContractInfo | None] = {}
 
     def find_contact(self, email: str) -> ContactInfo | None:
-        contact = self.session.scalar(select(Contact).where(Contact.email == email.strip().lower()))
+        contact = self.contact_row(email)
         return _contact_info(contact) if contact else None
+
+    def contact_row(self, email: str) -> Contact | None:
+        """Our row of the contact with this address (also one added by this batch)."""
+        email = email.strip().lower()
+        new = next((c for c in self.unflushed.added(Contact) if c.email == email), None)
+        if new is not None:
+            return new
+        if not self.unflushed.has(("contact", email)):
+            self.prepare_contacts([email])
+        return self.unflushed.get(("contact", email))
+
+    def prepare_contacts(self, emails: list[str]) -> None:
+        """Read the contacts of these addresses in one query (remembered until the next flush)."""
+        wanted = {e.strip().lower() for e in emails} - {""}
+        wanted = {e for e in wanted if not self.unflushed.has(("contact", e))}
+        if not wanted:
+            return
+        found = {c.email: c for c in self._scalars(select(Contact).where(Contact.email.in_(wanted)))}
+        for email in wanted:
+            self.unflushed.put(("contact", email), found.get(email))
 
     def get_organization(self, organization_id: int) -> OrganizationInfo | None:
         if organization_id not in self._organizations:
-            organization = self.session.get(Organization, organization_id)
+            with self.session.no_autoflush:
+                organization = self.session.get(Organization, organization_id)
             self._organizations[organization_id] = _organization_info(organization) if organization else None
         return self._organizations[organization_id]
 
     def find_organization_by_crm_id(self, crm_id: str) -> OrganizationInfo | None:
-        organization = self.session.scalar(select(Organization).where(Organization.crm_id == crm_id))
+        organization = self._scalar(select(Organization).where(Organization.crm_id == crm_id))
         return _organization_info(organization) if organization else None
 
     def find_organization_by_domain(self, domain: str) -> OrganizationInfo | None:
         """The one organisation owning the domain or, failing that, its nearest parent domain."""
-        labels = domain.strip().lower().split(".")
+        domain = domain.strip().lower()
+        if domain not in self._domains:
+            self._domains[domain] = self._owner_of(domain)
+        return self._domains[domain]
+
+    def _owner_of(self, domain: str) -> OrganizationInfo | None:
+        labels = domain.split(".")
         suffixes = [".".join(labels[i:]) for i in range(len(labels) - 1)]
-        found = self.session.scalars(select(Organization).where(
-            Organization.email_domains.op("&&")(literal(suffixes, ARRAY(Text))))).all()
+        found = self._scalars(select(Organization).where(
+            Organization.email_domains.op("&&")(literal(suffixes, ARRAY(Text)))))
         for suffix in suffixes:
             owners = [o for o in found if suffix in o.email_domains]
             if owners:
@@ -158,7 +191,7 @@ class DatabaseDirectory:
         if not wanted:
             return []
         ranked = []
-        for organization in self.session.scalars(select(Organization)):
+        for organization in self._scalars(select(Organization)):
             names = {normalize_name(n) for n in (organization.name, *organization.aliases)} - {""}
             if wanted in names:
                 ranked.append(((0, 0, organization.id), organization))
@@ -173,13 +206,21 @@ class DatabaseDirectory:
         if isinstance(on, datetime):
             on = on.astimezone(self.tz).date()
         if (organization_id, on) not in self._contracts:
-            contract = self.session.scalar(
+            contract = self._scalar(
                 select(SupportContract)
                 .where(SupportContract.organization_id == organization_id,
                        SupportContract.valid_from <= on, SupportContract.valid_to >= on)
                 .order_by(SupportContract.valid_to.desc(), SupportContract.id).limit(1))
             self._contracts[organization_id, on] = _contract_info(contract) if contract else None
         return self._contracts[organization_id, on]
+
+    def _scalar(self, statement: Select) -> Any:
+        with self.session.no_autoflush:
+            return self.session.scalar(statement)
+
+    def _scalars(self, statement: Select) -> list[Any]:
+        with self.session.no_autoflush:
+            return list(self.session.scalars(statement))
 
 
 def _organization_info(o: Organization) -> OrganizationInfo:

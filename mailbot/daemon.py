@@ -40,9 +40,12 @@ class Daemon:
         return [FolderSync(self.config.imap, folder, self.sessions, self._stored)
                 for folder in self.config.imap.folders]
 
-    def _stored(self, count: int) -> None:
-        """Called from a watcher thread after a commit."""
-        if count and self._loop is not None:
+    def _stored(self, new: dict[int, bytes]) -> None:
+        """Called from a watcher thread after a commit: parse the new mail, wake the processor."""
+        if not new:
+            return
+        self.processor.parse_ahead(new)
+        if self._loop is not None:
             self._loop.call_soon_threadsafe(self._inbound.set)
 
     async def run_once(self) -> BatchResult:

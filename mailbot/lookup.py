@@ -1,17 +1,35 @@
-"""Read-only questions the rules and the workflow ask of the register."""
+"""Read-only questions the rules and the workflow ask of the register.
+
+A lookup serves one batch of mail in one transaction. The questions every mail
+asks (who is the sender, which request is this, how many automatic answers went
+to this address, how loaded is each staff member) read the database *without*
+flushing and add what the batch has created since the last flush
+(:class:`~mailbot.pending.Unflushed`): the batch is written in one flush, and
+the answers are the same as if each message had been flushed on its own.
+:meth:`Lookup.prepare` reads the answers for a whole batch in a few queries;
+what it did not foresee is read when asked. Rarer questions (staff commands)
+simply let the session flush first.
+"""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import any_, func, select, text
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from .crm import DatabaseDirectory
-from .models import Incident, Message, Outbox, Request, Staff
+from .models import Incident, Message, Outbox, Request, RequestCounter, Staff
+from .parsers import ParsedMail
+from .pending import Unflushed
+from .status import Status
 
 AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")
+AUTOMATIC_WINDOW = timedelta(hours=1)  # the acknowledgement rate limit counts per hour
+DONE = (Status.CLOSED.value, Status.REJECTED.value)
 SEARCH_WORD = re.compile(r"[0-9A-Za-zА-Яа-яЁё]{3,}")
 
 
@@ -23,13 +41,35 @@ class IncidentMatch:
     score: float
 
 
+@dataclass(frozen=True)
+class Workload:
+    """A staff member's open requests, and how recently they got one (comparable, higher = later)."""
+
+    open: int
+    latest: tuple[int, int]
+
+
 class Lookup:
     """Queries over one session; every method is a read. ``directory`` is the CRM."""
 
     def __init__(self, session: Session, tz: str = "Europe/Moscow") -> None:
         self.session = session
-        self.directory = DatabaseDirectory(session, tz)
+        self.unflushed = Unflushed(session)
+        self.directory = DatabaseDirectory(session, tz, self.unflushed)
         self._staff: list[Staff] | None = None
+
+    def close(self) -> None:
+        self.unflushed.close()
+
+    def prepare(self, mails: Sequence[ParsedMail], now: datetime) -> None:
+        """Read what these mails will ask, a query per question instead of one per mail."""
+        senders = sorted({m.from_addr for m in mails if m.from_addr})
+        self.directory.prepare_contacts(senders)
+        self._read_threads([mid for m in mails for mid in m.thread_ids])
+        self._read_numbers([number for m in mails for number in m.request_numbers])
+        self._read_automatic(senders, now - AUTOMATIC_WINDOW)
+
+    # ------------------------------------------------------------ staff
 
     def staff(self) -> list[Staff]:
         """Every staff member, read once per lookup (one batch of mail)."""
@@ -43,24 +83,106 @@ class Lookup:
 
     def staff_by_login_or_email(self, name: str) -> Staff | None:
         name = name.strip().lower()
-        return self.session.scalar(select(Staff).where(
-            (func.lower(Staff.login) == name) | (Staff.email == name)))
+        return next((s for s in self.staff() if s.login.lower() == name or s.email == name), None)
+
+    def workloads(self, staff_ids: list[int]) -> dict[int, Workload]:
+        """Open requests and the latest assignment of each of these staff members.
+
+        Requests this batch assigned count too; a status changed in this batch
+        counts from the next batch on.
+        """
+        stored = self.unflushed.cached("workloads", self._read_workloads)
+        open_count = {sid: stored.get(sid, (0, 0))[0] for sid in staff_ids}
+        latest = {sid: (0, stored.get(sid, (0, 0))[1]) for sid in staff_ids}
+        for position, request in enumerate(self.unflushed.added(Request)):
+            if request.assignee_id in open_count:
+                open_count[request.assignee_id] += request.status not in DONE
+                latest[request.assignee_id] = (1, position)
+        return {sid: Workload(open_count[sid], latest[sid]) for sid in staff_ids}
+
+    def _read_workloads(self) -> dict[int, tuple[int, int]]:
+        done = ", ".join(f"'{status}'" for status in DONE)  # literal: the partial index matches
+        with self.session.no_autoflush:
+            rows = self.session.execute(text(f"""
+                SELECT s.id,
+                       (SELECT count(*) FROM requests r
+                        WHERE r.assignee_id = s.id AND r.status NOT IN ({done})) AS open,
+                       (SELECT max(r.id) FROM requests r WHERE r.assignee_id = s.id) AS latest
+                FROM unnest(CAST(:ids AS bigint[])) AS s(id)"""),
+                {"ids": [s.id for s in self.staff()]}).all()
+        return {row.id: (row.open, row.latest or 0) for row in rows}
+
+    # ------------------------------------------------------------ requests
 
     def request_by_number(self, number: str) -> Request | None:
-        return self.session.scalar(select(Request).where(Request.number == number))
+        new = next((r for r in self.unflushed.added(Request) if r.number == number), None)
+        if new is not None:
+            return new
+        key = ("number", number)
+        if not self.unflushed.has(key):
+            self._read_numbers([number])
+        return self.unflushed.get(key)
+
+    def _read_numbers(self, numbers: list[str]) -> None:
+        wanted = {n for n in numbers if not self.unflushed.has(("number", n))}
+        if not wanted:
+            return
+        with self.session.no_autoflush:
+            found = {r.number: r for r in self.session.scalars(
+                select(Request).where(Request.number.in_(wanted)))}
+        for number in wanted:
+            self.unflushed.put(("number", number), found.get(number))
 
     def request_by_message_ids(self, message_ids: tuple[str, ...]) -> Request | None:
         """The request of the nearest message in the thread that we know."""
         if not message_ids:
             return None
-        rows = self.session.execute(
-            select(Message.message_id, Message.request_id)
-            .where(Message.message_id.in_(message_ids), Message.request_id.is_not(None))).all()
-        by_id = {mid: rid for mid, rid in rows}
+        wanted = set(message_ids)
+        new = {m.message_id: m.request for m in self.unflushed.added(Message)
+               if m.message_id in wanted and m.request is not None}
+        self._read_threads(message_ids)
         for mid in message_ids:
-            if mid in by_id:
-                return self.session.get(Request, by_id[mid])
+            if mid in new:
+                return new[mid]
+            request_id = self.unflushed.get(("thread", mid))
+            if request_id is not None:
+                with self.session.no_autoflush:
+                    return self.session.get(Request, request_id)
         return None
+
+    def _read_threads(self, message_ids: Sequence[str]) -> None:
+        """Which request each of these Message-IDs belongs to (None: none we know)."""
+        wanted = {mid for mid in message_ids if not self.unflushed.has(("thread", mid))}
+        if not wanted:
+            return
+        with self.session.no_autoflush:
+            rows = self.session.execute(
+                select(Message.message_id, Message.request_id)
+                .where(Message.message_id.in_(wanted), Message.request_id.is_not(None))
+                .order_by(Message.id)).all()
+        found = {mid: request_id for mid, request_id in rows}
+        for mid in wanted:
+            self.unflushed.put(("thread", mid), found.get(mid))
+
+    def request_counter(self, year: int) -> RequestCounter:
+        """The year's counter of request numbers, locked until the transaction ends.
+
+        Counted up in memory and written with the batch; after a rollback it is
+        locked and read again.
+        """
+        return self.unflushed.cached(("counter", year), lambda: self._lock_counter(year))
+
+    def _lock_counter(self, year: int) -> RequestCounter:
+        locked = select(RequestCounter).where(RequestCounter.year == year).with_for_update()
+        with self.session.no_autoflush:
+            counter = self.session.scalar(locked)
+            if counter is None:
+                self.session.execute(insert(RequestCounter).values(year=year, last=0)
+                                     .on_conflict_do_nothing(index_elements=["year"]))
+                counter = self.session.scalar(locked)
+        return counter
+
+    # ------------------------------------------------------------ known errors
 
     def incident_by_number(self, number: str) -> Incident | None:
         return self.session.scalar(select(Incident).where(Incident.number == number))
@@ -70,18 +192,46 @@ class Lookup:
         words = list(dict.fromkeys(w.lower() for w in SEARCH_WORD.findall(query)))[:40]
         if not words:
             return []
-        rows = self.session.execute(text("""
-            SELECT number, title, solution,
-                   ts_rank_cd(search, q) + similarity(title, :raw) AS score
-            FROM incidents, to_tsquery('russian', :tsq) AS q
-            WHERE status <> 'closed' AND (search @@ q OR similarity(title, :raw) > 0.3)
-            ORDER BY score DESC, number LIMIT :limit"""),
-            {"tsq": " | ".join(words), "raw": query[:500], "limit": limit}).all()
+        with self.session.no_autoflush:  # incidents come from the CLI, never from a batch
+            rows = self.session.execute(text("""
+                SELECT number, title, solution,
+                       ts_rank_cd(search, q) + similarity(title, :raw) AS score
+                FROM incidents, to_tsquery('russian', :tsq) AS q
+                WHERE status <> 'closed' AND (search @@ q OR similarity(title, :raw) > 0.3)
+                ORDER BY score DESC, number LIMIT :limit"""),
+                {"tsq": " | ".join(words), "raw": query[:500], "limit": limit}).all()
         return [IncidentMatch(r.number, r.title, r.solution, float(r.score)) for r in rows]
 
-    def automatic_replies_since(self, address: str, since: datetime) -> int:
-        """How many automatic mails (acks and the like) went to ``address`` since ``since``."""
-        return self.session.scalar(
-            select(func.count()).select_from(Outbox)
-            .where(Outbox.kind.in_(AUTOMATIC_KINDS), Outbox.created_at >= since,
-                   any_(Outbox.recipients) == address.lower())) or 0
+    # ------------------------------------------------------------ mail hygiene
+
+    def automatic_replies_last_hour(self, address: str, now: datetime) -> int:
+        """How many automatic mails (acks and the like) went to ``address`` in the hour before ``now``."""
+        address, since = address.lower(), now - AUTOMATIC_WINDOW
+        read = self.unflushed.get(("automatic", address))
+        if read is None or read[0] > since:
+            self._read_automatic([address], since)
+            read = self.unflushed.get(("automatic", address))
+        stored = sum(1 for at in read[1] if at >= since)
+        new = sum(1 for row in self.unflushed.added(Outbox)
+                  if row.kind in AUTOMATIC_KINDS and row.created_at >= since
+                  and address in row.recipients)
+        return stored + new
+
+    def _read_automatic(self, addresses: Sequence[str], since: datetime) -> None:
+        """When automatic mail went to each address since ``since``."""
+        if not addresses:
+            return
+        addresses = [a.lower() for a in addresses]
+        with self.session.no_autoflush:
+            rows = self.session.execute(text("""
+                SELECT r.recipient, o.created_at
+                FROM outbox o, unnest(o.recipients) AS r(recipient)
+                WHERE o.kind = ANY(:kinds) AND o.created_at >= :since
+                  AND o.recipients && CAST(:addresses AS text[])"""),
+                {"kinds": list(AUTOMATIC_KINDS), "since": since, "addresses": addresses}).all()
+        sent: dict[str, list[datetime]] = {a: [] for a in addresses}
+        for address, at in rows:
+            if address in sent:
+                sent[address].append(at)
+        for address, times in sent.items():
+            self.unflushed.put(("automatic", address), (since, times))

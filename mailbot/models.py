@@ -7,11 +7,14 @@ from typing import Any
 from sqlalchemy import (ARRAY, BigInteger, Boolean, Computed, Date, ForeignKey, Integer,
                         LargeBinary, SmallInteger, Text, func)
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime
 
 
 class Base(DeclarativeBase):
+    # Server defaults are not read back after an INSERT (code sets what it reads), so a
+    # flush writes each table's rows with one executemany (see db._assign_ids).
+    __mapper_args__ = {"eager_defaults": False}
     type_annotation_map = {
         datetime: DateTime(timezone=True),
         str: Text,
@@ -130,6 +133,8 @@ class Request(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
+    contact: Mapped[Contact | None] = relationship()
+
 
 class Inbound(Base):
     __tablename__ = "inbound"
@@ -179,6 +184,21 @@ class Outbox(Base):
     created_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
 
+    request: Mapped[Request | None] = relationship()
+    files: Mapped[list[OutboxFile]] = relationship(order_by="OutboxFile.id")
+
+
+class OutboxFile(Base):
+    """A stored file that goes with an outgoing mail: spliced into its raw text when sent."""
+
+    __tablename__ = "outbox_files"
+    id: Mapped[int] = _pk()
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"))
+    attachment_id: Mapped[int] = mapped_column(ForeignKey("attachments.id"))
+    placeholder: Mapped[str]
+
+    attachment: Mapped[AttachmentRow] = relationship()
+
 
 class Message(Base):
     __tablename__ = "messages"
@@ -197,6 +217,11 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
 
+    request: Mapped[Request | None] = relationship()
+    outbox: Mapped[Outbox | None] = relationship()
+    attachments: Mapped[list[AttachmentRow]] = relationship(
+        back_populates="message", order_by="AttachmentRow.id")
+
 
 class AttachmentRow(Base):
     __tablename__ = "attachments"
@@ -208,6 +233,8 @@ class AttachmentRow(Base):
     sha256: Mapped[str]
     inline: Mapped[bool] = mapped_column(server_default="false")
     data: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
 
 
 class Delivery(Base):
@@ -248,3 +275,6 @@ class Event(Base):
     to_status: Mapped[str | None]
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     details: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+
+    request: Mapped[Request | None] = relationship()
+    message: Mapped[Message | None] = relationship()

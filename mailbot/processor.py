@@ -1,25 +1,24 @@
 """The intake chain for stored mail: parse → rules → workflow, or quarantine.
 
 Pending ``inbound`` rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several
-daemons share the work) and processed in batches, one transaction per batch
-and a savepoint per message: a message that fails at any stage is quarantined
-with the stage and the error, and the rest of the batch goes on.
+daemons share the work) and processed in batches, one transaction per batch.
+A batch is first written optimistically, in one flush at its end (the reads of
+:mod:`mailbot.lookup` see what earlier messages of the batch created). If any
+message fails in the workflow, that attempt is rolled back and the batch runs
+again with a savepoint per message: the failing message is quarantined with
+the stage and the error, and the rest of the batch goes on.
 
-Parsing is CPU-bound Python and needs no database, so a batch of several
-messages is parsed in worker processes (``parse_workers``) while this process
-runs the rules and the workflow on the messages already parsed, in order. A
-lone message (the usual case in the daemon) is parsed here: no hand-off delay.
+Mail is parsed in worker processes (:mod:`mailbot.parsers.pool`), as soon as
+the watcher has stored it when it runs in the daemon. A batch waits for its
+mail to be parsed, reads what the whole batch will ask of the register
+(:meth:`Lookup.prepare`), then runs the rules and the workflow message by
+message, in order.
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,26 +27,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
-from .db import read_blob
+from .db import binary_cursor, read_blob
 from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .parsers import MailTooLarge, ParsedMail, ParseOptions, parse_mail
+from .parsers.pool import ParsePool
 from .rules import Context, decide
 from .workflow.intake import Intake
 
 log = logging.getLogger(__name__)
 
-PARALLEL_MIN = 4  # smaller batches are parsed in this process
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
-
-
-def default_parse_workers() -> int:
-    """One parsing process per spare CPU (this process runs the workflow), at most 4."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(0, min(4, cpus - 1))
 
 
 @dataclass(frozen=True)
@@ -85,16 +75,15 @@ class Processor:
         self.clock = clock
         self.batch = batch
         self.options = parse_options(config)
-        self.parse_workers = default_parse_workers() if parse_workers is None else parse_workers
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self.parsing = ParsePool(self.options, parse_workers)
 
     def close(self) -> None:
         """Stop the parsing processes (started again when needed)."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.parsing.close()
+
+    def parse_ahead(self, stored: dict[int, bytes]) -> None:
+        """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result."""
+        self.parsing.ahead(stored)
 
     def run_pending(self) -> BatchResult:
         total = BatchResult()
@@ -109,30 +98,68 @@ class Processor:
 
     def _run_batch(self) -> tuple[BatchResult, bool]:
         """One batch; also whether more may be pending (the batch was full or cut by size)."""
-        processed = quarantined = 0
         with self.sessions.begin() as session:
             claimed = session.scalars(
                 select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
                 .limit(self.batch).with_for_update(skip_locked=True)).all()
             rows = _within_bytes(claimed, BATCH_BYTES)
-            raws = _read_raw(session, [row.id for row in rows])
+            parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows])]
+            if rows:
+                self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
-            for row, parsed in zip(rows, self._parsers([raws[row.id] for row in rows])):
+            lookup.prepare([mail for mail in map(_Once.result, parsed) if mail], self.clock.now())
+            try:
                 try:
                     with session.begin_nested():
-                        self.process(session, row, parsed, lookup)
-                    processed += 1
-                except StageError as exc:
-                    self.quarantine(session, row, exc.stage, exc.error)
-                    quarantined += 1
-        return BatchResult(processed, quarantined), len(claimed) == self.batch or len(rows) < len(claimed)
+                        result = self._apply(session, rows, parsed, lookup, careful=False)
+                except StageError:  # rolled back: again, a savepoint per message
+                    result = self._apply(session, rows, parsed, lookup, careful=True)
+            finally:
+                lookup.close()
+        return result, len(claimed) == self.batch or len(rows) < len(claimed)
+
+    def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
+               lookup: Lookup, *, careful: bool) -> BatchResult:
+        """Each message through the chain, in order.
+
+        Optimistic (``careful=False``): the whole batch is flushed once, at the
+        end; a message that fails in the workflow (or the flush) raises, and the
+        caller rolls the batch back and runs it carefully. Careful: a savepoint
+        and a flush per message, so a failure is quarantined with its message
+        alone. A message that fails to parse or in the rules has written nothing
+        and is quarantined either way.
+        """
+        done, quarantined = [], 0
+        for row, parse in zip(rows, parsed):
+            try:
+                if careful:
+                    with session.begin_nested():
+                        done.append(self.process(session, row, parse, lookup))
+                        session.flush()
+                else:
+                    done.append(self.process(session, row, parse, lookup))
+            except StageError as exc:
+                if not careful and exc.stage == "workflow":
+                    raise
+                self.quarantine(session, row, exc.stage, exc.error)
+                quarantined += 1
+        if not careful:
+            try:
+                session.flush()
+            except Exception as exc:
+                raise StageError("workflow", exc) from exc
+        for line in done:
+            log.info("%s", line)
+        return BatchResult(len(done), quarantined)
 
     def process(self, session: Session, row: Inbound,
                 parsed: Callable[[], ParsedMail] | None = None,
-                lookup: Lookup | None = None) -> None:
-        """One message through the chain; raises :class:`StageError` naming the failing stage.
+                lookup: Lookup | None = None) -> str:
+        """One message through the chain; what was decided, in a line for the log.
 
-        ``parsed`` returns the message parsed elsewhere (see :meth:`_parsers`).
+        Raises :class:`StageError` naming the failing stage. ``parsed`` returns
+        the message parsed elsewhere (see :meth:`_parsers`). Nothing is flushed
+        here: the caller decides when.
         """
         now = self.clock.now()
         try:
@@ -148,47 +175,25 @@ class Processor:
         try:
             Intake(session, self.config, now, lookup).apply(row.id, mail, verdict)
             row.status, row.processed_at = "processed", now
-            session.flush()
         except Exception as exc:
             raise StageError("workflow", exc) from exc
-        log.info("inbound %d from %s: %s", row.id, mail.from_addr, "; ".join(verdict.reasons))
+        return f"inbound {row.id} from {mail.from_addr}: {'; '.join(verdict.reasons)}"
 
-    # ------------------------------------------------------------ parsing in other processes
+    def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
+        """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""
+        return self.parsing.parsers(ids, partial(_read_raw, session),
+                                    partial(read_blob, session, Inbound.raw))
 
-    def _parsers(self, raws: list[bytes]) -> list[Callable[[], ParsedMail]]:
-        """For each message, a call that returns its ParsedMail; worker processes start on them now."""
-        inline = [partial(parse_mail, raw, self.options) for raw in raws]
-        if len(raws) < PARALLEL_MIN or self.parse_workers < 1:
-            return inline
-        try:
-            pool = self._parse_pool()
-            futures = [pool.submit(parse_mail, raw, self.options) for raw in raws]
-        except (BrokenProcessPool, RuntimeError, OSError) as exc:
-            self._pool_failed(exc)
-            return inline
-        return [partial(self._result, future, fallback) for future, fallback in zip(futures, inline)]
-
-    def _result(self, future: Future, fallback: Callable[[], ParsedMail]) -> ParsedMail:
-        try:
-            return future.result()
-        except BrokenProcessPool as exc:  # a worker died: parse here, start a new pool next batch
-            self._pool_failed(exc)
-            return fallback()
-
-    def _parse_pool(self) -> ProcessPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
-                self._pool = ProcessPoolExecutor(self.parse_workers,
-                                                 mp_context=multiprocessing.get_context("spawn"))
-            return self._pool
-
-    def _pool_failed(self, exc: BaseException) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            log.warning("parsing processes failed (%s); parsing in the daemon process", exc)
-            pool.shutdown(wait=False, cancel_futures=True)
+    def _read_ahead(self, session: Session, after: int) -> None:
+        """The workers start on the next batch while this one goes through the workflow."""
+        if not self.parsing.parallel:
+            return
+        pending = session.execute(
+            select(Inbound.id, Inbound.size).where(Inbound.status == "pending", Inbound.id > after)
+            .order_by(Inbound.id).limit(self.batch)).all()
+        wanted = self.parsing.wanted([(row.id, row.size) for row in pending])
+        if wanted:
+            self.parsing.ahead(_read_raw(session, wanted))
 
     def quarantine(self, session: Session, row: Inbound, stage: str, error: BaseException) -> None:
         """Keep the raw message with the reason; an operator can retry it later."""
@@ -202,6 +207,33 @@ class Processor:
             existing.stage, existing.error = stage, reason
             existing.resolved_at = existing.resolution = None
         session.flush()
+
+
+class _Once:
+    """A message's parse, done (or failed) once: a careful second pass reuses it."""
+
+    def __init__(self, parse: Callable[[], ParsedMail]) -> None:
+        self._parse: Callable[[], ParsedMail] | None = parse
+        self._mail: ParsedMail | None = None
+        self._error: BaseException | None = None
+
+    def result(self) -> ParsedMail | None:
+        """The parsed mail, or None when parsing failed."""
+        try:
+            return self()
+        except Exception:
+            return None
+
+    def __call__(self) -> ParsedMail:
+        if self._parse is not None:
+            parse, self._parse = self._parse, None
+            try:
+                self._mail = parse()
+            except Exception as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._mail
 
 
 def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:
@@ -218,7 +250,7 @@ def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:
     """The raw bytes of these inbound rows in one query, received in binary (not as hex text)."""
     if not ids:
         return {}
-    with session.connection().connection.dbapi_connection.cursor(binary=True) as cursor:
+    with binary_cursor(session) as cursor:
         cursor.execute("SELECT id, raw FROM inbound WHERE id = ANY(%s)", (ids,))
         return dict(cursor.fetchall())
 

@@ -25,6 +25,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates are package data: no stat() of the file per mail
     )
     env.globals["m"] = env.get_template("_macros.j2").module  # duration(), level_name()
     return env

@@ -6,8 +6,10 @@ from sqlalchemy import func, select
 
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
-from mailbot.models import Inbound, MailboxState, Quarantine, Request
-from mailbot.processor import PARALLEL_MIN, Processor
+from mailbot.models import Contact, Inbound, MailboxState, Message, Quarantine, Request
+from mailbot.parsers.pool import PARALLEL_MIN
+from mailbot.processor import Processor
+from mailbot.workflow.intake import Intake
 from mailbot.transport.imap import FolderSync, connect
 from tests.mailflow import MONDAY_MORNING, Desk
 
@@ -41,7 +43,7 @@ def test_sync_in_several_batches_stores_and_moves_everything(desk):
         assert sync.sync(client) == 5
     finally:
         client.logout()
-    assert woken == [2, 2, 1]  # the processor is woken after each batch is committed and moved
+    assert [len(new) for new in woken] == [2, 2, 1]  # the processor hears of each commit
     assert count(desk, Inbound) == 5
     assert folder_count(desk, "INBOX") == 0
     assert folder_count(desk, "Processed") == 5
@@ -94,7 +96,7 @@ def test_a_batch_parsed_in_worker_processes_is_processed_like_one_parsed_here(de
     processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
     try:
         result = processor.run_pending()
-        assert processor._pool is not None  # the batch went through the worker processes
+        assert processor.parsing.started  # the batch went through the worker processes
     finally:
         processor.close()
 
@@ -104,3 +106,50 @@ def test_a_batch_parsed_in_worker_processes_is_processed_like_one_parsed_here(de
         item = session.scalar(select(Quarantine))
         assert item.stage == "parse" and "too large" in item.error
     assert count(desk, Inbound, Inbound.status == "pending") == 0
+
+
+def test_one_batch_sees_what_its_earlier_messages_created(desk):
+    """A batch is written in one flush; each message still sees the ones before it."""
+    first = desk.write("sidorov@zavod.example", "Не запускается АРМ", "Сидоров Сидор Сидорович")
+    desk.write("sidorov@zavod.example", "Ещё подробности", "Вот лог.",
+               headers={"In-Reply-To": f"<{first}>", "References": f"<{first}>"})
+    desk.write("sidorov@zavod.example", "ТП-2026-000001: и ещё", "Перезагрузка не помогла.")
+    for n in range(6):
+        desk.write("sidorov@zavod.example", f"Другой вопрос {n}", "Как настроить отчёт?")
+    assert desk.run().processed == 9  # one batch
+
+    with desk.sessions() as session:
+        requests = session.scalars(select(Request).order_by(Request.id)).all()
+        assert [r.number for r in requests] == [f"ТП-2026-{n:06d}" for n in range(1, 8)]
+        trail = session.scalars(select(Message.request_id).where(Message.direction == "in")
+                                .order_by(Message.id)).all()
+        assert trail[:3] == [requests[0].id] * 3  # the follow-ups found the request of the batch
+        assert len(session.scalars(select(Contact).where(
+            Contact.email == "sidorov@zavod.example")).all()) == 1
+        assert {r.contact_id for r in requests} == {requests[0].contact_id}
+    acks = [m for m in desk.new_mail() if "sidorov@zavod.example" in m.rcpt_tos
+            and m.parsed()["Auto-Submitted"]]
+    assert len(acks) == desk.config.support.ack_limit_per_hour  # the rate limit counted the batch
+
+
+def test_a_message_that_fails_in_the_workflow_is_quarantined_and_the_batch_goes_on(desk, monkeypatch):
+    new_request = Intake.new_request
+
+    def failing(self, inbound_id, mail, verdict, channel):
+        if "сбой обработки" in mail.subject:
+            raise RuntimeError("simulated fault")
+        return new_request(self, inbound_id, mail, verdict, channel)
+
+    monkeypatch.setattr(Intake, "new_request", failing)
+    for subject in ("Первое", "сбой обработки", "Третье"):
+        desk.write("ivanov@zavod.example", subject, "Не запускается АРМ.")
+    result = desk.run()
+
+    assert (result.processed, result.quarantined) == (2, 1)
+    with desk.sessions() as session:
+        item = session.scalar(select(Quarantine))
+        assert item.stage == "workflow" and "simulated fault" in item.error
+        numbers = session.scalars(select(Request.number).order_by(Request.id)).all()
+    assert numbers == ["ТП-2026-000001", "ТП-2026-000002"]  # no gap for the failed one
+    assert sorted(m.parsed()["Subject"].split("] ")[1] for m in desk.new_mail()
+                  if "ivanov@zavod.example" in m.rcpt_tos) == ["Первое", "Третье"]

@@ -6,14 +6,22 @@ import email.policy
 from datetime import datetime, timezone
 
 from mailbot.config import load_config
-from mailbot.outbox import Outgoing, OutgoingAttachment, compose, to_bytes
+from mailbot.models import AttachmentRow
+from mailbot.outbox import Outgoing, compose, splice
 from mailbot.render import Rendered
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 
 
+def stored(filename: str, content_type: str, data: bytes) -> AttachmentRow:
+    return AttachmentRow(filename=filename, content_type=content_type, size=len(data), data=data)
+
+
 def wire(mail: Outgoing) -> bytes:
-    return to_bytes(compose(load_config(None, environ={}), mail, NOW), mail.attachments)
+    """What the sender puts on the wire: the composed text with the stored files spliced in."""
+    composed = compose(load_config(None, environ={}), mail, NOW)
+    return splice(composed.raw, [(placeholder, row.data)
+                                 for placeholder, row in zip(composed.placeholders, mail.files)])
 
 
 def round_trip(mail: Outgoing):
@@ -33,7 +41,7 @@ def test_cyrillic_names_text_html_and_files_round_trip():
     parsed = round_trip(Outgoing(
         kind="ack", to=("a@zavod.example",), in_reply_to="m1@zavod", references=("m0@zavod",),
         content=Rendered("Re: [ТП-2026-000001] Сбой", "Здравствуйте!", "<p>Здравствуйте!</p>"),
-        attachments=(OutgoingAttachment("отчёт об ошибке.pdf", "application/pdf", b"%PDF-1.4"),)))
+        files=(stored("отчёт об ошибке.pdf", "application/pdf", b"%PDF-1.4"),)))
     assert parsed["Subject"] == "Re: [ТП-2026-000001] Сбой"
     assert parsed["References"] == "<m0@zavod>" and parsed["In-Reply-To"] == "<m1@zavod>"
     assert parsed["Auto-Submitted"] == "auto-replied"
@@ -45,11 +53,28 @@ def test_cyrillic_names_text_html_and_files_round_trip():
 
 def test_mail_goes_out_with_crlf_line_ends_and_files_byte_for_byte():
     data = bytes(range(256)) * 4000  # 1 MB of every byte value
-    files = (OutgoingAttachment("a.bin", "application/octet-stream", data),
-             OutgoingAttachment("b.bin", "application/octet-stream", data[::-1]))
+    files = (stored("a.bin", "application/octet-stream", data),
+             stored("b.bin", "application/octet-stream", data[::-1]))
     raw = wire(Outgoing(kind="relay", to=("a@zavod.example",), automatic=False,
-                        content=Rendered("Файлы", "Во вложении.", None), attachments=files))
+                        content=Rendered("Файлы", "Во вложении.", None), files=files))
     assert b"\n" not in raw.replace(b"\r\n", b"")
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert [a.get_content() for a in parsed.iter_attachments()] == [data, data[::-1]]
+
+
+def test_long_and_odd_file_names_and_subjects_stay_within_line_limits():
+    name = "Протокол испытаний узла учёта тепловой энергии № 17 (итоговый, подписанный).pdf"
+    subject = "Re: [ТП-2026-000001] " + "очень длинная тема письма " * 20
+    raw = wire(Outgoing(kind="relay", to=("a@zavod.example",), automatic=False,
+                        content=Rendered(subject, "Во вложении.", None),
+                        files=(stored(name, "application/PDF", b"1"),
+                               stored('a "quoted" name.txt', "not a type", b"2"))))
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == subject.strip()
+    first, second = parsed.iter_attachments()
+    assert (first.get_filename(), first.get_content_type(), first.get_content()) == \
+        (name, "application/pdf", b"1")
+    assert (second.get_filename(), second.get_content_type()) == \
+        ('a "quoted" name.txt', "application/octet-stream")

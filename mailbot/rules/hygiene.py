@@ -1,8 +1,6 @@
 """Mail hygiene (DESIGN.md §7): loops, automatic mail and acknowledgement storms."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 from ..outbox import LOOP_HEADER
 from ..parsers import MailKind, ParsedMail
 from .base import Context, Rule
@@ -59,7 +57,7 @@ class AcknowledgementRateLimit(Rule):
         limit = context.config.support.ack_limit_per_hour
         if verdict.action is not Action.NEW_REQUEST or not verdict.may_auto_reply or not mail.from_addr:
             return  # only a new request is answered automatically
-        sent = context.lookup.automatic_replies_since(mail.from_addr, context.now - timedelta(hours=1))
+        sent = context.lookup.automatic_replies_last_hour(mail.from_addr, context.now)
         if sent >= limit:
             verdict.may_auto_reply = False
             verdict.note(self.name, f"{sent} automatic mails to {mail.from_addr} in the last hour")

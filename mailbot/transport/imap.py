@@ -42,10 +42,14 @@ def connect(config: ImapConfig) -> IMAPClient:
 
 
 class FolderSync:
-    """Keeps one IMAP folder in step with ``inbound``."""
+    """Keeps one IMAP folder in step with ``inbound``.
+
+    ``on_stored`` hears of each commit (the new rows' bytes by id), before the
+    messages are moved: the daemon wakes the processor and starts parsing them.
+    """
 
     def __init__(self, config: ImapConfig, folder: str, sessions: sessionmaker[Session],
-                 on_stored: Callable[[int], None] = lambda count: None) -> None:
+                 on_stored: Callable[[dict[int, bytes]], None] = lambda new: None) -> None:
         self.config = config
         self.folder = folder
         self.sessions = sessions
@@ -63,8 +67,9 @@ class FolderSync:
         if len(batches) < 2:  # nothing to overlap
             stored = 0
             for batch in batches:
-                count, mails = self._fetch(client, batch)
-                stored += self._finish(client, batch, count, self._commit(mails, uidvalidity, batch))
+                mails = self._fetch(client, batch)
+                stored += self._commit(mails, uidvalidity, batch)
+                self._move(client, batch)
             return stored
         # FETCH the next batch while a helper thread commits this one; a batch is moved
         # only after its commit, and one commit at a time keeps mailbox_state in order
@@ -72,32 +77,28 @@ class FolderSync:
         with ThreadPoolExecutor(1, thread_name_prefix=f"store:{self.folder}") as committer:
             pending = None
             for batch in batches:
-                count, mails = self._fetch(client, batch)
+                mails = self._fetch(client, batch)
                 if pending is not None:
-                    stored += self._finish(client, pending[0], pending[1], pending[2].result())
-                pending = (batch, count, committer.submit(self._commit, mails, uidvalidity, batch))
-            stored += self._finish(client, pending[0], pending[1], pending[2].result())
+                    stored += pending[1].result()
+                    self._move(client, pending[0])
+                pending = (batch, committer.submit(self._commit, mails, uidvalidity, batch))
+            stored += pending[1].result()
+            self._move(client, pending[0])
         return stored
 
-    def _fetch(self, client: IMAPClient, batch: list[int]) -> tuple[int, list[RawMail]]:
+    def _fetch(self, client: IMAPClient, batch: list[int]) -> list[RawMail]:
         fetched = client.fetch(batch, ["BODY.PEEK[]"])
-        mails = [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid)
-                 for uid in batch if uid in fetched]
-        return len(mails), mails
+        return [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid)
+                for uid in batch if uid in fetched]
 
     def _commit(self, mails: list[RawMail], uidvalidity: int, batch: list[int]) -> int:
         """Store the batch and advance ``last_uid`` in one transaction; the number stored."""
         with self.sessions.begin() as session:
-            stored = len(store(session, mails))
+            new = store(session, mails)
             self._save_state(session, uidvalidity, max(batch))
         mails.clear()  # the bytes are in the database; don't keep them while the next FETCH runs
-        return stored
-
-    def _finish(self, client: IMAPClient, batch: list[int], fetched: int, stored: int) -> int:
-        """After the commit: move the batch away and wake the processor."""
-        self._move(client, batch)
-        self.on_stored(fetched)
-        return stored
+        self.on_stored(new)
+        return len(new)
 
     def _last_uid(self, uidvalidity: int) -> int:
         with self.sessions() as session:

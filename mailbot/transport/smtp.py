@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..clock import Clock
 from ..config import SmtpConfig
-from ..db import read_blob
+from ..db import binary_cursor
 from ..models import Outbox
+from ..outbox import splice
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,6 @@ class Claimed:
     id: int
     mail_from: str
     recipients: list[str]
-    raw: bytes
     attempts: int
 
 
@@ -53,8 +53,16 @@ class SmtpSender:
                 .order_by(Outbox.id).limit(self.batch).with_for_update(skip_locked=True)).all()
             for row in rows:
                 row.next_attempt_at = now + LEASE
-            return [Claimed(r.id, r.mail_from, list(r.recipients),
-                            read_blob(session, Outbox.raw, r.id), r.attempts) for r in rows]
+            return [Claimed(r.id, r.mail_from, list(r.recipients), r.attempts) for r in rows]
+
+    def wire(self, outbox_id: int) -> bytes:
+        """The bytes to send: the stored text with its files spliced in (read just before sending)."""
+        with self.sessions() as session, binary_cursor(session) as cursor:
+            raw = cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0]
+            files = cursor.execute(
+                "SELECT f.placeholder, a.data FROM outbox_files f JOIN attachments a "
+                "ON a.id = f.attachment_id WHERE f.outbox_id = %s ORDER BY f.id", (outbox_id,))
+            return splice(raw, files)
 
     async def send_due(self) -> int:
         sent = 0
@@ -68,7 +76,7 @@ class SmtpSender:
     async def _send_one(self, item: Claimed) -> int:
         try:
             await aiosmtplib.send(
-                item.raw, sender=item.mail_from, recipients=item.recipients,
+                self.wire(item.id), sender=item.mail_from, recipients=item.recipients,
                 hostname=self.config.host, port=self.config.port, use_tls=self.config.ssl,
                 start_tls=self.config.starttls or None,
                 username=self.config.username or None, password=self.config.password or None,

@@ -35,10 +35,10 @@ def dedup_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def store(session: Session, mails: list[RawMail]) -> list[int]:
-    """Insert the messages not seen before; the ids of the new rows. The caller commits."""
+def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
+    """Insert the messages not seen before; the new rows' bytes by id. The caller commits."""
     if not mails:
-        return []
+        return {}
     rows = {}
     for mail in mails:  # one row per key, even when a batch repeats a message
         rows.setdefault(dedup_key(mail.raw), mail)
@@ -47,9 +47,9 @@ def store(session: Session, mails: list[RawMail]) -> list[int]:
         .values([{"dedup_key": key, "source": m.source, "uid": m.uid, "raw": m.raw,
                   "size": len(m.raw)} for key, m in rows.items()])
         .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(Inbound.id)
+        .returning(Inbound.id, Inbound.dedup_key)
     )
-    new = list(session.scalars(statement))
+    new = {row.id: rows[row.dedup_key].raw for row in session.execute(statement)}
     if new:
         notify(session, INBOUND)
     return new

@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 
 from ..config import Config
 from ..crm import ContactInfo, OrganizationInfo
-from ..db import read_blob
 from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
-from ..outbox import Outgoing, OutgoingAttachment, enqueue
+from ..outbox import Outgoing, enqueue
 from ..render import Rendered, render
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
@@ -42,15 +41,12 @@ class Workflow:
 
     def __post_init__(self) -> None:
         self.lookup = self.lookup or Lookup(self.session, self.config.timezone)
-        self._customer_text: dict[int, str] = {}  # request id → the customer's latest words
-        self._without_files: set[int] = set()  # ids of messages known to carry no files
+        self._customer_text: dict[Request, str] = {}  # the customer's latest words
 
-    def heard(self, request: Request, message: Message, files: int) -> None:
-        """Note what an incoming message of ``request`` holds (saves reading it back)."""
+    def heard(self, request: Request, message: Message) -> None:
+        """Note the customer's words in an incoming message of ``request`` (saves reading them back)."""
         if message.sender == request.requester_email:
-            self._customer_text[request.id] = message.body
-        if not files:
-            self._without_files.add(message.id)
+            self._customer_text[request] = message.body
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -62,33 +58,29 @@ class Workflow:
                        thread_message_id: str | None, level: int | None) -> Request:
         year = self.now.astimezone(ZoneInfo(self.config.timezone)).year
         request = Request(
-            number=next_request_number(self.session, self.config.support.request_prefix, year),
+            number=next_request_number(self.lookup, self.config.support.request_prefix, year),
             requester_email=email, requester_name=name, channel=channel, subject=subject,
             status=Status.NEW.value, level=level, thread_message_id=thread_message_id,
             received_at=self.now, created_at=self.now, updated_at=self.now)
         self.session.add(request)
-        self.session.flush()
         return request
 
     def identify(self, request: Request, organization: OrganizationInfo,
                  contact: ContactInfo | None, full_name: str, actor: str) -> None:
         """Link the request to its organisation and contact, creating the contact when new."""
         request.organization_id = organization.id
-        if contact is None and request.requester_email:
-            contact_row = self.session.scalar(
-                select(Contact).where(Contact.email == request.requester_email))
-            if contact_row is None:
-                contact_row = Contact(email=request.requester_email, full_name=full_name,
-                                      organization_id=organization.id)
-                self.session.add(contact_row)
-            else:
-                contact_row.organization_id = organization.id
-                contact_row.full_name = contact_row.full_name or full_name
-            self.session.flush()
-            request.contact_id = contact_row.id
-        elif contact is not None:
-            request.contact_id = contact.id
+        if contact is not None:
             full_name = contact.full_name or full_name
+        if request.requester_email:
+            row = self.lookup.directory.contact_row(request.requester_email)
+            if row is None:
+                row = Contact(email=request.requester_email, full_name=full_name,
+                              organization_id=organization.id)
+                self.session.add(row)
+            elif contact is None:  # not yet a contact of this organisation in the CRM
+                row.organization_id = organization.id
+                row.full_name = row.full_name or full_name
+            request.contact = row
         request.requester_name = full_name or request.requester_name
         record(self.session, request, "identified", actor=actor, at=self.now,
                organization=organization.name, contact=request.requester_name)
@@ -97,19 +89,17 @@ class Workflow:
               message: Message | None = None, matches: Sequence[IncidentMatch] = (),
               may_auto_reply: bool = True, mail_thread: Thread = (None, ())) -> None:
         """The contract decides: open (acknowledge, assign, notify) or reject (tell both sides)."""
-        message_id = message.id if message else None
         if not contract_ok:
             change_status(self.session, request, Status.REJECTED, actor=actor, at=self.now,
-                          message_id=message_id, reason="no active support contract")
+                          message=message, reason="no active support contract")
             if may_auto_reply:
                 self.tell_customer(request, "no_contract", automatic=True, thread=mail_thread)
             self.notify_staff(request, "staff_event", event="rejected")
             return
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
-                      message_id=message_id)
+                      message=message)
         self.set_deadline(request)
-        assignee = choose_assignee(self.session, self.lookup.staff(), request.level,
-                                   self.config.staff)
+        assignee = choose_assignee(self.lookup, request.level, self.config.staff)
         if assignee is not None:
             self.assign(request, assignee, actor="system")
         if may_auto_reply:
@@ -120,7 +110,7 @@ class Workflow:
     def ask_contact_info(self, request: Request, *, actor: str, message: Message | None,
                          may_auto_reply: bool, mail_thread: Thread) -> None:
         change_status(self.session, request, Status.AWAITING_CONTACT_INFO, actor=actor,
-                      at=self.now, message_id=message.id if message else None)
+                      at=self.now, message=message)
         if may_auto_reply and request.requester_email:
             self.tell_customer(request, "ask_contact_info", automatic=True, thread=mail_thread)
         self.notify_staff(request, "staff_new_request", message=message)
@@ -150,24 +140,23 @@ class Workflow:
 
     def note(self, request: Request, text: str, actor: str, message: Message | None) -> None:
         record(self.session, request, "note", actor=actor, at=self.now,
-               message_id=message.id if message else None, text=text)
+               message=message, text=text)
 
     def answer(self, request: Request, staff: Staff, text: str,
-               attachments: tuple[OutgoingAttachment, ...] = ()) -> None:
+               files: tuple[AttachmentRow, ...] = ()) -> None:
         """Relay a staff answer to the customer; the first human reaction stops the clock."""
-        self.tell_customer(request, "relay", automatic=False, staff=staff, text=text,
-                           attachments=attachments)
+        self.tell_customer(request, "relay", automatic=False, staff=staff, text=text, files=files)
         self.reacted(request, staff)
         if request.status == Status.OPEN.value:
             change_status(self.session, request, Status.AWAITING_CUSTOMER, actor=staff.login,
                           at=self.now)
 
     def resolve(self, request: Request, staff: Staff, text: str,
-                attachments: tuple[OutgoingAttachment, ...] = ()) -> None:
+                files: tuple[AttachmentRow, ...] = ()) -> None:
         """Send the solution and ask the customer to confirm it works."""
         incident = self.session.get(Incident, request.incident_id) if request.incident_id else None
         self.tell_customer(request, "solution", automatic=False, staff=staff, text=text,
-                           incident=incident, attachments=attachments)
+                           incident=incident, files=files)
         self.reacted(request, staff)
         request.confirmation = "requested"
         change_status(self.session, request, Status.RESOLVED, actor=staff.login, at=self.now)
@@ -175,13 +164,13 @@ class Workflow:
     def close(self, request: Request, actor: str, reason: str,
               message: Message | None = None) -> None:
         change_status(self.session, request, Status.CLOSED, actor=actor, at=self.now,
-                      message_id=message.id if message else None, reason=reason)
+                      message=message, reason=reason)
         self.tell_customer(request, "closed", automatic=True, reason=reason)
 
     def reopen(self, request: Request, actor: str, reason: str,
                message: Message | None = None) -> None:
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
-                      message_id=message.id if message else None, reason=reason)
+                      message=message, reason=reason)
         if request.due_at is None:
             self.set_deadline(request)
 
@@ -195,7 +184,7 @@ class Workflow:
     def tell_customer(self, request: Request, template: str, *, automatic: bool,
                       thread: Thread | None = None,
                       staff: Staff | None = None,
-                      attachments: tuple[OutgoingAttachment, ...] = (), **context) -> Message | None:
+                      files: tuple[AttachmentRow, ...] = (), **context) -> Message | None:
         """A mail to the requester, from the support address, in the customer's thread."""
         if not request.requester_email:
             return None
@@ -203,9 +192,9 @@ class Workflow:
         content = render(template, **self.context(request, staff=staff, **context))
         from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
         return enqueue(self.session, self.config, Outgoing(
-            kind=template, to=(request.requester_email,), content=content, request_id=request.id,
+            kind=template, to=(request.requester_email,), content=content, request=request,
             in_reply_to=in_reply_to, references=references, automatic=automatic,
-            from_name=from_name, attachments=attachments), self.now)
+            from_name=from_name, files=files), self.now)
 
     def notify_staff(self, request: Request, template: str, *, to: str | None = None,
                      message: Message | None = None, **context) -> Message:
@@ -219,25 +208,25 @@ class Workflow:
             to = assignee.email if assignee else self.config.support.tp1_address
         files, attached = self.files_for_staff(message)
         content = render(template, **self.context(request, files=files, **context))
-        return self._mail_staff(template, to, content, request.id, attached)
+        return self._mail_staff(template, to, content, request, attached)
 
     def help_staff(self, address: str, **context) -> Message:
         """Explain to a staff member how to answer (their mail named no request)."""
         content = render("staff_help", support=self.config.support, **context)
         return self._mail_staff("staff_help", address, content)
 
-    def _mail_staff(self, kind: str, to: str, content: Rendered, request_id: int | None = None,
-                    attachments: tuple[OutgoingAttachment, ...] = ()) -> Message:
+    def _mail_staff(self, kind: str, to: str, content: Rendered, request: Request | None = None,
+                    files: tuple[AttachmentRow, ...] = ()) -> Message:
         """Staff mail comes from the support address, and replies go back to it."""
         return enqueue(self.session, self.config, Outgoing(
-            kind=kind, to=(to,), content=content, request_id=request_id,
-            reply_to=self.config.support.address, attachments=attachments), self.now)
+            kind=kind, to=(to,), content=content, request=request,
+            reply_to=self.config.support.address, files=files), self.now)
 
     def customer_thread(self, request: Request) -> Thread:
         """In-Reply-To and References that keep the customer's own thread."""
         ids = self.session.scalars(
             select(Message.message_id).where(
-                Message.request_id == request.id, Message.message_id.is_not(None),
+                Message.request == request, Message.message_id.is_not(None),
                 ((Message.direction == "in") & (Message.sender == request.requester_email))
                 | Message.kind.in_(("ack", "relay", "solution", "ask_contact_info")))
             .order_by(Message.id)).all()
@@ -246,31 +235,28 @@ class Workflow:
         return (references[-1] if references else None), references[-20:]
 
     def files_for_staff(self, message: Message | None
-                        ) -> tuple[list[tuple[AttachmentRow, bool]], tuple[OutgoingAttachment, ...]]:
+                        ) -> tuple[list[tuple[AttachmentRow, bool]], tuple[AttachmentRow, ...]]:
         """Every file of ``message`` (with: is it attached?) and those attached, within the limit."""
-        if message is None or message.id in self._without_files:
+        if message is None:
             return [], ()
-        rows = self.session.scalars(select(AttachmentRow).where(
-            AttachmentRow.message_id == message.id).order_by(AttachmentRow.id)).all()
         budget, files, attached = self.config.limits.notify_attachment_bytes, [], []
-        for row in rows:
+        for row in message.attachments:
             fits = row.size <= budget
             if fits:
                 budget -= row.size
-                attached.append(OutgoingAttachment(
-                    row.filename, row.content_type, read_blob(self.session, AttachmentRow.data, row.id)))
+                attached.append(row)
             files.append((row, fits))
         return files, tuple(attached)
 
     def customer_text(self, request: Request) -> str:
         """The customer's latest words in the request (remembered for this workflow step)."""
-        if request.id not in self._customer_text:
-            self._customer_text[request.id] = self.session.scalar(
-                select(Message.body).where(Message.request_id == request.id,
+        if request not in self._customer_text:
+            self._customer_text[request] = self.session.scalar(
+                select(Message.body).where(Message.request == request,
                                            Message.direction == "in",
                                            Message.sender == request.requester_email)
                 .order_by(Message.id.desc()).limit(1)) or ""
-        return self._customer_text[request.id]
+        return self._customer_text[request]
 
     def context(self, request: Request, **extra) -> dict:
         organization = self.lookup.directory.get_organization(request.organization_id) \

@@ -8,14 +8,9 @@ request (ties: the one who got a request longest ago), or strict round-robin.
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from ..config import StaffConfig
-from ..models import Request, Staff
-from ..status import Status
-
-DONE = (Status.CLOSED.value, Status.REJECTED.value)
+from ..lookup import Lookup
+from ..models import Staff
 
 
 def is_eligible(staff: Staff, level: int | None, config: StaffConfig) -> bool:
@@ -27,19 +22,12 @@ def is_eligible(staff: Staff, level: int | None, config: StaffConfig) -> bool:
             and staff.department.strip().lower() == config.project_support_department.strip().lower())
 
 
-def choose_assignee(session: Session, staff: list[Staff], level: int | None,
-                    config: StaffConfig) -> Staff | None:
-    """The eligible ТП1 member of ``staff`` who should get the next request of this level."""
-    candidates = [s for s in staff if s.tier == "tp1" and is_eligible(s, level, config)]
+def choose_assignee(lookup: Lookup, level: int | None, config: StaffConfig) -> Staff | None:
+    """The eligible ТП1 member who should get the next request of this level."""
+    candidates = [s for s in lookup.staff() if s.tier == "tp1" and is_eligible(s, level, config)]
     if not candidates:
         return None
-    rows = session.execute(
-        select(Request.assignee_id,
-               func.count().filter(Request.status.not_in(DONE)), func.max(Request.id))
-        .where(Request.assignee_id.in_([s.id for s in candidates]))
-        .group_by(Request.assignee_id)).all()
-    load = {assignee: open_count for assignee, open_count, _ in rows}
-    last = {assignee: newest for assignee, _, newest in rows}
+    work = lookup.workloads([s.id for s in candidates])
     if config.assignment == "round_robin":
-        return min(candidates, key=lambda s: (last.get(s.id, 0), s.id))
-    return min(candidates, key=lambda s: (load.get(s.id, 0), last.get(s.id, 0), s.id))
+        return min(candidates, key=lambda s: (work[s.id].latest, s.id))
+    return min(candidates, key=lambda s: (work[s.id].open, work[s.id].latest, s.id))

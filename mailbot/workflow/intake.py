@@ -38,7 +38,7 @@ class Intake:
             return self.new_request(inbound_id, mail, verdict, channel="email")
         if verdict.action is Action.APPEND and verdict.request is not None:
             return self.append(inbound_id, mail, verdict, verdict.request)
-        message = record_incoming(self.session, mail, inbound_id, None)
+        message = record_incoming(self.session, mail, inbound_id, None, self.now)
         if verdict.action is Action.REPORT:
             apply_report(self.workflow, mail, message)
         elif verdict.action is Action.STAFF_HELP:
@@ -56,10 +56,10 @@ class Intake:
             channel=channel, subject=mail.subject, email=mail.from_addr,
             name=(contact.full_name if contact and contact.full_name else verdict.contact_name
                   or mail.from_name), thread_message_id=mail.message_id, level=verdict.level)
-        message = record_incoming(self.session, mail, inbound_id, request)
-        flow.heard(request, message, len(mail.attachments))
+        message = record_incoming(self.session, mail, inbound_id, request, self.now)
+        flow.heard(request, message)
         actor = mail.from_addr or "staff"
-        record(self.session, request, "created", actor=actor, at=self.now, message_id=message.id,
+        record(self.session, request, "created", actor=actor, at=self.now, message=message,
                channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons)
         thread = _thread(mail)
         if not verdict.identified:
@@ -74,13 +74,13 @@ class Intake:
 
     def append(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict,
                request: Request) -> Message:
-        message = record_incoming(self.session, mail, inbound_id, request)
-        self.workflow.heard(request, message, len(mail.attachments))
+        message = record_incoming(self.session, mail, inbound_id, request, self.now)
+        self.workflow.heard(request, message)
         actor = verdict.staff.login if verdict.staff else (mail.from_addr or "unknown")
         record(self.session, request, "message_in", actor=actor, at=self.now,
-               message_id=message.id, mail_kind=mail.kind.value, reasons=verdict.reasons)
+               message=message, mail_kind=mail.kind.value, reasons=verdict.reasons)
         if verdict.role is Role.STAFF and verdict.commands is not None:
-            StaffReply(self.workflow, request, verdict.staff, message, mail).apply(verdict.commands)
+            StaffReply(self.workflow, request, verdict.staff, message).apply(verdict.commands)
         elif mail.kind is MailKind.HUMAN:
             self.customer_reply(mail, verdict, request, message)
         return message
@@ -101,14 +101,14 @@ class Intake:
         if verdict.confirmation is Confirmation.CONFIRMED and request.status in ANSWERED:
             request.confirmation = "confirmed"
             record(self.session, request, "confirmed", actor=actor, at=self.now,
-                   message_id=message.id)
+                   message=message)
             flow.close(request, actor=actor, reason="confirmed", message=message)
             flow.notify_staff(request, "staff_event", event="confirmed", mail=mail)
             return
         if verdict.confirmation is Confirmation.REJECTED and request.status in ANSWERED:
             request.confirmation = "rejected"
             record(self.session, request, "not_confirmed", actor=actor, at=self.now,
-                   message_id=message.id)
+                   message=message)
         if request.status in (*ANSWERED, Status.CLOSED.value):
             flow.reopen(request, actor=actor, reason="customer wrote again", message=message)
         flow.notify_staff(request, "staff_customer_reply", mail=mail,

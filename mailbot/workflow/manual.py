@@ -63,7 +63,7 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
         verdict.level, verdict.level_reason = given.level, "set by staff"
     verdict.may_auto_reply = bool(email)
     message = Intake(session, config, now).new_request(None, mail, verdict, channel=given.channel)
-    return session.get(Request, message.request_id)
+    return message.request
 
 
 def run_commands(session: Session, config: Config, now, request: Request, staff: Staff,

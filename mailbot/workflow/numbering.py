@@ -1,17 +1,18 @@
 """Public request numbers: ``ТП-2026-000123`` (prefix, year, a per-year sequence)."""
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from ..lookup import Lookup
 
 
-def next_request_number(session: Session, prefix: str, year: int) -> str:
-    """Allocate the next number of ``year``; gap-free per committed transaction."""
-    seq = session.execute(text(
-        "INSERT INTO request_counters (year, last) VALUES (:year, 1) "
-        "ON CONFLICT (year) DO UPDATE SET last = request_counters.last + 1 RETURNING last"),
-        {"year": year}).scalar_one()
-    return format_request_number(prefix, year, seq)
+def next_request_number(lookup: Lookup, prefix: str, year: int) -> str:
+    """Allocate the next number of ``year``; gap-free per committed transaction.
+
+    The year's counter row stays locked until the transaction ends (concurrent
+    daemons wait for it); it is counted up in memory and written with the batch.
+    """
+    counter = lookup.request_counter(year)
+    counter.last += 1
+    return format_request_number(prefix, year, counter.last)
 
 
 def format_request_number(prefix: str, year: int, seq: int) -> str:

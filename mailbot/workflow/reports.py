@@ -28,8 +28,8 @@ def apply_report(flow: Workflow, mail: ParsedMail, message: Message) -> None:
         log.info("%s about mail we do not know (%s): kept, nothing to update",
                  mail.kind.value, original or "no Message-ID")
         return
-    message.request_id = outbox.request_id
     request = flow.session.get(Request, outbox.request_id) if outbox.request_id else None
+    message.request = request
     if mail.dsn:
         _bounce(flow, mail, message, outbox, request)
     else:
@@ -45,13 +45,13 @@ def _bounce(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
                         for r in (failed or mail.dsn.recipients)) or mail.kind_reason
     if not failed:
         record(flow.session, request, "delivery_delayed", actor="mailer-daemon", at=flow.now,
-               message_id=message.id, outbox=outbox.message_id, details=summary)
+               message=message, outbox=outbox.message_id, details=summary)
         return
     outbox.status, outbox.last_error = "failed", f"bounced: {summary}"[:2000]
     for delivery in flow.session.scalars(select(Delivery).where(Delivery.outbox_id == outbox.id)):
         delivery.status, delivery.failure = "failed", summary[:2000]
     record(flow.session, request, "bounced", actor="mailer-daemon", at=flow.now,
-           message_id=message.id, outbox=outbox.message_id, details=summary)
+           message=message, outbox=outbox.message_id, details=summary)
     if request is not None:
         flow.notify_staff(request, "staff_bounce", summary=summary, kind=outbox.kind,
                           recipients=outbox.recipients)
@@ -65,4 +65,4 @@ def _receipt(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
                                                                     Delivery.status == "sent")):
             delivery.status, delivery.confirmed_by, delivery.confirmed_at = "confirmed", "mdn", flow.now
     record(flow.session, request, "read_receipt", actor=mail.from_addr or "unknown", at=flow.now,
-           message_id=message.id, outbox=outbox.message_id, disposition=disposition)
+           message=message, outbox=outbox.message_id, disposition=disposition)

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 from ..crm import OrganizationInfo
 from ..lookup import Lookup
-from ..models import Incident, Message, Request, Staff
-from ..outbox import OutgoingAttachment
-from ..parsers import ParsedMail
+from ..models import AttachmentRow, Incident, Message, Request, Staff
 from ..parsers.commands import Command, CommandBlock
 from ..status import Status
 from .actions import Workflow
@@ -31,7 +29,6 @@ class StaffReply:
     request: Request
     staff: Staff
     message: Message | None
-    mail: ParsedMail | None = None
     notify_errors: bool = True  # mail the problems back (False: the CLI prints them)
 
     def apply(self, block: CommandBlock) -> list[str]:
@@ -118,11 +115,11 @@ class StaffReply:
         elif block.text or files:
             flow.answer(request, self.staff, block.text, files)
 
-    def _attachments(self) -> tuple[OutgoingAttachment, ...]:
-        if self.mail is None:
+    def _attachments(self) -> tuple[AttachmentRow, ...]:
+        """The staff member's files (stored with their mail), for the customer."""
+        if self.message is None:
             return ()
-        return tuple(OutgoingAttachment(a.filename, a.content_type, a.data)
-                     for a in self.mail.attachments if not a.inline)
+        return tuple(row for row in self.message.attachments if not row.inline)
 
     def _organization(self, text: str) -> OrganizationInfo | None:
         return find_organization(self.workflow.lookup, text)

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..models import Event, Request
+from ..models import Event, Message, Request
 from ..status import Status
 
 
@@ -32,7 +32,7 @@ def can_change(current: str, target: Status) -> bool:
 
 
 def change_status(session: Session, request: Request, target: Status, *, actor: str,
-                  at: datetime, message_id: int | None = None, **details: Any) -> Event:
+                  at: datetime, message: Message | None = None, **details: Any) -> Event:
     """Move ``request`` to ``target`` and record who did it, when, from which message."""
     current = Status(request.status)
     if target not in TRANSITIONS[current]:
@@ -45,16 +45,15 @@ def change_status(session: Session, request: Request, target: Status, *, actor: 
         request.closed_at = at
     elif target is S.OPEN and current in (S.CLOSED, S.RESOLVED):
         request.closed_at = None
-    return record(session, request, "status", actor=actor, at=at, message_id=message_id,
+    return record(session, request, "status", actor=actor, at=at, message=message,
                   from_status=current.value, to_status=target.value, **details)
 
 
 def record(session: Session, request: Request | None, kind: str, *, actor: str, at: datetime,
-           message_id: int | None = None, from_status: str | None = None,
+           message: Message | None = None, from_status: str | None = None,
            to_status: str | None = None, **details: Any) -> Event:
     """Write one audit event."""
-    event = Event(request_id=request.id if request else None, at=at, actor=actor, kind=kind,
-                  from_status=from_status, to_status=to_status, message_id=message_id,
-                  details=details)
+    event = Event(request=request, at=at, actor=actor, kind=kind, from_status=from_status,
+                  to_status=to_status, message=message, details=details)
     session.add(event)
     return event

@@ -1,0 +1,148 @@
+"""Parsing in worker processes, started as soon as mail is stored.
+
+Parsing is CPU-bound Python and needs no database. The daemon hands every
+commit of new mail to :meth:`ParsePool.ahead`, so the workers parse it while
+the processor is still busy with the batch before; the processor then takes
+the results (:meth:`ParsePool.parsers`) for the rows it claims. A lone message
+(the usual case in the daemon) is parsed in the calling process: no hand-off
+delay. Should a worker die, the message is parsed in the calling process.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+
+from .model import ParsedMail, ParseOptions
+from .parse import parse_mail
+
+log = logging.getLogger(__name__)
+
+PARALLEL_MIN = 4  # fewer messages are parsed in the calling process
+AHEAD_BYTES = 64 * 1024 * 1024  # raw mail parsed ahead and not yet taken, at most
+AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may process the row)
+
+Parse = Callable[[], ParsedMail]
+
+
+def default_workers() -> int:
+    """One parsing process per spare CPU (the daemon's own process runs the workflow), at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus - 1))
+
+
+class ParsePool:
+    """Worker processes that parse mail, and the results parsed ahead of their batch."""
+
+    def __init__(self, options: ParseOptions, workers: int | None = None) -> None:
+        self.options = options
+        self.workers = default_workers() if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._ahead: dict[int, tuple[Future, int, float]] = {}  # id → future, size, started
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def parallel(self) -> bool:
+        """Whether there are worker processes to parse in."""
+        return self.workers >= 1
+
+    def wanted(self, candidates: list[tuple[int, int]]) -> list[int]:
+        """Which of these (id, size) the workers could parse ahead: not taken yet, within the budget."""
+        with self._lock:
+            held = sum(size for _, size, _ in self._ahead.values())
+            chosen = []
+            for inbound_id, size in candidates:
+                if inbound_id in self._ahead:
+                    continue
+                if held + size > AHEAD_BYTES:
+                    break
+                chosen.append(inbound_id)
+                held += size
+            return chosen
+
+    def close(self) -> None:
+        """Stop the worker processes (started again when needed)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._ahead.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def ahead(self, stored: dict[int, bytes]) -> None:
+        """Start parsing mail just stored, by ``inbound`` id (thread-safe, never raises)."""
+        if len(stored) < PARALLEL_MIN or self.workers < 1:
+            return
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, (_, _, started) in self._ahead.items() if now - started > AHEAD_TTL]:
+                del self._ahead[key]
+            held = sum(size for _, size, _ in self._ahead.values())
+            try:
+                pool = self._pool_locked()
+                for inbound_id, raw in stored.items():
+                    if held + len(raw) > AHEAD_BYTES:
+                        break  # the processor reads the rest from the database
+                    self._ahead[inbound_id] = (pool.submit(parse_mail, raw, self.options), len(raw), now)
+                    held += len(raw)
+            except (BrokenProcessPool, RuntimeError, OSError) as exc:
+                self._failed_locked(exc)
+
+    def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]],
+                read: Callable[[int], bytes]) -> list[Parse]:
+        """For each ``inbound`` id, a call that returns its ParsedMail.
+
+        Mail parsed ahead is taken from the workers; the bytes of the rest are
+        read (``read_many``) and the workers start on them now. ``read`` fetches
+        one message's bytes again should a worker die.
+        """
+        with self._lock:
+            taken = {i: self._ahead.pop(i)[0] for i in ids if i in self._ahead}
+        raws = read_many([i for i in ids if i not in taken])
+        inline = {i: partial(parse_mail, raws[i], self.options) for i in ids if i not in taken}
+        if len(inline) >= PARALLEL_MIN and self.workers >= 1:
+            try:
+                with self._lock:
+                    pool = self._pool_locked()
+                taken.update({i: pool.submit(parse_mail, raws[i], self.options) for i in inline})
+            except (BrokenProcessPool, RuntimeError, OSError) as exc:
+                with self._lock:
+                    self._failed_locked(exc)
+        return [partial(self._result, taken[i], partial(self._parse_read, read, i)) if i in taken
+                else inline[i] for i in ids]
+
+    def _result(self, future: Future, fallback: Parse) -> ParsedMail:
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:  # a worker died: parse here, start a new pool next time
+            with self._lock:
+                self._failed_locked(exc)
+            return fallback()
+
+    def _parse_read(self, read: Callable[[int], bytes], inbound_id: int) -> ParsedMail:
+        return parse_mail(read(inbound_id), self.options)
+
+    def _pool_locked(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def _failed_locked(self, exc: BaseException) -> None:
+        pool, self._pool = self._pool, None
+        self._ahead.clear()
+        if pool is not None:
+            log.warning("parsing processes failed (%s); parsing in the daemon process", exc)
+            pool.shutdown(wait=False, cancel_futures=True)
