@@ -135,12 +135,46 @@ class DatabaseDirectory:
     def contact_row(self, email: str) -> Contact | None:
         """Our row of the contact with this address (also one added by this batch)."""
         email = email.strip().lower()
-        new = next((c for c in self.unflushed.added(Contact) if c.email == email), None)
-        if new is not None:
-            return new
+        new = self.unflushed.by(Contact, _email).get(email)
+        if new:
+            return new[0]
         if not self.unflushed.has(("contact", email)):
             self.prepare_contacts([email])
         return self.unflushed.get(("contact", email))
+
+    def prepare(self, emails: list[str], on: datetime) -> None:
+        """Read at once what mail from these addresses will ask: contacts, companies, contracts."""
+        self.prepare_contacts(emails)
+        domains = {e.strip().lower().rpartition("@")[2] for e in emails} - set(self._domains) - {""}
+        if domains:
+            suffixes = {suffix for domain in domains for suffix in _suffixes(domain)}
+            found = self._scalars(select(Organization).where(
+                Organization.email_domains.op("&&")(literal(sorted(suffixes), ARRAY(Text)))))
+            for domain in domains:
+                owner = self._domains[domain] = _owner(domain, found)
+                if owner is not None:
+                    self._organizations.setdefault(owner.id, owner)
+        wanted = {c.organization_id for e in emails
+                  if (c := self.unflushed.get(("contact", e.strip().lower())))
+                  and c.organization_id} - set(self._organizations)
+        if wanted:
+            for organization in self._scalars(select(Organization).where(Organization.id.in_(wanted))):
+                self._organizations[organization.id] = _organization_info(organization)
+        known = {o.id for o in self._domains.values() if o} | {i for i, o in self._organizations.items() if o}
+        self._prepare_contracts(known, on.astimezone(self.tz).date())
+
+    def _prepare_contracts(self, organization_ids: set[int], day: date) -> None:
+        wanted = {i for i in organization_ids if (i, day) not in self._contracts}
+        if not wanted:
+            return
+        found = self._scalars(
+            select(SupportContract)
+            .where(SupportContract.organization_id.in_(wanted),
+                   SupportContract.valid_from <= day, SupportContract.valid_to >= day)
+            .order_by(SupportContract.valid_to.desc(), SupportContract.id))
+        for organization_id in wanted:
+            contract = next((c for c in found if c.organization_id == organization_id), None)
+            self._contracts[organization_id, day] = _contract_info(contract) if contract else None
 
     def prepare_contacts(self, emails: list[str]) -> None:
         """Read the contacts of these addresses in one query (remembered until the next flush)."""
@@ -171,15 +205,9 @@ class DatabaseDirectory:
         return self._domains[domain]
 
     def _owner_of(self, domain: str) -> OrganizationInfo | None:
-        labels = domain.split(".")
-        suffixes = [".".join(labels[i:]) for i in range(len(labels) - 1)]
         found = self._scalars(select(Organization).where(
-            Organization.email_domains.op("&&")(literal(suffixes, ARRAY(Text)))))
-        for suffix in suffixes:
-            owners = [o for o in found if suffix in o.email_domains]
-            if owners:
-                return _organization_info(owners[0]) if len(owners) == 1 else None
-        return None
+            Organization.email_domains.op("&&")(literal(_suffixes(domain), ARRAY(Text)))))
+        return _owner(domain, found)
 
     def find_organizations_by_name(self, text: str) -> list[OrganizationInfo]:
         """Organisations whose name or alias is ``text`` or is named in it, exact matches first.
@@ -221,6 +249,25 @@ class DatabaseDirectory:
     def _scalars(self, statement: Select) -> list[Any]:
         with self.session.no_autoflush:
             return list(self.session.scalars(statement))
+
+
+def _email(contact: Contact) -> tuple[str]:
+    return (contact.email,)
+
+
+def _suffixes(domain: str) -> list[str]:
+    """The domain and its parent domains, nearest first (``a.b.ru``, ``b.ru``)."""
+    labels = domain.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def _owner(domain: str, organizations: list[Organization]) -> OrganizationInfo | None:
+    """The one organisation owning the domain or, failing that, its nearest parent domain."""
+    for suffix in _suffixes(domain):
+        owners = [o for o in organizations if suffix in o.email_domains]
+        if owners:
+            return _organization_info(owners[0]) if len(owners) == 1 else None
+    return None
 
 
 def _organization_info(o: Organization) -> OrganizationInfo:

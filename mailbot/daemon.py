@@ -51,6 +51,7 @@ class Daemon:
     async def run_once(self) -> BatchResult:
         """Everything pending: fetch every folder while processing what is stored, then send."""
         self._loop = asyncio.get_running_loop()
+        self.processor.warm_up(workers=False)
         fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
         total = BatchResult()
         try:
@@ -73,6 +74,7 @@ class Daemon:
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.processor.warm_up(workers=True)
         watchers = [threading.Thread(target=ImapWatcher(s, self.stopping).run, daemon=True,
                                      name=f"imap:{s.folder}") for s in self.folder_syncs()]
         listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping)

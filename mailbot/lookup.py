@@ -33,6 +33,23 @@ DONE = (Status.CLOSED.value, Status.REJECTED.value)
 SEARCH_WORD = re.compile(r"[0-9A-Za-zА-Яа-яЁё]{3,}")
 
 
+def _number(request: Request) -> tuple[str]:
+    return (request.number,)
+
+
+def _message_id(message: Message) -> tuple[str | None]:
+    return (message.message_id,)
+
+
+def _automatic_recipients(row: Outbox) -> list[str]:
+    return [r.lower() for r in row.recipients] if row.kind in AUTOMATIC_KINDS else []
+
+
+def _problem(mail: ParsedMail) -> str:
+    """What a mail says of the problem, for the known-error search: its subject and new text."""
+    return f"{mail.subject}\n{mail.new_text or mail.text}"
+
+
 @dataclass(frozen=True)
 class IncidentMatch:
     number: str
@@ -57,6 +74,7 @@ class Lookup:
         self.unflushed = Unflushed(session)
         self.directory = DatabaseDirectory(session, tz, self.unflushed)
         self._staff: list[Staff] | None = None
+        self._matches: dict[tuple[str, int], list[IncidentMatch]] = {}
 
     def close(self) -> None:
         self.unflushed.close()
@@ -64,10 +82,11 @@ class Lookup:
     def prepare(self, mails: Sequence[ParsedMail], now: datetime) -> None:
         """Read what these mails will ask, a query per question instead of one per mail."""
         senders = sorted({m.from_addr for m in mails if m.from_addr})
-        self.directory.prepare_contacts(senders)
+        self.directory.prepare(senders, now)
         self._read_threads([mid for m in mails for mid in m.thread_ids])
         self._read_numbers([number for m in mails for number in m.request_numbers])
         self._read_automatic(senders, now - AUTOMATIC_WINDOW)
+        self._search([_problem(m) for m in mails if not m.thread_ids and not m.request_numbers])
 
     # ------------------------------------------------------------ staff
 
@@ -115,9 +134,9 @@ class Lookup:
     # ------------------------------------------------------------ requests
 
     def request_by_number(self, number: str) -> Request | None:
-        new = next((r for r in self.unflushed.added(Request) if r.number == number), None)
-        if new is not None:
-            return new
+        new = self.unflushed.by(Request, _number).get(number)
+        if new:
+            return new[0]
         key = ("number", number)
         if not self.unflushed.has(key):
             self._read_numbers([number])
@@ -137,17 +156,15 @@ class Lookup:
         """The request of the nearest message in the thread that we know."""
         if not message_ids:
             return None
-        wanted = set(message_ids)
-        new = {m.message_id: m.request for m in self.unflushed.added(Message)
-               if m.message_id in wanted and m.request is not None}
+        new = self.unflushed.by(Message, _message_id)
         self._read_threads(message_ids)
         for mid in message_ids:
-            if mid in new:
-                return new[mid]
-            request_id = self.unflushed.get(("thread", mid))
-            if request_id is not None:
-                with self.session.no_autoflush:
-                    return self.session.get(Request, request_id)
+            known = [m.request for m in new.get(mid, ()) if m.request is not None]
+            if known:
+                return known[-1]
+            request = self.unflushed.get(("thread", mid))
+            if request is not None:
+                return request
         return None
 
     def _read_threads(self, message_ids: Sequence[str]) -> None:
@@ -157,10 +174,9 @@ class Lookup:
             return
         with self.session.no_autoflush:
             rows = self.session.execute(
-                select(Message.message_id, Message.request_id)
-                .where(Message.message_id.in_(wanted), Message.request_id.is_not(None))
-                .order_by(Message.id)).all()
-        found = {mid: request_id for mid, request_id in rows}
+                select(Message.message_id, Request).join(Request, Message.request_id == Request.id)
+                .where(Message.message_id.in_(wanted)).order_by(Message.id)).all()
+        found = {mid: request for mid, request in rows}
         for mid in wanted:
             self.unflushed.put(("thread", mid), found.get(mid))
 
@@ -187,20 +203,45 @@ class Lookup:
     def incident_by_number(self, number: str) -> Incident | None:
         return self.session.scalar(select(Incident).where(Incident.number == number))
 
+    def known_errors(self, mail: ParsedMail) -> list[IncidentMatch]:
+        """The known errors most like the problem this mail describes."""
+        return self.search_incidents(_problem(mail))
+
     def search_incidents(self, query: str, limit: int = 3) -> list[IncidentMatch]:
         """Known errors most like ``query``: Russian full-text rank plus title similarity."""
-        words = list(dict.fromkeys(w.lower() for w in SEARCH_WORD.findall(query)))[:40]
-        if not words:
-            return []
-        with self.session.no_autoflush:  # incidents come from the CLI, never from a batch
+        if (query, limit) not in self._matches:
+            self._search([query], limit)
+        return self._matches[query, limit]
+
+    def _search(self, queries: Sequence[str], limit: int = 3) -> None:
+        """Search the known errors for several texts in one query (incidents come from the CLI,
+        never from a batch, so no flush is needed)."""
+        searched = {q: list(dict.fromkeys(w.lower() for w in SEARCH_WORD.findall(q)))[:40]
+                    for q in queries if (q, limit) not in self._matches}
+        for query in [q for q, words in searched.items() if not words]:
+            self._matches[query, limit] = []
+        wanted = [q for q, words in searched.items() if words]
+        if not wanted:
+            return
+        with self.session.no_autoflush:
             rows = self.session.execute(text("""
-                SELECT number, title, solution,
-                       ts_rank_cd(search, q) + similarity(title, :raw) AS score
-                FROM incidents, to_tsquery('russian', :tsq) AS q
-                WHERE status <> 'closed' AND (search @@ q OR similarity(title, :raw) > 0.3)
-                ORDER BY score DESC, number LIMIT :limit"""),
-                {"tsq": " | ".join(words), "raw": query[:500], "limit": limit}).all()
-        return [IncidentMatch(r.number, r.title, r.solution, float(r.score)) for r in rows]
+                SELECT q.n, m.number, m.title, m.solution, m.score
+                FROM unnest(CAST(:tsqs AS text[]), CAST(:raws AS text[])) WITH ORDINALITY AS q(tsq, raw, n)
+                CROSS JOIN LATERAL (
+                    SELECT number, title, solution,
+                           ts_rank_cd(search, tq) + similarity(title, q.raw) AS score
+                    FROM incidents, to_tsquery('russian', q.tsq) AS tq
+                    WHERE status <> 'closed' AND (search @@ tq OR similarity(title, q.raw) > 0.3)
+                    ORDER BY score DESC, number LIMIT :limit) AS m
+                ORDER BY q.n, m.score DESC, m.number"""),
+                {"tsqs": [" | ".join(searched[q]) for q in wanted],
+                 "raws": [q[:500] for q in wanted], "limit": limit}).all()
+        found: dict[int, list[IncidentMatch]] = {}
+        for row in rows:
+            found.setdefault(row.n, []).append(
+                IncidentMatch(row.number, row.title, row.solution, float(row.score)))
+        for n, query in enumerate(wanted, 1):
+            self._matches[query, limit] = found.get(n, [])
 
     # ------------------------------------------------------------ mail hygiene
 
@@ -212,9 +253,8 @@ class Lookup:
             self._read_automatic([address], since)
             read = self.unflushed.get(("automatic", address))
         stored = sum(1 for at in read[1] if at >= since)
-        new = sum(1 for row in self.unflushed.added(Outbox)
-                  if row.kind in AUTOMATIC_KINDS and row.created_at >= since
-                  and address in row.recipients)
+        new = sum(1 for row in self.unflushed.by(Outbox, _automatic_recipients).get(address, ())
+                  if row.created_at >= since)
         return stored + new
 
     def _read_automatic(self, addresses: Sequence[str], since: datetime) -> None:

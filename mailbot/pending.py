@@ -11,7 +11,7 @@ read cache kept beside it (the database has changed under the cache).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -27,6 +27,7 @@ class Unflushed:
         self.session = session
         self._added: dict[type, list[Any]] = defaultdict(list)
         self._cache: dict[Hashable, Any] = {}
+        self._groups: dict[tuple[type, Callable], tuple[int, dict]] = {}
         self._listeners = (("transient_to_pending", self._add), ("after_flush", self._reset),
                            ("after_soft_rollback", self._reset))
         for name, listener in self._listeners:
@@ -41,6 +42,19 @@ class Unflushed:
     def added(self, model: type[T]) -> list[T]:
         """The objects of ``model`` added and not yet flushed, oldest first."""
         return self._added.get(model, [])
+
+    def by(self, model: type[T], keys: Callable[[T], Iterable[Hashable]]) -> dict[Hashable, list[T]]:
+        """The added objects of ``model`` grouped by the keys ``keys`` gives each (kept up to date).
+
+        ``keys`` must be the same function object on every call (it names the grouping).
+        """
+        seen, groups = self._groups.get((model, keys), (0, {}))
+        added = self._added.get(model, [])
+        for instance in added[seen:]:
+            for key in keys(instance):
+                groups.setdefault(key, []).append(instance)
+        self._groups[model, keys] = (len(added), groups)
+        return groups
 
     def cached(self, key: Hashable, read: Callable[[], T]) -> T:
         """``read()``, remembered until the session flushes or rolls back."""
@@ -65,3 +79,4 @@ class Unflushed:
     def _reset(self, *_args: Any) -> None:
         self._added.clear()
         self._cache.clear()
+        self._groups.clear()

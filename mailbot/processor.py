@@ -32,7 +32,9 @@ from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .parsers import MailTooLarge, ParsedMail, ParseOptions, parse_mail
 from .parsers.pool import ParsePool
+from .render import load_templates
 from .rules import Context, decide
+from .sla import make_calendar
 from .workflow.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,17 @@ class Processor:
         self.batch = batch
         self.options = parse_options(config)
         self.parsing = ParsePool(self.options, parse_workers)
+
+    def warm_up(self, *, workers: bool) -> None:
+        """Compile the templates, build the calendar and (``workers``) start the parsing processes.
+
+        The daemon does it at start, so that its first mail does not wait; a
+        single run starts the workers only once there is mail for them.
+        """
+        if workers:
+            self.parsing.start()
+        load_templates()
+        make_calendar(self.config.sla, self.config.timezone).is_working_time(self.clock.now())
 
     def close(self) -> None:
         """Stop the parsing processes (started again when needed)."""

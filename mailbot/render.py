@@ -31,19 +31,29 @@ def environment() -> Environment:
     return env
 
 
-def render(name: str, **context: Any) -> Rendered:
-    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and its HTML twin.
+def load_templates() -> None:
+    """Compile every template now (the daemon does it at start, not with its first mail)."""
+    env = environment()
+    for name in env.list_templates(extensions=("j2",)):
+        env.get_template(name)
+
+
+def render(name: str, *, with_html: bool = True, **context: Any) -> Rendered:
+    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and, ``with_html``, its HTML twin.
 
     The HTML part is ``<name>.html.j2`` when a template needs its own layout,
     else the text body laid out by ``base.html.j2`` (escaped, paragraphs kept).
+    Customers get both; staff mail is plain text (commands are typed above it).
     """
     env = environment()
     text_template = env.get_template(f"{name}.txt.j2")
     ctx = text_template.new_context(context)
     subject = "".join(text_template.blocks["subject"](ctx)).strip()
     text = "".join(text_template.blocks["body"](ctx)).strip() + "\n"
-    try:
-        html = env.get_template(f"{name}.html.j2").render(**context)
-    except TemplateNotFound:
-        html = env.get_template("base.html.j2").render(body=text)
+    html = None
+    if with_html:
+        try:
+            html = env.get_template(f"{name}.html.j2").render(**context)
+        except TemplateNotFound:
+            html = env.get_template("base.html.j2").render(body=text)
     return Rendered(" ".join(subject.split()), text, html)

@@ -16,6 +16,7 @@ Every calendar takes timezone-aware datetimes and returns aware UTC datetimes.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -115,8 +116,9 @@ class BusinessCalendar:
                 datetime.combine(day, self.work_end, self.tz).astimezone(timezone.utc))
 
 
+@lru_cache(maxsize=8)
 def make_calendar(sla: SlaConfig, tz: str = "Europe/Moscow") -> WorkingCalendar:
-    """The calendar the config asks for, in the service's time zone."""
+    """The calendar the config asks for, in the service's time zone (built once: it is not cheap)."""
     if sla.calendar == "24x7":
         return RoundTheClockCalendar()
     return BusinessCalendar(tz, time.fromisoformat(sla.work_start), time.fromisoformat(sla.work_end))

@@ -32,12 +32,17 @@ Parse = Callable[[], ParsedMail]
 
 
 def default_workers() -> int:
-    """One parsing process per spare CPU (the daemon's own process runs the workflow), at most 4."""
+    """One parsing process per CPU, at most 4; none on a single CPU (parsing there is as fast).
+
+    Not one fewer than the CPUs: the daemon's own process waits for the database
+    often enough that the workers, PostgreSQL and it balance out (measured on 2
+    CPUs: 2 workers took the ingest benchmark from 11.7 s to 9.0 s).
+    """
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(0, min(4, cpus - 1))
+    return 0 if cpus < 2 else min(4, cpus)
 
 
 class ParsePool:
@@ -72,6 +77,12 @@ class ParsePool:
                 chosen.append(inbound_id)
                 held += size
             return chosen
+
+    def start(self) -> None:
+        """Start the worker processes now, so that the first batch does not wait for them."""
+        if self.parallel:
+            with self._lock:
+                self._pool_locked().submit(len, b"")
 
     def close(self) -> None:
         """Stop the worker processes (started again when needed)."""

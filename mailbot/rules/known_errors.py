@@ -14,7 +14,6 @@ class KnownErrorSearch(Rule):
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         if verdict.action is not Action.NEW_REQUEST or verdict.level != 3:
             return
-        verdict.incident_matches = context.lookup.search_incidents(
-            f"{mail.subject}\n{mail.new_text or mail.text}")
+        verdict.incident_matches = context.lookup.known_errors(mail)
         found = ", ".join(m.number for m in verdict.incident_matches) or "nothing similar"
         verdict.note(self.name, found)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -50,7 +49,7 @@ class Workflow:
 
     @property
     def calendar(self) -> WorkingCalendar:
-        return _calendar(self.config.sla, self.config.timezone)
+        return make_calendar(self.config.sla, self.config.timezone)
 
     # ------------------------------------------------------------ creating
 
@@ -207,12 +206,12 @@ class Workflow:
             assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
             to = assignee.email if assignee else self.config.support.tp1_address
         files, attached = self.files_for_staff(message)
-        content = render(template, **self.context(request, files=files, **context))
+        content = render(template, with_html=False, **self.context(request, files=files, **context))
         return self._mail_staff(template, to, content, request, attached)
 
     def help_staff(self, address: str, **context) -> Message:
         """Explain to a staff member how to answer (their mail named no request)."""
-        content = render("staff_help", support=self.config.support, **context)
+        content = render("staff_help", with_html=False, support=self.config.support, **context)
         return self._mail_staff("staff_help", address, content)
 
     def _mail_staff(self, kind: str, to: str, content: Rendered, request: Request | None = None,
@@ -272,8 +271,3 @@ class Workflow:
                 "due": request.due_at.astimezone(tz) if request.due_at else None,
                 "received": request.received_at.astimezone(tz), **extra}
 
-
-@lru_cache(maxsize=8)
-def _calendar(sla, timezone: str) -> WorkingCalendar:
-    """Calendars are built once per configuration (the production calendar is not cheap)."""
-    return make_calendar(sla, timezone)
