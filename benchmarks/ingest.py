@@ -567,14 +567,19 @@ class CpuMeter:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
+        import psutil
+
         self._base = {pid: used for pid, (_, used) in self._sample().items()}
+        self._idle = psutil.cpu_times().idle
         self._thread.start()
 
     def stop(self) -> dict[str, float]:
+        import psutil
+
         self._stop.set()
         self._thread.join()
         self._sample()
-        used: dict[str, float] = {}
+        used: dict[str, float] = {"idle": psutil.cpu_times().idle - self._idle}
         for pid, (kind, total) in self._last.items():
             used[kind] = used.get(kind, 0.0) + total - self._base.get(pid, 0.0)
         return used

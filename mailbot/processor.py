@@ -40,6 +40,7 @@ from .workflow.intake import Intake
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
+READ_AHEAD_BATCHES = 2  # batches parsed ahead of the one in the workflow (within AHEAD_BYTES)
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,12 @@ class Processor:
                                     partial(read_blob, session, Inbound.raw))
 
     def _read_ahead(self, session: Session, after: int) -> None:
-        """The workers start on the next batch while this one goes through the workflow."""
+        """The workers start on the next batches while this one goes through the workflow."""
         if not self.parsing.parallel:
             return
         pending = session.execute(
             select(Inbound.id, Inbound.size).where(Inbound.status == "pending", Inbound.id > after)
-            .order_by(Inbound.id).limit(self.batch)).all()
+            .order_by(Inbound.id).limit(READ_AHEAD_BATCHES * self.batch)).all()
         wanted = self.parsing.wanted([(row.id, row.size) for row in pending])
         if wanted:
             self.parsing.ahead(_read_raw(session, wanted))

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
+from importlib.machinery import ModuleSpec
 
 from .model import ParsedMail, ParseOptions
 from .parse import parse_mail
@@ -29,6 +32,24 @@ AHEAD_BYTES = 64 * 1024 * 1024  # raw mail parsed ahead and not yet taken, at mo
 AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may process the row)
 
 Parse = Callable[[], ParsedMail]
+
+
+@contextmanager
+def _main_module_not_rerun() -> Iterator[None]:
+    """Workers spawned now do not import the daemon's main module again.
+
+    A spawned process re-runs the parent's ``__main__`` (the CLI, and with it
+    SQLAlchemy, IMAP and SMTP code: half a second per worker) unless its spec
+    names a ``*.__main__`` module; workers need only this package, so they are
+    started as if the daemon ran as ``python -m mailbot``.
+    """
+    main = sys.modules["__main__"]
+    saved = getattr(main, "__spec__", None)
+    main.__spec__ = ModuleSpec("mailbot.__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = saved
 
 
 def default_workers() -> int:
@@ -148,7 +169,11 @@ class ParsePool:
     def _pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            with _main_module_not_rerun():
+                for _ in range(self.workers):  # each submit to a pool with no idle worker spawns one
+                    pool.submit(len, b"")
+            self._pool = pool
         return self._pool
 
     def _failed_locked(self, exc: BaseException) -> None:
