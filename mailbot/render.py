@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2 import (Environment, PackageLoader, StrictUndefined, TemplateNotFound,
                     select_autoescape)
+from markupsafe import Markup, escape
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,15 @@ def environment() -> Environment:
         auto_reload=False,  # templates are package data: no stat() of the file per mail
     )
     env.globals["m"] = env.get_template("_macros.j2").module  # duration(), level_name()
+    env.filters["paragraphs"] = paragraphs
     return env
+
+
+def paragraphs(text: str) -> Markup:
+    """Plain text as HTML paragraphs (blank lines between them, line breaks kept), escaped."""
+    return Markup("\n".join(
+        "<p>" + "<br>\n".join(escape(line) for line in paragraph.strip("\n").split("\n")) + "</p>"
+        for paragraph in text.split("\n\n")))
 
 
 def load_templates() -> None:

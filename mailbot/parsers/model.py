@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 
 
@@ -29,6 +31,11 @@ class Attachment:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @cached_property
+    def sha256(self) -> str:
+        """The hex SHA-256 of the data (computed once, and pickled with the attachment)."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)

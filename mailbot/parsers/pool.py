@@ -52,6 +52,14 @@ def _main_module_not_rerun() -> Iterator[None]:
         main.__spec__ = saved
 
 
+def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
+    """:func:`parse_mail`, and the files hashed while still in the worker."""
+    mail = parse_mail(raw, options)
+    for attachment in mail.attachments:
+        attachment.sha256
+    return mail
+
+
 def default_workers() -> int:
     """One parsing process per CPU, at most 4; none on a single CPU (parsing there is as fast).
 
@@ -127,7 +135,7 @@ class ParsePool:
                 for inbound_id, raw in stored.items():
                     if held + len(raw) > AHEAD_BYTES:
                         break  # the processor reads the rest from the database
-                    self._ahead[inbound_id] = (pool.submit(parse_mail, raw, self.options), len(raw), now)
+                    self._ahead[inbound_id] = (pool.submit(parse_in_worker, raw, self.options), len(raw), now)
                     held += len(raw)
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 self._failed_locked(exc)
@@ -148,7 +156,7 @@ class ParsePool:
             try:
                 with self._lock:
                     pool = self._pool_locked()
-                taken.update({i: pool.submit(parse_mail, raws[i], self.options) for i in inline})
+                taken.update({i: pool.submit(parse_in_worker, raws[i], self.options) for i in inline})
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 with self._lock:
                     self._failed_locked(exc)

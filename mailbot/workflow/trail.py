@@ -1,7 +1,6 @@
 """Writing incoming messages and their attachments into a request's trail."""
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -19,7 +18,7 @@ def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
         kind=mail.kind.value, sender=mail.from_addr, recipients=list(mail.to + mail.cc),
         subject=mail.subject, body=mail.new_text or mail.text, sent_at=mail.date, created_at=at,
         attachments=[AttachmentRow(filename=a.filename, content_type=a.content_type, size=a.size,
-                                   sha256=hashlib.sha256(a.data).hexdigest(), inline=a.inline,
+                                   sha256=a.sha256, inline=a.inline,
                                    data=a.data)
                      for a in mail.attachments])
     session.add(message)
