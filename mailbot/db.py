@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg.types.string import BytesBinaryDumper
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
@@ -63,12 +63,13 @@ def _send_bytes_as_binary(dbapi_connection, _record) -> None:
     dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)
 
 
-def binary_cursor(session: Session) -> psycopg.Cursor:
-    """A cursor on the session's connection that receives results in binary (bytea as bytes).
+def binary_cursor(bind: Session | Connection) -> psycopg.Cursor:
+    """A cursor on the session's (or connection's) connection that receives results in binary.
 
     As hex text a bytea value costs twice its size on the wire and 5× in memory.
     """
-    return session.connection().connection.dbapi_connection.cursor(binary=True)
+    connection = bind.connection() if isinstance(bind, Session) else bind
+    return connection.connection.dbapi_connection.cursor(binary=True)
 
 
 def read_blob(session: Session, column: InstrumentedAttribute[bytes], row_id: int) -> bytes:
