@@ -72,7 +72,8 @@ def compose(config: Config, mail: Outgoing, now: datetime) -> Composed:
     Written directly rather than through ``email.generator``: every value is
     ours (or cleaned) and the structure fixed (text, HTML, files), and the
     generator's header refolding cost more than the rest of an intake step.
-    Non-ASCII and long values are encoded and folded by ``email.header``.
+    Non-ASCII header values become RFC 2047 encoded words; long lines are
+    folded at spaces; bodies are base64. The result is plain ASCII.
     """
     support = config.support
     message_id = make_msgid(domain=support.address.rpartition("@")[2] or "localhost")

@@ -30,7 +30,7 @@ from .config import Config
 from .db import binary_cursor, read_blob
 from .lookup import Lookup
 from .models import Inbound, Quarantine
-from .parsers import MailTooLarge, ParsedMail, ParseOptions, parse_mail
+from .parsers import MailTooLarge, ParsedMail, ParseOptions
 from .parsers.pool import ParsePool
 from .render import load_templates
 from .rules import Context, decide
@@ -121,8 +121,8 @@ class Processor:
             if rows:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
-            lookup.prepare([mail for mail in map(_Once.result, parsed) if mail], self.clock.now())
             try:
+                lookup.prepare([mail for mail in map(_Once.result, parsed) if mail], self.clock.now())
                 try:
                     with session.begin_nested():
                         result = self._apply(session, rows, parsed, lookup, careful=False)
@@ -166,22 +166,19 @@ class Processor:
             log.info("%s", line)
         return BatchResult(len(done), quarantined)
 
-    def process(self, session: Session, row: Inbound,
-                parsed: Callable[[], ParsedMail] | None = None,
-                lookup: Lookup | None = None) -> str:
+    def process(self, session: Session, row: Inbound, parsed: Callable[[], ParsedMail],
+                lookup: Lookup) -> str:
         """One message through the chain; what was decided, in a line for the log.
 
         Raises :class:`StageError` naming the failing stage. ``parsed`` returns
-        the message parsed elsewhere (see :meth:`_parsers`). Nothing is flushed
-        here: the caller decides when.
+        the parsed message (see :meth:`_parsers`). Nothing is flushed here: the
+        caller decides when.
         """
         now = self.clock.now()
         try:
-            mail = (parsed() if parsed is not None
-                    else parse_mail(read_blob(session, Inbound.raw, row.id), self.options))
+            mail = parsed()
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
-        lookup = lookup or Lookup(session, self.config.timezone)
         try:
             verdict = decide(mail, Context(self.config, lookup, now))
         except Exception as exc:

@@ -270,6 +270,7 @@ class Received(NamedTuple):
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    peer: Any = None  # the client's (host, port): one per SMTP connection
 
     def parsed(self) -> EmailMessage:
         """The message parsed with the modern email policy."""
@@ -335,7 +336,8 @@ class SmtpSink:
                 self.rejected += 1
                 return f"{code} {code // 100}.3.0 Injected failure"
             data = envelope.original_content or envelope.content
-            self._messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), data))
+            self._messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), data,
+                                           session.peer))
             self._cond.notify_all()
         return "250 OK"
 

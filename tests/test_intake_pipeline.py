@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
 from mailbot.models import Contact, Inbound, MailboxState, Message, Quarantine, Request
-from mailbot.parsers.pool import PARALLEL_MIN
+from mailbot.parsers import ParseOptions
+from mailbot.parsers.pool import PARALLEL_MIN, ParsePool
 from mailbot.processor import Processor
 from mailbot.workflow.intake import Intake
 from mailbot.transport.imap import FolderSync, connect
@@ -153,3 +154,22 @@ def test_a_message_that_fails_in_the_workflow_is_quarantined_and_the_batch_goes_
     assert numbers == ["ТП-2026-000001", "ТП-2026-000002"]  # no gap for the failed one
     assert sorted(m.parsed()["Subject"].split("] ")[1] for m in desk.new_mail()
                   if "ivanov@zavod.example" in m.rcpt_tos) == ["Первое", "Третье"]
+
+
+def test_mail_parsed_ahead_is_taken_from_the_workers_not_read_again():
+    raws = {n: (f"From: c{n}@zavod.example\r\nSubject: Обращение {n}\r\nMessage-ID: <a{n}@zavod>\r\n"
+                f"\r\nНе запускается АРМ.\r\n").encode() for n in range(1, PARALLEL_MIN + 2)}
+    pool = ParsePool(ParseOptions(), workers=1)
+    read: list[int] = []
+
+    def read_many(ids: list[int]) -> dict[int, bytes]:
+        read.extend(ids)
+        return {i: raws[i] for i in ids}
+
+    try:
+        pool.ahead(raws)  # as the watcher does right after its commit
+        mails = [parse() for parse in pool.parsers(list(raws), read_many, raws.__getitem__)]
+    finally:
+        pool.close()
+    assert read == []
+    assert [m.subject for m in mails] == [f"Обращение {n}" for n in raws]

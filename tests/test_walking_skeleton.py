@@ -18,6 +18,8 @@ from mailbot.config import load_config, with_overrides
 from mailbot.crm import import_text
 from mailbot.daemon import Daemon
 from mailbot.models import AttachmentRow, Inbound, MailboxState, Message, Outbox, Request
+from mailbot.outbox import Outgoing, enqueue
+from mailbot.render import Rendered
 from mailbot.transport.imap import FolderSync, connect
 from mailbot.transport.smtp import SmtpSender
 from tests.mailflow import CRM
@@ -252,6 +254,23 @@ def test_acknowledgement_is_retried_when_smtp_fails(config, sessions, mailbox, s
     clock.advance(seconds=61)
     assert asyncio.run(sender.send_due()) == 1
     assert len(acks(smtp_sink, 1)) == 1
+
+
+def test_queued_mail_goes_out_over_one_connection_past_a_refused_one(config, sessions, smtp_sink):
+    with sessions.begin() as session:
+        for n in range(3):
+            enqueue(session, config, Outgoing(kind="relay", to=(f"c{n}@zavod.example",),
+                                              automatic=False,
+                                              content=Rendered(f"Ответ {n}", "Текст", None)), NOW)
+    smtp_sink.fail_next(1, code=550)
+    assert asyncio.run(SmtpSender(config.smtp, sessions, FrozenClock(NOW)).send_due()) == 2
+    received = smtp_sink.wait_for(2)
+    assert [m.rcpt_tos for m in received] == [["c1@zavod.example"], ["c2@zavod.example"]]
+    assert len({m.peer for m in received}) == 1  # one SMTP connection for the run
+    with sessions() as session:
+        rows = session.execute(select(Outbox.status, Outbox.last_error).order_by(Outbox.id)).all()
+    assert [status for status, _ in rows] == ["failed", "sent", "sent"]
+    assert "550" in rows[0].last_error
 
 
 def test_daemon_answers_within_seconds_with_idle(config, sessions, mailbox, smtp_sink, dovecot):

@@ -56,7 +56,7 @@ def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
     """:func:`parse_mail`, and the files hashed while still in the worker."""
     mail = parse_mail(raw, options)
     for attachment in mail.attachments:
-        attachment.sha256
+        attachment.sha256  # noqa: B018 (a cached property: computed here, pickled with the result)
     return mail
 
 
@@ -111,7 +111,7 @@ class ParsePool:
         """Start the worker processes now, so that the first batch does not wait for them."""
         if self.parallel:
             with self._lock:
-                self._pool_locked().submit(len, b"")
+                self._pool_locked()
 
     def close(self) -> None:
         """Stop the worker processes (started again when needed)."""
@@ -133,6 +133,8 @@ class ParsePool:
             try:
                 pool = self._pool_locked()
                 for inbound_id, raw in stored.items():
+                    if inbound_id in self._ahead:
+                        continue
                     if held + len(raw) > AHEAD_BYTES:
                         break  # the processor reads the rest from the database
                     self._ahead[inbound_id] = (pool.submit(parse_in_worker, raw, self.options), len(raw), now)
