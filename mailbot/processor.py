@@ -126,7 +126,8 @@ class Processor:
                 try:
                     with session.begin_nested():
                         result = self._apply(session, rows, parsed, lookup, careful=False)
-                except StageError:  # rolled back: again, a savepoint per message
+                except Exception as exc:  # rolled back: again, a savepoint per message
+                    log.info("batch of %d written one message at a time: %s", len(rows), exc)
                     result = self._apply(session, rows, parsed, lookup, careful=True)
             finally:
                 lookup.close()
