@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 import re
 import tempfile
+from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 

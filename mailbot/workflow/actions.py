@@ -60,7 +60,7 @@ class Workflow:
             number=next_request_number(self.lookup, self.config.support.request_prefix, year),
             requester_email=email, requester_name=name, channel=channel, subject=subject,
             status=Status.NEW.value, level=level, thread_message_id=thread_message_id,
-            received_at=self.now, created_at=self.now, updated_at=self.now)
+            confirmation="none", received_at=self.now, created_at=self.now, updated_at=self.now)
         self.session.add(request)
         return request
 
