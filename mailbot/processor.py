@@ -3,10 +3,11 @@
 Pending ``inbound`` rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several
 daemons share the work) and processed in batches, one transaction per batch.
 A batch is first written optimistically, in one flush at its end (the reads of
-:mod:`mailbot.lookup` see what earlier messages of the batch created). If any
-message fails in the workflow, that attempt is rolled back and the batch runs
-again with a savepoint per message: the failing message is quarantined with
-the stage and the error, and the rest of the batch goes on.
+:mod:`mailbot.lookup` see what earlier messages of the batch created). If that
+attempt fails (a message fails in the workflow, or the flush does), it is
+rolled back and the batch runs again with a savepoint per message: the failing
+message is quarantined with the stage and the error, and the rest of the batch
+goes on.
 
 Mail is parsed in worker processes (:mod:`mailbot.parsers.pool`), as soon as
 the watcher has stored it when it runs in the daemon. A batch waits for its

@@ -96,16 +96,19 @@ class ParsePool:
     def wanted(self, candidates: list[tuple[int, int]]) -> list[int]:
         """Which of these (id, size) the workers could parse ahead: not taken yet, within the budget."""
         with self._lock:
-            held = sum(size for _, size, _ in self._ahead.values())
-            chosen = []
-            for inbound_id, size in candidates:
-                if inbound_id in self._ahead:
-                    continue
-                if held + size > AHEAD_BYTES:
-                    break
-                chosen.append(inbound_id)
-                held += size
-            return chosen
+            return self._wanted_locked(candidates)
+
+    def _wanted_locked(self, candidates: list[tuple[int, int]]) -> list[int]:
+        held = sum(size for _, size, _ in self._ahead.values())
+        chosen = []
+        for inbound_id, size in candidates:
+            if inbound_id in self._ahead:
+                continue
+            if held + size > AHEAD_BYTES:
+                break  # the processor reads the rest from the database
+            chosen.append(inbound_id)
+            held += size
+        return chosen
 
     def start(self) -> None:
         """Start the worker processes now, so that the first batch does not wait for them."""
@@ -123,22 +126,17 @@ class ParsePool:
 
     def ahead(self, stored: dict[int, bytes]) -> None:
         """Start parsing mail just stored, by ``inbound`` id (thread-safe, never raises)."""
-        if len(stored) < PARALLEL_MIN or self.workers < 1:
+        if len(stored) < PARALLEL_MIN or not self.parallel:
             return
         now = time.monotonic()
         with self._lock:
             for key in [k for k, (_, _, started) in self._ahead.items() if now - started > AHEAD_TTL]:
                 del self._ahead[key]
-            held = sum(size for _, size, _ in self._ahead.values())
             try:
                 pool = self._pool_locked()
-                for inbound_id, raw in stored.items():
-                    if inbound_id in self._ahead:
-                        continue
-                    if held + len(raw) > AHEAD_BYTES:
-                        break  # the processor reads the rest from the database
+                for inbound_id in self._wanted_locked([(i, len(raw)) for i, raw in stored.items()]):
+                    raw = stored[inbound_id]
                     self._ahead[inbound_id] = (pool.submit(parse_in_worker, raw, self.options), len(raw), now)
-                    held += len(raw)
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 self._failed_locked(exc)
 
@@ -154,7 +152,7 @@ class ParsePool:
             taken = {i: self._ahead.pop(i)[0] for i in ids if i in self._ahead}
         raws = read_many([i for i in ids if i not in taken])
         inline = {i: partial(parse_mail, raws[i], self.options) for i in ids if i not in taken}
-        if len(inline) >= PARALLEL_MIN and self.workers >= 1:
+        if len(inline) >= PARALLEL_MIN and self.parallel:
             try:
                 with self._lock:
                     pool = self._pool_locked()
