@@ -193,20 +193,31 @@ CREATE TABLE messages (
 CREATE INDEX messages_message_id_idx ON messages (message_id);
 CREATE INDEX messages_request_idx ON messages (request_id, id);
 
+-- The file store (migration 0005): every decoded file once, by the SHA-256 of its bytes.
+-- Files are kept as soon as they are decoded (by the parsing processes, in their own
+-- transactions), so the same signature image in a thousand mails is stored once. A file no
+-- attachment refers to (its message was quarantined) stays: a retry refers to it again.
+CREATE TABLE files (
+    sha256     text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    size       integer NOT NULL,
+    data       bytea NOT NULL,
+    stored_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE attachments (
     id            bigserial PRIMARY KEY,
     message_id    bigint NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
     filename      text NOT NULL,
     content_type  text NOT NULL,
     size          integer NOT NULL,
-    sha256        text NOT NULL,
-    inline        boolean NOT NULL DEFAULT false,
-    data          bytea NOT NULL
+    sha256        text NOT NULL REFERENCES files (sha256),  -- the bytes
+    inline        boolean NOT NULL DEFAULT false
 );
 CREATE INDEX attachments_message_idx ON attachments (message_id);
+CREATE INDEX attachments_sha256_idx ON attachments (sha256);
 
 -- Files that go out with a mail (a customer's files in a staff notification, a staff
--- member's files in an answer) are stored once, in attachments: outbox.raw holds a
+-- member's files in an answer) are stored once, in files: outbox.raw holds a
 -- placeholder for each, replaced by the file's base64 text when the mail is sent.
 CREATE TABLE outbox_files (
     id             bigserial PRIMARY KEY,
@@ -262,5 +273,5 @@ CREATE INDEX events_request_idx ON events (request_id, at);
 -- ---------------------------------------------------------------- storage (migration 0002)
 -- Mail and files are mostly base64 or already compressed: store them uncompressed, out of line.
 ALTER TABLE inbound ALTER COLUMN raw SET STORAGE EXTERNAL;
-ALTER TABLE attachments ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE files ALTER COLUMN data SET STORAGE EXTERNAL;
 ALTER TABLE outbox ALTER COLUMN raw SET STORAGE EXTERNAL;

@@ -50,7 +50,7 @@ from mailbot import db  # noqa: E402
 from mailbot.clock import Clock  # noqa: E402
 from mailbot.config import load_config, with_overrides  # noqa: E402
 from mailbot.daemon import Daemon  # noqa: E402
-from mailbot.models import AttachmentRow, Inbound, Message, Outbox, Quarantine, Request  # noqa: E402
+from mailbot.models import AttachmentRow, Inbound, Message, Outbox, Quarantine, Request, StoredFile  # noqa: E402
 from mailbot.parsers import parse_mail  # noqa: E402
 from mailbot.processor import parse_options  # noqa: E402
 from mailbot.transport.imap import connect  # noqa: E402
@@ -499,7 +499,7 @@ def append_all(mailbox, raws: list[bytes], chunk_bytes: int = 8 * 1024 * 1024) -
             client.multiappend("INBOX", batch)
 
 
-BIG_COLUMNS = (("inbound", "raw"), ("attachments", "data"), ("outbox", "raw"))
+BIG_COLUMNS = (("inbound", "raw"), ("files", "data"), ("outbox", "raw"))
 
 
 def set_toast_compression(engine, method: str) -> None:
@@ -660,6 +660,11 @@ def verify(sessions, mails: list[GenMail], sink: TimedSink, sample: int = 25) ->
         unsent = s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status != "sent"))
         att_rows, att_bytes = s.execute(select(func.count(), func.coalesce(func.sum(AttachmentRow.size), 0))
                                         .select_from(AttachmentRow)).one()
+        corrupt = s.scalar(select(func.count()).select_from(StoredFile).where(
+            (func.encode(func.sha256(StoredFile.data), "hex") != StoredFile.sha256)
+            | (func.length(StoredFile.data) != StoredFile.size)))
+        if corrupt:
+            problems.append(f"{corrupt} stored files do not match their sha256 or size")
         stored_hashes: dict[str, list[str]] = {}
         for mid, digest in s.execute(select(Message.message_id, AttachmentRow.sha256)
                                      .join(Message, AttachmentRow.message_id == Message.id)
@@ -670,8 +675,9 @@ def verify(sessions, mails: list[GenMail], sink: TimedSink, sample: int = 25) ->
         with_att = [m for m in mails if m.attachments]
         picked = random.Random(7).sample(with_att, min(sample, len(with_att)))
         for mail in picked:
-            rows = s.execute(select(AttachmentRow.filename, AttachmentRow.data)
+            rows = s.execute(select(AttachmentRow.filename, StoredFile.data)
                              .join(Message, AttachmentRow.message_id == Message.id)
+                             .join(StoredFile, StoredFile.sha256 == AttachmentRow.sha256)
                              .where(Message.message_id == mail.message_id)
                              .order_by(AttachmentRow.id)).all()
             if [d for _, d in rows] != [d for _, d in mail.attachments]:
@@ -771,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between APPENDs in (c), uniformly random")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--toast-compression", choices=("pglz", "lz4", "none"),
-                        help="experiment: ALTER the big bytea columns (inbound.raw, attachments.data, "
+                        help="experiment: ALTER the big bytea columns (inbound.raw, files.data, "
                              "outbox.raw) to this TOAST compression after creating the schema")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -138,7 +138,7 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
     """List the files of a request, or save them into a directory."""
     from pathlib import Path
 
-    from .models import AttachmentRow
+    from .files import read as read_file
     from .report import request_files
 
     with app.ready_sessions()() as session:
@@ -150,7 +150,8 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
             if args.save:
                 target = Path(args.save) / f"{row.id}-{row.filename}"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(db.read_blob(session, AttachmentRow.data, row.id))
+                with db.binary_cursor(session) as cursor:
+                    target.write_bytes(read_file(cursor, row.sha256))
                 line += f"  -> {target}"
             print(line)
         print(f"{len(files)} file(s)")

@@ -223,16 +223,27 @@ class Message(Base):
         back_populates="message", order_by="AttachmentRow.id")
 
 
+class StoredFile(Base):
+    """A decoded file, once per content (see :mod:`mailbot.files`)."""
+
+    __tablename__ = "files"
+    sha256: Mapped[str] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(deferred=True)  # big: read with files.read
+    stored_at: Mapped[datetime] = _now()
+
+
 class AttachmentRow(Base):
+    """A file of a message: its name and type there; the bytes are in ``files``."""
+
     __tablename__ = "attachments"
     id: Mapped[int] = _pk()
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
     filename: Mapped[str]
     content_type: Mapped[str]
     size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str]
+    sha256: Mapped[str] = mapped_column(ForeignKey("files.sha256"))
     inline: Mapped[bool] = mapped_column(server_default="false")
-    data: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
 
     message: Mapped[Message] = relationship(back_populates="attachments")
 

@@ -9,9 +9,10 @@ rolled back and the batch runs again with a savepoint per message: the failing
 message is quarantined with the stage and the error, and the rest of the batch
 goes on.
 
-Mail is parsed in worker processes (:mod:`mailbot.parsers.pool`), as soon as
-the watcher has stored it when it runs in the daemon. A batch waits for its
-mail to be parsed, reads what the whole batch will ask of the register
+Mail is parsed in worker processes (:mod:`mailbot.parsing`), as soon as
+the watcher has stored it when it runs in the daemon; the files it carries are
+kept in the file store (:mod:`mailbot.files`) as soon as they are decoded, by
+the worker or here. A batch waits for its mail to be parsed, reads what the whole batch will ask of the register
 (:meth:`Lookup.prepare`), then runs the rules and the workflow message by
 message, in order.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from sqlalchemy import select
@@ -28,11 +29,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
-from .db import binary_cursor, read_blob
+from . import files
+from .db import binary_cursor, libpq_url, read_blob
 from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
-from .parsers.pool import ParsePool
+from .parsing import ParsePool
 from .render import load_templates
 from .rules import Context, decide
 from .sla import make_calendar
@@ -79,7 +81,7 @@ class Processor:
         self.clock = clock
         self.batch = batch
         self.options = parse_options(config)
-        self.parsing = ParsePool(self.options, parse_workers)
+        self.parsing = ParsePool(self.options, parse_workers, libpq_url(sessions.kw["bind"]))
 
     def warm_up(self, *, workers: bool) -> None:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
@@ -181,6 +183,7 @@ class Processor:
             mail = parsed()
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
+        mail = self._kept(mail)  # a database error here fails the batch: it is tried again later
         try:
             verdict = decide(mail, Context(self.config, lookup, now))
         except Exception as exc:
@@ -191,6 +194,17 @@ class Processor:
         except Exception as exc:
             raise StageError("workflow", exc) from exc
         return f"inbound {row.id} from {mail.from_addr}: {'; '.join(verdict.reasons)}"
+
+    def _kept(self, mail: ParsedMail) -> ParsedMail:
+        """The mail with its files in the file store: kept now, in a transaction of their own,
+        unless a parsing process kept them."""
+        if all(a.data is None for a in mail.attachments):
+            return mail
+        engine = self.sessions.kw["bind"]
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with binary_cursor(conn) as cursor:
+                files.keep(cursor, mail.attachments)
+        return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
 
     def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
         """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""

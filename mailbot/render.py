@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import (Environment, PackageLoader, StrictUndefined, TemplateNotFound,
+from jinja2 import (Environment, PackageLoader, StrictUndefined, Template, TemplateNotFound,
                     select_autoescape)
 from markupsafe import Markup, escape
 
@@ -61,8 +61,15 @@ def render(name: str, *, with_html: bool = True, **context: Any) -> Rendered:
     text = "".join(text_template.blocks["body"](ctx)).strip() + "\n"
     html = None
     if with_html:
-        try:
-            html = env.get_template(f"{name}.html.j2").render(**context)
-        except TemplateNotFound:
-            html = env.get_template("base.html.j2").render(body=text)
+        own = _html_twin(name)
+        html = own.render(**context) if own else env.get_template("base.html.j2").render(body=text)
     return Rendered(" ".join(subject.split()), text, html)
+
+
+@lru_cache(maxsize=None)
+def _html_twin(name: str) -> Template | None:
+    """``<name>.html.j2``, or None (Jinja2 looks for a missing template anew on every call)."""
+    try:
+        return environment().get_template(f"{name}.html.j2")
+    except TemplateNotFound:
+        return None

@@ -1,14 +1,20 @@
 """The intake pipeline under load: several FETCH batches, and batches parsed in worker processes."""
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from sqlalchemy import func, select
 
+from mailbot import files
+
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
-from mailbot.models import Contact, Inbound, MailboxState, Message, Quarantine, Request
+from mailbot.db import binary_cursor, libpq_url
+from mailbot.models import (AttachmentRow, Contact, Inbound, MailboxState, Message, Quarantine,
+                            Request, StoredFile)
 from mailbot.parsers import ParseOptions
-from mailbot.parsers.pool import PARALLEL_MIN, ParsePool
+from mailbot.parsing import PARALLEL_MIN, ParsePool
 from mailbot.processor import Processor
 from mailbot.workflow.intake import Intake
 from mailbot.transport.imap import FolderSync, connect
@@ -173,3 +179,54 @@ def test_mail_parsed_ahead_is_taken_from_the_workers_not_read_again():
         pool.close()
     assert read == []
     assert [m.subject for m in mails] == [f"Обращение {n}" for n in raws]
+
+
+def test_files_are_kept_once_by_their_content_whoever_parsed_them(desk):
+    logo = b"\x89PNG the company logo in every signature"
+    mails = PARALLEL_MIN + 1
+    for n in range(mails):
+        desk.write("ivanov@zavod.example", f"Обращение {n}", "Не запускается АРМ.",
+                   attachments=(("logo.png", logo), (f"журнал-{n}.log", f"строка {n}\n".encode())))
+    sync = FolderSync(desk.config.imap, "INBOX", desk.sessions)
+    client = connect(desk.config.imap)
+    try:
+        sync.sync(client)
+    finally:
+        client.logout()
+    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
+    try:
+        processor.parse_ahead(_read_all_pending(desk))  # most are parsed (and kept) by the worker
+        assert processor.run_pending().processed == mails
+    finally:
+        processor.close()
+
+    assert count(desk, AttachmentRow) == 2 * mails
+    assert count(desk, StoredFile) == 1 + mails  # the logo once
+    with desk.sessions() as session, binary_cursor(session) as cursor:
+        for row in session.scalars(select(AttachmentRow)):
+            data = files.read(cursor, row.sha256)
+            assert len(data) == row.size and hashlib.sha256(data).hexdigest() == row.sha256
+
+
+def test_a_parsing_process_that_cannot_keep_files_hands_them_back(desk):
+    raw = (b"From: c@zavod.example\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\ntext\r\n--b\r\n"
+           b"Content-Type: application/octet-stream; name=a.bin\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n")
+    for url, kept in ((None, False), ("postgresql://nobody@127.0.0.1:1/none", False),
+                      (libpq_url(desk.sessions.kw["bind"]), True)):
+        pool = ParsePool(ParseOptions(), workers=1, database_url=url)
+        try:
+            pool.ahead({n: raw for n in range(PARALLEL_MIN)})
+            (attachment,) = pool.parsers([0], lambda ids: {}, lambda i: raw)[0]().attachments
+        finally:
+            pool.close()
+        assert (attachment.data is None) == kept, url
+        assert attachment.size == 3 and attachment.sha256 == hashlib.sha256(b"\0\1\2").hexdigest()
+    assert count(desk, StoredFile) == 1
+
+
+def _read_all_pending(desk: Desk) -> dict[int, bytes]:
+    with desk.sessions() as session:
+        return {row.id: bytes(row.raw) for row in session.execute(
+            select(Inbound.id, Inbound.raw).where(Inbound.status == "pending"))}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email
+import hashlib
 import email.policy
 from datetime import datetime, timezone
 
@@ -13,14 +14,19 @@ from mailbot.render import Rendered
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 
 
+FILES: dict[str, bytes] = {}  # the file store of these tests, by sha256
+
+
 def stored(filename: str, content_type: str, data: bytes) -> AttachmentRow:
-    return AttachmentRow(filename=filename, content_type=content_type, size=len(data), data=data)
+    digest = hashlib.sha256(data).hexdigest()
+    FILES[digest] = data
+    return AttachmentRow(filename=filename, content_type=content_type, size=len(data), sha256=digest)
 
 
 def wire(mail: Outgoing) -> bytes:
     """What the sender puts on the wire: the composed text with the stored files spliced in."""
     composed = compose(load_config(None, environ={}), mail, NOW)
-    return splice(composed.raw, [(placeholder, row.data)
+    return splice(composed.raw, [(placeholder, FILES[row.sha256])
                                  for placeholder, row in zip(composed.placeholders, mail.files)])
 
 

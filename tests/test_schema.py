@@ -1,6 +1,9 @@
 """The register: schema.sql creates it, the models mirror it, init is idempotent."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from sqlalchemy import inspect
 
 from mailbot import db
@@ -28,6 +31,11 @@ def test_db_init_creates_the_whole_register_and_is_idempotent(database_url):
 def test_models_mirror_schema_sql_column_by_column(database_url):
     engine = db.make_engine(database_url)
     db.init_schema(engine)
+    assert_models_mirror(engine)
+
+
+def assert_models_mirror(engine) -> None:
+    """Every table, column (type, nullability) and foreign key of the models is in the database."""
     inspector = inspect(engine)
     assert set(inspector.get_table_names()) == set(Base.metadata.tables)
     for table in Base.metadata.sorted_tables:
@@ -46,10 +54,17 @@ def test_models_mirror_schema_sql_column_by_column(database_url):
         assert real_fks == model_fks, table.name
 
 
+def _as_version_4(engine) -> None:
+    """The database as an older mailbot left it: the schema of version 4."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql((Path(__file__).parent / "data" / "schema-v4.sql").read_text("utf-8"))
+        conn.exec_driver_sql("INSERT INTO schema_version (version) VALUES (4)")
+
+
 def test_db_upgrade_applies_newer_migrations_once(database_url):
     engine = db.make_engine(database_url)
-    db.init_schema(engine)
-    with engine.begin() as conn:  # as if the database had been created by an older mailbot
+    _as_version_4(engine)
+    with engine.begin() as conn:  # as if the database had been created by the first mailbot
         conn.exec_driver_sql("DELETE FROM schema_version")
         conn.exec_driver_sql("INSERT INTO schema_version (version) VALUES (1)")
         conn.exec_driver_sql("ALTER TABLE inbound ALTER COLUMN raw SET STORAGE EXTENDED")
@@ -62,3 +77,28 @@ def test_db_upgrade_applies_newer_migrations_once(database_url):
             "SELECT attstorage FROM pg_attribute WHERE attrelid = 'inbound'::regclass "
             "AND attname = 'raw'").scalar_one()
     assert storage == "e"  # external: no pointless compression of mail
+    assert_models_mirror(engine)
+
+
+def test_db_upgrade_moves_the_files_of_version_4_into_the_file_store(database_url):
+    engine = db.make_engine(database_url)
+    _as_version_4(engine)
+    logo, log = b"\x89PNG same logo", b"log line\n"
+    with engine.begin() as conn:
+        message = conn.exec_driver_sql(
+            "INSERT INTO messages (direction) VALUES ('in') RETURNING id").scalar_one()
+        for name, data in (("logo.png", logo), ("a.log", log), ("logo.png", logo)):
+            conn.exec_driver_sql(
+                "INSERT INTO attachments (message_id, filename, content_type, size, sha256, data) "
+                "VALUES (%s, %s, 'application/octet-stream', %s, %s, %s)",
+                (message, name, len(data), hashlib.sha256(data).hexdigest(), data))
+    assert db.upgrade_schema(engine) == ["0005_file_store.sql"]
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT sha256, size, data FROM files ORDER BY size").all()
+        names = conn.exec_driver_sql(
+            "SELECT a.filename, f.data FROM attachments a JOIN files f USING (sha256) "
+            "ORDER BY a.id").all()
+    assert [(row.size, bytes(row.data)) for row in stored] == [(len(log), log), (len(logo), logo)]
+    assert [(row.filename, bytes(row.data)) for row in names] == [
+        ("logo.png", logo), ("a.log", log), ("logo.png", logo)]
+    assert_models_mirror(engine)

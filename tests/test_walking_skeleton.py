@@ -12,10 +12,11 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import func, select, update
 
-from mailbot import db
+from mailbot import db, files
 from mailbot.clock import FrozenClock
 from mailbot.config import load_config, with_overrides
 from mailbot.crm import import_text
+from mailbot.db import binary_cursor
 from mailbot.daemon import Daemon
 from mailbot.models import AttachmentRow, Inbound, MailboxState, Message, Outbox, Request
 from mailbot.outbox import Outgoing, enqueue
@@ -115,7 +116,8 @@ def test_customer_mail_is_registered_and_acknowledged_in_its_thread(config, sess
         assert request.requester_email == "ivanov@zavod.example"
         incoming = session.scalar(select(Message).where(Message.direction == "in"))
         (attachment,) = session.scalars(select(AttachmentRow)).all()
-        assert attachment.data == b"log line 1\nlog line 2\n"
+        with binary_cursor(session) as cursor:
+            assert files.read(cursor, attachment.sha256) == b"log line 1\nlog line 2\n"
         assert attachment.filename == "журнал.log"
     original_id = incoming.message_id
     assert ack.rcpt_tos == ["ivanov@zavod.example"]

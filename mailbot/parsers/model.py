@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import datetime
 
@@ -20,22 +20,34 @@ class MailKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Attachment:
-    """One attachment, decoded to its real bytes, with a safe file name."""
+    """One attachment, decoded to its real bytes, with a safe file name.
+
+    Once the bytes are kept in the file store (:mod:`mailbot.files`), :meth:`kept`
+    gives the same attachment without them: ``data`` is None, ``size`` and
+    ``sha256`` still say what they were.
+    """
 
     filename: str
     content_type: str
-    data: bytes
+    data: bytes | None
     content_id: str | None = None
     inline: bool = False
+    kept_as: tuple[int, str] | None = None  # (size, sha256) when data is in the file store
 
     @property
     def size(self) -> int:
-        return len(self.data)
+        return len(self.data) if self.data is not None else self.kept_as[0]
 
     @cached_property
     def sha256(self) -> str:
         """The hex SHA-256 of the data (computed once, and pickled with the attachment)."""
+        if self.data is None:
+            return self.kept_as[1]
         return hashlib.sha256(self.data).hexdigest()
+
+    def kept(self) -> Attachment:
+        """This attachment without its bytes, which the file store now holds."""
+        return replace(self, data=None, kept_as=(self.size, self.sha256))
 
 
 @dataclass(frozen=True)

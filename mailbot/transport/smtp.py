@@ -63,8 +63,9 @@ class SmtpSender:
         with binary_cursor(conn) as cursor:
             raw = cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0]
             files = cursor.execute(
-                "SELECT f.placeholder, a.data FROM outbox_files f JOIN attachments a "
-                "ON a.id = f.attachment_id WHERE f.outbox_id = %s ORDER BY f.id", (outbox_id,))
+                "SELECT o.placeholder, f.data FROM outbox_files o "
+                "JOIN attachments a ON a.id = o.attachment_id JOIN files f ON f.sha256 = a.sha256 "
+                "WHERE o.outbox_id = %s ORDER BY o.id", (outbox_id,))
             return splice(raw, files)
 
     async def send_due(self) -> int:

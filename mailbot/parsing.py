@@ -1,11 +1,15 @@
 """Parsing in worker processes, started as soon as mail is stored.
 
-Parsing is CPU-bound Python and needs no database. The daemon hands every
-commit of new mail to :meth:`ParsePool.ahead`, so the workers parse it while
-the processor is still busy with the batch before; the processor then takes
-the results (:meth:`ParsePool.parsers`) for the rows it claims. A lone message
-(the usual case in the daemon) is parsed in the calling process: no hand-off
-delay. Should a worker die, the message is parsed in the calling process.
+Parsing is CPU-bound Python. The daemon hands every commit of new mail to
+:meth:`ParsePool.ahead`, so the workers parse it while the processor is still
+busy with the batch before; the processor then takes the results
+(:meth:`ParsePool.parsers`) for the rows it claims. A worker also keeps the
+files it decoded in the file store (:mod:`mailbot.files`, its own connection)
+and hands back the mail without their bytes: they neither travel back nor wait
+in memory for their batch. A lone message (the usual case in the daemon) is
+parsed in the calling process: no hand-off delay. Should a worker die, the
+message is parsed in the calling process; should it fail to reach the
+database, it hands the files back and the caller keeps them.
 """
 from __future__ import annotations
 
@@ -19,16 +23,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from functools import partial
 from importlib.machinery import ModuleSpec
 
-from .model import ParsedMail, ParseOptions
-from .parse import parse_mail
+import psycopg
+
+from . import files
+from .parsers import Attachment, ParsedMail, ParseOptions, parse_mail
 
 log = logging.getLogger(__name__)
 
 PARALLEL_MIN = 4  # fewer messages are parsed in the calling process
-AHEAD_BYTES = 64 * 1024 * 1024  # raw mail parsed ahead and not yet taken, at most
+AHEAD_BYTES = 64 * 1024 * 1024  # mail being parsed ahead (raw) or parsed and not yet taken, at most
 AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may process the row)
 
 Parse = Callable[[], ParsedMail]
@@ -52,12 +59,49 @@ def _main_module_not_rerun() -> Iterator[None]:
         main.__spec__ = saved
 
 
+_store: psycopg.Connection | None = None  # a worker's connection to the file store
+_store_url: str | None = None
+
+
+def _worker_started(database_url: str | None) -> None:
+    """In each worker: where to keep the files (connected on first use)."""
+    global _store_url
+    _store_url = database_url
+
+
 def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
-    """:func:`parse_mail`, and the files hashed while still in the worker."""
+    """:func:`parse_mail`, and the files kept in the file store (else hashed, and handed back)."""
     mail = parse_mail(raw, options)
-    for attachment in mail.attachments:
-        attachment.sha256  # noqa: B018 (a cached property: computed here, pickled with the result)
-    return mail
+    if not mail.attachments:
+        return mail
+    try:
+        return replace(mail, attachments=_keep(mail.attachments))
+    except psycopg.Error as exc:
+        log.warning("parsing process: cannot keep files (%s); the daemon keeps them", exc)
+        for attachment in mail.attachments:
+            attachment.sha256  # noqa: B018 (a cached property: computed here, pickled with the result)
+        return mail
+
+
+def _keep(attachments: tuple[Attachment, ...]) -> tuple[Attachment, ...]:
+    global _store
+    if _store_url is None:
+        raise psycopg.OperationalError("no database given to the parsing processes")
+    if _store is None or _store.closed:
+        _store = psycopg.connect(_store_url, autocommit=True)
+    try:
+        with _store.cursor() as cursor:
+            files.keep(cursor, attachments)
+    except psycopg.Error:
+        _store.close()  # connect again next time
+        raise
+    return tuple(a.kept() for a in attachments)
+
+
+def _held(mail: ParsedMail) -> int:
+    """Bytes a parsed message holds while it waits for its batch (about)."""
+    return (len(mail.text) + len(mail.html or "") + len(mail.new_text)
+            + sum(len(a.data) for a in mail.attachments if a.data is not None))
 
 
 def default_workers() -> int:
@@ -77,12 +121,14 @@ def default_workers() -> int:
 class ParsePool:
     """Worker processes that parse mail, and the results parsed ahead of their batch."""
 
-    def __init__(self, options: ParseOptions, workers: int | None = None) -> None:
+    def __init__(self, options: ParseOptions, workers: int | None = None,
+                 database_url: str | None = None) -> None:
         self.options = options
         self.workers = default_workers() if workers is None else workers
+        self.database_url = database_url  # where the workers keep files (None: they hand them back)
         self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self._ahead: dict[int, tuple[Future, int, float]] = {}  # id → future, size, started
+        self._lock = threading.RLock()  # a done callback may run at once, in the submitting thread
+        self._ahead: dict[int, tuple[Future, int, float]] = {}  # id → future, bytes held, started
 
     @property
     def started(self) -> bool:
@@ -136,9 +182,20 @@ class ParsePool:
                 pool = self._pool_locked()
                 for inbound_id in self._wanted_locked([(i, len(raw)) for i, raw in stored.items()]):
                     raw = stored[inbound_id]
-                    self._ahead[inbound_id] = (pool.submit(parse_in_worker, raw, self.options), len(raw), now)
+                    future = pool.submit(parse_in_worker, raw, self.options)
+                    self._ahead[inbound_id] = (future, len(raw), now)
+                    future.add_done_callback(partial(self._parsed_ahead, inbound_id))
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 self._failed_locked(exc)
+
+    def _parsed_ahead(self, inbound_id: int, future: Future) -> None:
+        """A message parsed ahead holds its result now, no longer its raw bytes."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        with self._lock:
+            entry = self._ahead.get(inbound_id)
+            if entry is not None and entry[0] is future:
+                self._ahead[inbound_id] = (future, _held(future.result()), entry[2])
 
     def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]],
                 read: Callable[[int], bytes]) -> list[Parse]:
@@ -177,7 +234,8 @@ class ParsePool:
     def _pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_started, initargs=(self.database_url,))
             with _main_module_not_rerun():
                 for _ in range(self.workers):  # each submit to a pool with no idle worker spawns one
                     pool.submit(len, b"")
