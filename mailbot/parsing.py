@@ -129,6 +129,7 @@ class ParsePool:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.RLock()  # a done callback may run at once, in the submitting thread
         self._ahead: dict[int, tuple[Future, int, float]] = {}  # id → future, bytes held, started
+        self._starting: list[Future] = []  # one trivial task per worker: done once it is up
 
     @property
     def started(self) -> bool:
@@ -145,6 +146,8 @@ class ParsePool:
             return self._wanted_locked(candidates)
 
     def _wanted_locked(self, candidates: list[tuple[int, int]]) -> list[int]:
+        if not self._ready_locked():
+            return []  # the workers are still starting: the processor parses this mail itself
         held = sum(size for _, size, _ in self._ahead.values())
         chosen = []
         for inbound_id, size in candidates:
@@ -156,11 +159,19 @@ class ParsePool:
             held += size
         return chosen
 
-    def start(self) -> None:
-        """Start the worker processes now, so that the first batch does not wait for them."""
+    def start(self, wait: bool = False) -> None:
+        """Start the worker processes now (``wait``: until they are up).
+
+        Workers take about half a second to start; until they are up, mail is
+        parsed in the calling process rather than waiting for them.
+        """
         if self.parallel:
             with self._lock:
                 self._pool_locked()
+                starting = list(self._starting)
+            if wait:
+                for future in starting:
+                    future.result()
 
     def close(self) -> None:
         """Stop the worker processes (started again when needed)."""
@@ -202,8 +213,9 @@ class ParsePool:
         """For each ``inbound`` id, a call that returns its ParsedMail.
 
         Mail parsed ahead is taken from the workers; the bytes of the rest are
-        read (``read_many``) and the workers start on them now. ``read`` fetches
-        one message's bytes again should a worker die.
+        read (``read_many``) and the workers start on them now (parsed here while
+        the workers are still starting). ``read`` fetches one message's bytes
+        again should a worker die.
         """
         with self._lock:
             taken = {i: self._ahead.pop(i)[0] for i in ids if i in self._ahead}
@@ -213,7 +225,10 @@ class ParsePool:
             try:
                 with self._lock:
                     pool = self._pool_locked()
-                taken.update({i: pool.submit(parse_in_worker, raws[i], self.options) for i in inline})
+                    ready = self._ready_locked()
+                if ready:  # else this batch is parsed here while the workers start
+                    taken.update({i: pool.submit(parse_in_worker, raws[i], self.options)
+                                  for i in inline})
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 with self._lock:
                     self._failed_locked(exc)
@@ -236,11 +251,13 @@ class ParsePool:
             # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
             pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_worker_started, initargs=(self.database_url,))
-            with _main_module_not_rerun():
-                for _ in range(self.workers):  # each submit to a pool with no idle worker spawns one
-                    pool.submit(len, b"")
+            with _main_module_not_rerun():  # each submit to a pool with no idle worker spawns one
+                self._starting = [pool.submit(len, b"") for _ in range(self.workers)]
             self._pool = pool
         return self._pool
+
+    def _ready_locked(self) -> bool:
+        return self._pool is not None and all(future.done() for future in self._starting)
 
     def _failed_locked(self, exc: BaseException) -> None:
         pool, self._pool = self._pool, None

@@ -102,8 +102,8 @@ def test_a_batch_parsed_in_worker_processes_is_processed_like_one_parsed_here(de
 
     processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
     try:
+        processor.parsing.start(wait=True)
         result = processor.run_pending()
-        assert processor.parsing.started  # the batch went through the worker processes
     finally:
         processor.close()
 
@@ -173,6 +173,7 @@ def test_mail_parsed_ahead_is_taken_from_the_workers_not_read_again():
         return {i: raws[i] for i in ids}
 
     try:
+        pool.start(wait=True)
         pool.ahead(raws)  # as the watcher does right after its commit
         mails = [parse() for parse in pool.parsers(list(raws), read_many, raws.__getitem__)]
     finally:
@@ -195,6 +196,7 @@ def test_files_are_kept_once_by_their_content_whoever_parsed_them(desk):
         client.logout()
     processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
     try:
+        processor.parsing.start(wait=True)
         processor.parse_ahead(_read_all_pending(desk))  # most are parsed (and kept) by the worker
         assert processor.run_pending().processed == mails
     finally:
@@ -217,6 +219,7 @@ def test_a_parsing_process_that_cannot_keep_files_hands_them_back(desk):
                       (libpq_url(desk.sessions.kw["bind"]), True)):
         pool = ParsePool(ParseOptions(), workers=1, database_url=url)
         try:
+            pool.start(wait=True)
             pool.ahead({n: raw for n in range(PARALLEL_MIN)})
             (attachment,) = pool.parsers([0], lambda ids: {}, lambda i: raw)[0]().attachments
         finally:
@@ -230,3 +233,18 @@ def _read_all_pending(desk: Desk) -> dict[int, bytes]:
     with desk.sessions() as session:
         return {row.id: bytes(row.raw) for row in session.execute(
             select(Inbound.id, Inbound.raw).where(Inbound.status == "pending"))}
+
+
+def test_mail_is_parsed_here_while_the_workers_start():
+    raws = {n: f"From: c{n}@zavod.example\r\nSubject: n{n}\r\n\r\nтекст\r\n".encode()
+            for n in range(PARALLEL_MIN)}
+    pool = ParsePool(ParseOptions(), workers=1)
+    try:
+        pool.ahead(raws)  # starts the workers, does not wait for them
+        assert pool.started and pool.wanted([(99, 10)]) == []
+        mails = [parse() for parse in pool.parsers(list(raws), lambda ids: raws, raws.__getitem__)]
+        assert [m.subject for m in mails] == [f"n{n}" for n in raws]
+        pool.start(wait=True)
+        assert pool.wanted([(99, 10)]) == [99]
+    finally:
+        pool.close()
