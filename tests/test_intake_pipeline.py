@@ -93,16 +93,8 @@ def test_a_batch_parsed_in_worker_processes_is_processed_like_one_parsed_here(de
     for n in range(PARALLEL_MIN + 2):
         desk.write("ivanov@zavod.example", f"Обращение {n}", "Не запускается АРМ диспетчера.")
     desk.write("ivanov@zavod.example", "Большое письмо", "x" * 5000)  # too large: quarantined
-    sync = FolderSync(desk.config.imap, "INBOX", desk.sessions)
-    client = connect(desk.config.imap)
+    processor = _stored_with_a_worker(desk)
     try:
-        sync.sync(client)
-    finally:
-        client.logout()
-
-    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
-    try:
-        processor.parsing.start(wait=True)
         result = processor.run_pending()
     finally:
         processor.close()
@@ -188,15 +180,8 @@ def test_files_are_kept_once_by_their_content_whoever_parsed_them(desk):
     for n in range(mails):
         desk.write("ivanov@zavod.example", f"Обращение {n}", "Не запускается АРМ.",
                    attachments=(("logo.png", logo), (f"журнал-{n}.log", f"строка {n}\n".encode())))
-    sync = FolderSync(desk.config.imap, "INBOX", desk.sessions)
-    client = connect(desk.config.imap)
+    processor = _stored_with_a_worker(desk)
     try:
-        sync.sync(client)
-    finally:
-        client.logout()
-    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
-    try:
-        processor.parsing.start(wait=True)
         processor.parse_ahead(_read_all_pending(desk))  # most are parsed (and kept) by the worker
         assert processor.run_pending().processed == mails
     finally:
@@ -227,6 +212,19 @@ def test_a_parsing_process_that_cannot_keep_files_hands_them_back(desk):
         assert (attachment.data is None) == kept, url
         assert attachment.size == 3 and attachment.sha256 == hashlib.sha256(b"\0\1\2").hexdigest()
     assert count(desk, StoredFile) == 1
+
+
+def _stored_with_a_worker(desk: Desk) -> Processor:
+    """The INBOX synced into ``inbound``; a processor with one parsing process, up."""
+    sync = FolderSync(desk.config.imap, "INBOX", desk.sessions)
+    client = connect(desk.config.imap)
+    try:
+        sync.sync(client)
+    finally:
+        client.logout()
+    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
+    processor.parsing.start(wait=True)
+    return processor
 
 
 def _read_all_pending(desk: Desk) -> dict[int, bytes]:
