@@ -20,11 +20,13 @@ from .parsers import Attachment
 _KEEP = "INSERT INTO files (sha256, size, data) VALUES (%s, %s, %b) ON CONFLICT (sha256) DO NOTHING"
 
 
-def keep(cursor: psycopg.Cursor, attachments: Iterable[Attachment]) -> None:
-    """Store the bytes of these attachments that the store does not hold yet."""
+def keep(cursor: psycopg.Cursor, attachments: Iterable[Attachment]) -> tuple[Attachment, ...]:
+    """Store the bytes the store does not hold yet; the attachments without their bytes."""
+    attachments = tuple(attachments)
     rows = {a.sha256: (a.sha256, a.size, a.data) for a in attachments if a.data is not None}
     if rows:
         cursor.executemany(_KEEP, list(rows.values()))
+    return tuple(a.kept() for a in attachments)
 
 
 def read(cursor: psycopg.Cursor, sha256: str) -> bytes:

@@ -72,30 +72,27 @@ def _worker_started(database_url: str | None) -> None:
 def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
     """:func:`parse_mail`, and the files kept in the file store (else hashed, and handed back)."""
     mail = parse_mail(raw, options)
-    if not mail.attachments:
-        return mail
-    try:
-        return replace(mail, attachments=_keep(mail.attachments))
-    except psycopg.Error as exc:
-        log.warning("parsing process: cannot keep files (%s); the daemon keeps them", exc)
-        for attachment in mail.attachments:
-            attachment.sha256  # noqa: B018 (a cached property: computed here, pickled with the result)
-        return mail
+    if mail.attachments and _store_url is not None:
+        try:
+            return replace(mail, attachments=_keep(mail.attachments))
+        except psycopg.Error as exc:
+            log.warning("parsing process: cannot keep files (%s); the daemon keeps them", exc)
+    for attachment in mail.attachments:
+        attachment.sha256  # noqa: B018 (a cached property: computed here, pickled with the result)
+    return mail
 
 
 def _keep(attachments: tuple[Attachment, ...]) -> tuple[Attachment, ...]:
+    """Store the files over this worker's connection (opened again after a failure)."""
     global _store
-    if _store_url is None:
-        raise psycopg.OperationalError("no database given to the parsing processes")
     if _store is None or _store.closed:
         _store = psycopg.connect(_store_url, autocommit=True)
     try:
         with _store.cursor() as cursor:
-            files.keep(cursor, attachments)
+            return files.keep(cursor, attachments)
     except psycopg.Error:
-        _store.close()  # connect again next time
+        _store.close()
         raise
-    return tuple(a.kept() for a in attachments)
 
 
 def _held(mail: ParsedMail) -> int:

@@ -12,9 +12,9 @@ goes on.
 Mail is parsed in worker processes (:mod:`mailbot.parsing`), as soon as
 the watcher has stored it when it runs in the daemon; the files it carries are
 kept in the file store (:mod:`mailbot.files`) as soon as they are decoded, by
-the worker or here. A batch waits for its mail to be parsed, reads what the whole batch will ask of the register
-(:meth:`Lookup.prepare`), then runs the rules and the workflow message by
-message, in order.
+the worker or here. A batch waits for its mail to be parsed, reads what the
+whole batch will ask of the register (:meth:`Lookup.prepare`), then runs the
+rules and the workflow message by message, in order.
 """
 from __future__ import annotations
 
@@ -203,8 +203,7 @@ class Processor:
         engine = self.sessions.kw["bind"]
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             with binary_cursor(conn) as cursor:
-                files.keep(cursor, mail.attachments)
-        return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
+                return replace(mail, attachments=files.keep(cursor, mail.attachments))
 
     def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
         """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""

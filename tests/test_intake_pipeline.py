@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import func, select
 
 from mailbot import files
-
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
 from mailbot.db import binary_cursor, libpq_url
