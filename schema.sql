@@ -193,10 +193,9 @@ CREATE TABLE messages (
 CREATE INDEX messages_message_id_idx ON messages (message_id);
 CREATE INDEX messages_request_idx ON messages (request_id, id);
 
--- The file store (migration 0005): every decoded file once, by the SHA-256 of its bytes.
--- Files are kept as soon as they are decoded (by the parsing processes, in their own
--- transactions), so the same signature image in a thousand mails is stored once. A file no
--- attachment refers to (its message was quarantined) stays: a retry refers to it again.
+-- The file store (migration 0005): the decoded files of mail stored by version 5, once per
+-- content, by the SHA-256 of their bytes. Since migration 0006 the files of a mail stay in
+-- its raw message (inbound.raw) and are decoded again when read (mailbot/files.py).
 CREATE TABLE files (
     sha256     text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size       integer NOT NULL,
@@ -210,15 +209,15 @@ CREATE TABLE attachments (
     filename      text NOT NULL,
     content_type  text NOT NULL,
     size          integer NOT NULL,
-    sha256        text NOT NULL REFERENCES files (sha256),  -- the bytes
+    sha256        text NOT NULL,  -- which file of the message's raw mail (or of files)
     inline        boolean NOT NULL DEFAULT false
 );
 CREATE INDEX attachments_message_idx ON attachments (message_id);
 CREATE INDEX attachments_sha256_idx ON attachments (sha256);
 
 -- Files that go out with a mail (a customer's files in a staff notification, a staff
--- member's files in an answer) are stored once, in files: outbox.raw holds a
--- placeholder for each, replaced by the file's base64 text when the mail is sent.
+-- member's files in an answer) are not copied: outbox.raw holds a placeholder for
+-- each, replaced by the file's base64 text when the mail is sent.
 CREATE TABLE outbox_files (
     id             bigserial PRIMARY KEY,
     outbox_id      bigint NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,

@@ -46,11 +46,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from mailbot import db  # noqa: E402
+from mailbot import db, files  # noqa: E402
 from mailbot.clock import Clock  # noqa: E402
 from mailbot.config import load_config, with_overrides  # noqa: E402
 from mailbot.daemon import Daemon  # noqa: E402
-from mailbot.models import AttachmentRow, Inbound, Message, Outbox, Quarantine, Request, StoredFile  # noqa: E402
+from mailbot.models import AttachmentRow, Inbound, Message, Outbox, Quarantine, Request  # noqa: E402
 from mailbot.parsers import parse_mail  # noqa: E402
 from mailbot.processor import parse_options  # noqa: E402
 from mailbot.transport.imap import connect  # noqa: E402
@@ -592,18 +592,26 @@ class CpuMeter:
         import psutil
 
         me = os.getpid()
-        for process in psutil.process_iter(["pid", "ppid", "name", "cpu_times"]):
+        for process in psutil.process_iter(["pid", "ppid", "name", "cmdline", "cpu_times"]):
             info = process.info
             if info["cpu_times"] is None:
                 continue
             name = info["name"] or ""
             kind = ("mailbot" if info["pid"] == me else "parsing processes" if info["ppid"] == me
-                    else "PostgreSQL" if name.startswith("postgres")
+                    else _postgres_kind(info["cmdline"]) if name.startswith("postgres")
                     else "Dovecot" if name in ("dovecot", "imap", "imap-login", "auth", "anvil", "log",
                                                "config", "stats")
                     else "other")
             self._last[info["pid"]] = (kind, info["cpu_times"].user + info["cpu_times"].system)
         return self._last
+
+
+def _postgres_kind(cmdline: list[str] | None) -> str:
+    """Its backends (the SQL of the daemon and its workers) or its own background work
+    (checkpoints, WAL writing), told apart by the process title."""
+    title = " ".join(cmdline or [])
+    background = ("checkpointer", "walwriter", "background writer", "autovacuum", "logger")
+    return "PostgreSQL background" if any(w in title for w in background) else "PostgreSQL"
 
 
 @dataclass
@@ -660,11 +668,14 @@ def verify(sessions, mails: list[GenMail], sink: TimedSink, sample: int = 25) ->
         unsent = s.scalar(select(func.count()).select_from(Outbox).where(Outbox.status != "sent"))
         att_rows, att_bytes = s.execute(select(func.count(), func.coalesce(func.sum(AttachmentRow.size), 0))
                                         .select_from(AttachmentRow)).one()
-        corrupt = s.scalar(select(func.count()).select_from(StoredFile).where(
-            (func.encode(func.sha256(StoredFile.data), "hex") != StoredFile.sha256)
-            | (func.length(StoredFile.data) != StoredFile.size)))
+        located = s.execute(select(AttachmentRow.sha256, AttachmentRow.size, Message.inbound_id)
+                            .join(Message, AttachmentRow.message_id == Message.id)).all()
+        with db.binary_cursor(s) as cursor:  # every file read back the way sending reads it
+            read_back = files.read_many(cursor, [(sha, inbound) for sha, _, inbound in located])
+        corrupt = sum(hashlib.sha256(data).hexdigest() != sha or len(data) != size
+                      for (sha, size, _), data in zip(located, read_back))
         if corrupt:
-            problems.append(f"{corrupt} stored files do not match their sha256 or size")
+            problems.append(f"{corrupt} files read back do not match their sha256 or size")
         stored_hashes: dict[str, list[str]] = {}
         for mid, digest in s.execute(select(Message.message_id, AttachmentRow.sha256)
                                      .join(Message, AttachmentRow.message_id == Message.id)
@@ -675,11 +686,13 @@ def verify(sessions, mails: list[GenMail], sink: TimedSink, sample: int = 25) ->
         with_att = [m for m in mails if m.attachments]
         picked = random.Random(7).sample(with_att, min(sample, len(with_att)))
         for mail in picked:
-            rows = s.execute(select(AttachmentRow.filename, StoredFile.data)
-                             .join(Message, AttachmentRow.message_id == Message.id)
-                             .join(StoredFile, StoredFile.sha256 == AttachmentRow.sha256)
-                             .where(Message.message_id == mail.message_id)
-                             .order_by(AttachmentRow.id)).all()
+            found = s.execute(select(AttachmentRow.filename, AttachmentRow.sha256, Message.inbound_id)
+                              .join(Message, AttachmentRow.message_id == Message.id)
+                              .where(Message.message_id == mail.message_id)
+                              .order_by(AttachmentRow.id)).all()
+            with db.binary_cursor(s) as cursor:
+                data = files.read_many(cursor, [(sha, inbound) for _, sha, inbound in found])
+            rows = [(name, d) for (name, _, _), d in zip(found, data)]
             if [d for _, d in rows] != [d for _, d in mail.attachments]:
                 problems.append(f"attachment bytes differ for <{mail.message_id}>")
             elif [f for f, _ in rows] != [f for f, _ in mail.attachments]:

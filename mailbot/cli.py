@@ -151,7 +151,7 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
                 target = Path(args.save) / f"{row.id}-{row.filename}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with db.binary_cursor(session) as cursor:
-                    target.write_bytes(read_file(cursor, row.sha256))
+                    target.write_bytes(read_file(cursor, row.sha256, message.inbound_id))
                 line += f"  -> {target}"
             print(line)
         print(f"{len(files)} file(s)")

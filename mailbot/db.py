@@ -58,11 +58,6 @@ def make_engine(url: str, **kwargs) -> Engine:
     return engine
 
 
-def libpq_url(engine: Engine) -> str:
-    """The engine's database as a plain ``postgresql://`` URL, for psycopg.connect."""
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _send_bytes_as_binary(dbapi_connection, _record) -> None:
     """Send bytea parameters in binary: as hex text a 25 MB attachment costs twice its size."""
     dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)

@@ -224,7 +224,7 @@ class Message(Base):
 
 
 class StoredFile(Base):
-    """A decoded file, once per content (see :mod:`mailbot.files`)."""
+    """A decoded file of mail stored by version 5, once per content (see :mod:`mailbot.files`)."""
 
     __tablename__ = "files"
     sha256: Mapped[str] = mapped_column(primary_key=True)
@@ -234,7 +234,7 @@ class StoredFile(Base):
 
 
 class AttachmentRow(Base):
-    """A file of a message: its name and type there; the bytes are in ``files``."""
+    """A file of a message: its name and type there; where its bytes are: :mod:`mailbot.files`."""
 
     __tablename__ = "attachments"
     id: Mapped[int] = _pk()
@@ -242,7 +242,7 @@ class AttachmentRow(Base):
     filename: Mapped[str]
     content_type: Mapped[str]
     size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(ForeignKey("files.sha256"))
+    sha256: Mapped[str]
     inline: Mapped[bool] = mapped_column(server_default="false")
 
     message: Mapped[Message] = relationship(back_populates="attachments")

@@ -3,13 +3,12 @@
 Parsing is CPU-bound Python. The daemon hands every commit of new mail to
 :meth:`ParsePool.ahead`, so the workers parse it while the processor is still
 busy with the batch before; the processor then takes the results
-(:meth:`ParsePool.parsers`) for the rows it claims. A worker also keeps the
-files it decoded in the file store (:mod:`mailbot.files`, its own connection)
-and hands back the mail without their bytes: they neither travel back nor wait
-in memory for their batch. A lone message (the usual case in the daemon) is
-parsed in the calling process: no hand-off delay. Should a worker die, the
-message is parsed in the calling process; should it fail to reach the
-database, it hands the files back and the caller keeps them.
+(:meth:`ParsePool.parsers`) for the rows it claims. A worker hands back the
+mail without the bytes of its files: they stay in the raw mail
+(:mod:`mailbot.files`), so they neither travel back nor wait in memory for
+their batch. A lone message (the usual case in the daemon) is parsed in the
+calling process: no hand-off delay. Should a worker die, the message is parsed
+in the calling process.
 """
 from __future__ import annotations
 
@@ -27,10 +26,7 @@ from dataclasses import replace
 from functools import partial
 from importlib.machinery import ModuleSpec
 
-import psycopg
-
-from . import files
-from .parsers import Attachment, ParsedMail, ParseOptions, parse_mail
+from .parsers import ParsedMail, ParseOptions, parse_mail
 
 log = logging.getLogger(__name__)
 
@@ -59,40 +55,12 @@ def _main_module_not_rerun() -> Iterator[None]:
         main.__spec__ = saved
 
 
-_store: psycopg.Connection | None = None  # a worker's connection to the file store
-_store_url: str | None = None
-
-
-def _worker_started(database_url: str | None) -> None:
-    """In each worker: where to keep the files (connected on first use)."""
-    global _store_url
-    _store_url = database_url
-
-
 def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
-    """:func:`parse_mail`, and the files kept in the file store (else hashed, and handed back)."""
+    """:func:`parse_mail`, the files without their bytes (which stay in the raw mail)."""
     mail = parse_mail(raw, options)
-    if mail.attachments and _store_url is not None:
-        try:
-            return replace(mail, attachments=_keep(mail.attachments))
-        except psycopg.Error as exc:
-            log.warning("parsing process: cannot keep files (%s); the daemon keeps them", exc)
-    for attachment in mail.attachments:
-        attachment.sha256  # noqa: B018 (a cached property: computed here, pickled with the result)
-    return mail
-
-
-def _keep(attachments: tuple[Attachment, ...]) -> tuple[Attachment, ...]:
-    """Store the files over this worker's connection (opened again after a failure)."""
-    global _store
-    if _store is None or _store.closed:
-        _store = psycopg.connect(_store_url, autocommit=True)
-    try:
-        with _store.cursor() as cursor:
-            return files.keep(cursor, attachments)
-    except psycopg.Error:
-        _store.close()
-        raise
+    if not mail.attachments:
+        return mail
+    return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
 
 
 def _held(mail: ParsedMail) -> int:
@@ -118,11 +86,9 @@ def default_workers() -> int:
 class ParsePool:
     """Worker processes that parse mail, and the results parsed ahead of their batch."""
 
-    def __init__(self, options: ParseOptions, workers: int | None = None,
-                 database_url: str | None = None) -> None:
+    def __init__(self, options: ParseOptions, workers: int | None = None) -> None:
         self.options = options
         self.workers = default_workers() if workers is None else workers
-        self.database_url = database_url  # where the workers keep files (None: they hand them back)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.RLock()  # a done callback may run at once, in the submitting thread
         self._ahead: dict[int, tuple[Future, int, float]] = {}  # id → future, bytes held, started
@@ -246,8 +212,7 @@ class ParsePool:
     def _pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_started, initargs=(self.database_url,))
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             with _main_module_not_rerun():  # each submit to a pool with no idle worker spawns one
                 self._starting = [pool.submit(len, b"") for _ in range(self.workers)]
             self._pool = pool

@@ -10,18 +10,18 @@ message is quarantined with the stage and the error, and the rest of the batch
 goes on.
 
 Mail is parsed in worker processes (:mod:`mailbot.parsing`), as soon as
-the watcher has stored it when it runs in the daemon; the files it carries are
-kept in the file store (:mod:`mailbot.files`) as soon as they are decoded, by
-the worker or here. A batch waits for its mail to be parsed, reads what the
-whole batch will ask of the register (:meth:`Lookup.prepare`), then runs the
-rules and the workflow message by message, in order.
+the watcher has stored it when it runs in the daemon; the files it carries
+stay in the raw mail (:mod:`mailbot.files`). A batch waits for its mail to be
+parsed, reads what the whole batch will ask of the register
+(:meth:`Lookup.prepare`), then runs the rules and the workflow message by
+message, in order.
 """
 from __future__ import annotations
 
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy import select
@@ -29,8 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
-from . import files
-from .db import binary_cursor, libpq_url, read_blob
+from .db import binary_cursor, read_blob
 from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
@@ -81,7 +80,7 @@ class Processor:
         self.clock = clock
         self.batch = batch
         self.options = parse_options(config)
-        self.parsing = ParsePool(self.options, parse_workers, libpq_url(sessions.kw["bind"]))
+        self.parsing = ParsePool(self.options, parse_workers)
 
     def warm_up(self, *, workers: bool) -> None:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
@@ -183,7 +182,6 @@ class Processor:
             mail = parsed()
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
-        mail = self._kept(mail)  # a database error here fails the batch: it is tried again later
         try:
             verdict = decide(mail, Context(self.config, lookup, now))
         except Exception as exc:
@@ -194,16 +192,6 @@ class Processor:
         except Exception as exc:
             raise StageError("workflow", exc) from exc
         return f"inbound {row.id} from {mail.from_addr}: {'; '.join(verdict.reasons)}"
-
-    def _kept(self, mail: ParsedMail) -> ParsedMail:
-        """The mail with its files in the file store: kept now, in a transaction of their own,
-        unless a parsing process kept them."""
-        if all(a.data is None for a in mail.attachments):
-            return mail
-        engine = self.sessions.kw["bind"]
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            with binary_cursor(conn) as cursor:
-                return replace(mail, attachments=files.keep(cursor, mail.attachments))
 
     def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
         """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""

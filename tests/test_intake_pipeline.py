@@ -1,22 +1,25 @@
 """The intake pipeline under load: several FETCH batches, and batches parsed in worker processes."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mailbot import files
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
-from mailbot.db import binary_cursor, libpq_url
-from mailbot.models import (AttachmentRow, Contact, Inbound, MailboxState, Message, Quarantine,
-                            Request, StoredFile)
-from mailbot.parsers import ParseOptions
+from mailbot.db import binary_cursor
+from mailbot.models import (AttachmentRow, Contact, Inbound, MailboxState, Message, Outbox,
+                            Quarantine, Request, StoredFile)
+from mailbot.parsers import ParseOptions, parse_mail
 from mailbot.parsing import PARALLEL_MIN, ParsePool
 from mailbot.processor import Processor
 from mailbot.workflow.intake import Intake
+from mailbot.workflow.trail import record_incoming
 from mailbot.transport.imap import FolderSync, connect
+from mailbot.transport.smtp import SmtpSender
 from tests.mailflow import MONDAY_MORNING, Desk
 
 
@@ -173,7 +176,7 @@ def test_mail_parsed_ahead_is_taken_from_the_workers_not_read_again():
     assert [m.subject for m in mails] == [f"Обращение {n}" for n in raws]
 
 
-def test_files_are_kept_once_by_their_content_whoever_parsed_them(desk):
+def test_files_of_mail_stay_in_the_raw_mail_and_are_read_back_from_it(desk):
     logo = b"\x89PNG the company logo in every signature"
     mails = PARALLEL_MIN + 1
     for n in range(mails):
@@ -181,36 +184,65 @@ def test_files_are_kept_once_by_their_content_whoever_parsed_them(desk):
                    attachments=(("logo.png", logo), (f"журнал-{n}.log", f"строка {n}\n".encode())))
     processor = _stored_with_a_worker(desk)
     try:
-        processor.parse_ahead(_read_all_pending(desk))  # most are parsed (and kept) by the worker
+        processor.parse_ahead(_read_all_pending(desk))  # most are parsed by the worker
         assert processor.run_pending().processed == mails
     finally:
         processor.close()
 
     assert count(desk, AttachmentRow) == 2 * mails
-    assert count(desk, StoredFile) == 1 + mails  # the logo once
+    assert count(desk, StoredFile) == 0  # not stored a second time
     with desk.sessions() as session, binary_cursor(session) as cursor:
-        for row in session.scalars(select(AttachmentRow)):
-            data = files.read(cursor, row.sha256)
-            assert len(data) == row.size and hashlib.sha256(data).hexdigest() == row.sha256
+        rows = session.execute(select(AttachmentRow.sha256, AttachmentRow.size, Message.inbound_id)
+                               .join(Message)).all()
+        for (sha256, size, _), data in zip(rows, files.read_many(cursor, [(r[0], r[2]) for r in rows])):
+            assert len(data) == size and hashlib.sha256(data).hexdigest() == sha256
+        assert files.read(cursor, hashlib.sha256(logo).hexdigest(), rows[0].inbound_id) == logo
 
 
-def test_a_parsing_process_that_cannot_keep_files_hands_them_back(desk):
+def test_a_file_that_cannot_be_found_is_named(desk):
+    desk.write("ivanov@zavod.example", "Обращение", "Не запускается АРМ.",
+               attachments=(("журнал.log", "строка\n".encode()),))
+    desk.run()
+    missing = hashlib.sha256(b"other").hexdigest()
+    with desk.sessions() as session, binary_cursor(session) as cursor:
+        inbound_id = session.scalar(select(Inbound.id))
+        with pytest.raises(LookupError, match=f"inbound {inbound_id} holds no file {missing}"):
+            files.read(cursor, missing, inbound_id)
+        with pytest.raises(LookupError, match=f"file {missing} is not in the file store"):
+            files.read(cursor, missing, None)
+
+
+def test_files_without_their_raw_mail_are_refused_not_dropped(desk):
     raw = (b"From: c@zavod.example\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\ntext\r\n--b\r\n"
            b"Content-Type: application/octet-stream; name=a.bin\r\n"
            b"Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n")
-    for url, kept in ((None, False), ("postgresql://nobody@127.0.0.1:1/none", False),
-                      (libpq_url(desk.sessions.kw["bind"]), True)):
-        pool = ParsePool(ParseOptions(), workers=1, database_url=url)
-        try:
-            pool.start(wait=True)
-            pool.ahead({n: raw for n in range(PARALLEL_MIN)})
-            (attachment,) = pool.parsers([0], lambda ids: {}, lambda i: raw)[0]().attachments
-        finally:
-            pool.close()
-        assert (attachment.data is None) == kept, url
-        assert attachment.size == 3 and attachment.sha256 == hashlib.sha256(b"\0\1\2").hexdigest()
-    assert count(desk, StoredFile) == 1
+    with desk.sessions() as session, pytest.raises(ValueError, match="kept in their raw mail"):
+        record_incoming(session, parse_mail(raw), None, None, MONDAY_MORNING)
+
+
+def test_a_mail_whose_file_cannot_be_read_fails_with_the_reason_and_the_rest_go_out(desk):
+    desk.write("ivanov@zavod.example", "Обращение", "Не запускается АРМ.",
+               attachments=(("журнал.log", "строка\n".encode()),))
+    processor = _stored_with_a_worker(desk)  # stored and processed, not sent yet
+    try:
+        assert processor.run_pending().processed == 1
+    finally:
+        processor.close()
+    gone = hashlib.sha256(b"not this file").hexdigest()
+    with desk.sessions.begin() as session:  # as if the raw mail no longer held the file
+        session.execute(update(AttachmentRow).values(sha256=gone))
+
+    asyncio.run(SmtpSender(desk.config.smtp, desk.sessions, FrozenClock(MONDAY_MORNING)).send_due())
+
+    with desk.sessions() as session:
+        rows = {row.kind: row for row in session.execute(
+            select(Outbox.kind, Outbox.status, Outbox.last_error))}
+        inbound_id = session.scalar(select(Inbound.id))
+    assert rows["ack"].status == "sent"
+    assert rows["staff_new_request"].status == "failed"
+    assert rows["staff_new_request"].last_error == f"cannot compose: inbound {inbound_id} holds no file {gone}"
+    assert [m.rcpt_tos for m in desk.new_mail()] == [["ivanov@zavod.example"]]
 
 
 def _stored_with_a_worker(desk: Desk) -> Processor:

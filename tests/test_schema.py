@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from mailbot import db
+from mailbot import db, files
 from mailbot.models import Base
 
 
@@ -92,7 +92,7 @@ def test_db_upgrade_moves_the_files_of_version_4_into_the_file_store(database_ur
                 "INSERT INTO attachments (message_id, filename, content_type, size, sha256, data) "
                 "VALUES (%s, %s, 'application/octet-stream', %s, %s, %s)",
                 (message, name, len(data), hashlib.sha256(data).hexdigest(), data))
-    assert db.upgrade_schema(engine) == ["0005_file_store.sql"]
+    assert db.upgrade_schema(engine) == ["0005_file_store.sql", "0006_files_stay_in_raw_mail.sql"]
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT sha256, size, data FROM files ORDER BY size").all()
         names = conn.exec_driver_sql(
@@ -101,4 +101,6 @@ def test_db_upgrade_moves_the_files_of_version_4_into_the_file_store(database_ur
     assert [(row.size, bytes(row.data)) for row in stored] == [(len(log), log), (len(logo), logo)]
     assert [(row.filename, bytes(row.data)) for row in names] == [
         ("logo.png", logo), ("a.log", log), ("logo.png", logo)]
+    with engine.connect() as conn, db.binary_cursor(conn) as cursor:  # read as any other file
+        assert files.read(cursor, hashlib.sha256(logo).hexdigest(), None) == logo
     assert_models_mirror(engine)

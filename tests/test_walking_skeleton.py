@@ -117,7 +117,8 @@ def test_customer_mail_is_registered_and_acknowledged_in_its_thread(config, sess
         incoming = session.scalar(select(Message).where(Message.direction == "in"))
         (attachment,) = session.scalars(select(AttachmentRow)).all()
         with binary_cursor(session) as cursor:
-            assert files.read(cursor, attachment.sha256) == b"log line 1\nlog line 2\n"
+            assert files.read(cursor, attachment.sha256, incoming.inbound_id) == \
+                b"log line 1\nlog line 2\n"
         assert attachment.filename == "журнал.log"
     original_id = incoming.message_id
     assert ack.rcpt_tos == ["ivanov@zavod.example"]

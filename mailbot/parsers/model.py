@@ -22,9 +22,9 @@ class MailKind(str, enum.Enum):
 class Attachment:
     """One attachment, decoded to its real bytes, with a safe file name.
 
-    Once the bytes are kept in the file store (:mod:`mailbot.files`), :meth:`kept`
-    gives the same attachment without them: ``data`` is None, ``size`` and
-    ``sha256`` still say what they were.
+    The bytes stay in the raw mail (:mod:`mailbot.files`): :meth:`kept` gives the
+    same attachment without them (``data`` is None; ``size`` and ``sha256`` still
+    say what they were), to hand on without carrying them.
     """
 
     filename: str
@@ -32,7 +32,7 @@ class Attachment:
     data: bytes | None
     content_id: str | None = None
     inline: bool = False
-    kept_as: tuple[int, str] | None = None  # (size, sha256) when data is in the file store
+    kept_as: tuple[int, str] | None = None  # (size, sha256) once handed on without data
 
     @property
     def size(self) -> int:
@@ -46,7 +46,7 @@ class Attachment:
         return hashlib.sha256(self.data).hexdigest()
 
     def kept(self) -> Attachment:
-        """This attachment without its bytes, which the file store now holds."""
+        """This attachment without its bytes, which its raw mail holds."""
         return replace(self, data=None, kept_as=(self.size, self.sha256))
 
 

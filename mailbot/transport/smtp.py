@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import files
 from ..clock import Clock
 from ..config import SmtpConfig
 from ..db import binary_cursor
@@ -62,11 +63,14 @@ class SmtpSender:
         """The bytes to send: the stored text with its files spliced in (read just before sending)."""
         with binary_cursor(conn) as cursor:
             raw = cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0]
-            files = cursor.execute(
-                "SELECT o.placeholder, f.data FROM outbox_files o "
-                "JOIN attachments a ON a.id = o.attachment_id JOIN files f ON f.sha256 = a.sha256 "
-                "WHERE o.outbox_id = %s ORDER BY o.id", (outbox_id,))
-            return splice(raw, files)
+            placeholders, wanted = [], []
+            for placeholder, sha256, inbound_id in cursor.execute(
+                    "SELECT o.placeholder, a.sha256, m.inbound_id FROM outbox_files o "
+                    "JOIN attachments a ON a.id = o.attachment_id JOIN messages m ON m.id = a.message_id "
+                    "WHERE o.outbox_id = %s ORDER BY o.id", (outbox_id,)).fetchall():
+                placeholders.append(placeholder)
+                wanted.append((sha256, inbound_id))
+            return splice(raw, zip(placeholders, files.read_many(cursor, wanted)))
 
     async def send_due(self) -> int:
         """Send every due row: one SMTP connection (opened again if the server drops it) and
@@ -112,7 +116,12 @@ class SmtpSender:
 
     async def _send_one(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed) -> int:
         try:
-            await smtp.sendmail(item.mail_from, item.recipients, self.wire(conn, item.id))
+            data = self.wire(conn, item.id)
+        except LookupError as exc:  # a file it carries cannot be read: it can never be sent
+            self._failed(conn, item, f"cannot compose: {exc}", permanent=True)
+            return 0
+        try:
+            await smtp.sendmail(item.mail_from, item.recipients, data)
         except aiosmtplib.SMTPResponseException as exc:
             self._failed(conn, item, f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600)
             await _reset(smtp)

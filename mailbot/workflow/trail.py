@@ -5,23 +5,19 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from .. import files
-from ..db import binary_cursor
 from ..models import AttachmentRow, Message, Request
 from ..parsers import ParsedMail
 
 
 def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
                     request: Request | None, at: datetime) -> Message:
-    """The message (new text, thread ids) and its attachments, whose bytes are in the file store.
+    """The message (new text, thread ids) and its attachments.
 
-    The processor hands over mail whose files are kept already; files a caller
-    still holds (a test, a request typed in by staff) are kept here, in the
-    caller's transaction.
+    The bytes of the files stay in the raw mail of ``inbound_id`` (see
+    :mod:`mailbot.files`); mail with none (typed in by staff) carries no files.
     """
-    if any(a.data is not None for a in mail.attachments):
-        with binary_cursor(session) as cursor:
-            files.keep(cursor, mail.attachments)
+    if inbound_id is None and mail.attachments:
+        raise ValueError("files are kept in their raw mail: a message without one has no files")
     message = Message(
         request=request, direction="in", inbound_id=inbound_id,
         message_id=mail.message_id, in_reply_to=mail.in_reply_to[0] if mail.in_reply_to else None,
