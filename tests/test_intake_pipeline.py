@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 
 import pytest
 from sqlalchemy import func, select, update
@@ -14,7 +15,7 @@ from mailbot.db import binary_cursor
 from mailbot.models import (AttachmentRow, Contact, Inbound, MailboxState, Message, Outbox,
                             Quarantine, Request, StoredFile)
 from mailbot.parsers import ParseOptions, parse_mail
-from mailbot.parsing import PARALLEL_MIN, ParsePool
+from mailbot.parsing import PARALLEL_MIN, WORKER_NICENESS, ParsePool
 from mailbot.processor import Processor
 from mailbot.workflow.intake import Intake
 from mailbot.workflow.trail import record_incoming
@@ -275,5 +276,14 @@ def test_mail_is_parsed_here_while_the_workers_start():
         assert [m.subject for m in mails] == [f"n{n}" for n in raws]
         pool.start(wait=True)
         assert pool.wanted([(99, 10)]) == [99]
+    finally:
+        pool.close()
+
+
+def test_parsing_processes_run_below_the_daemons_priority():
+    pool = ParsePool(ParseOptions(), workers=1)
+    try:
+        pool.start(wait=True)
+        assert pool._pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICENESS)
     finally:
         pool.close()
