@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from functools import partial
 from importlib.machinery import ModuleSpec
+from typing import NamedTuple
 
 from .parsers import ParsedMail, ParseOptions, parse_mail
 
@@ -34,6 +35,12 @@ PARALLEL_MIN = 4  # fewer messages are parsed in the calling process
 AHEAD_BYTES = 64 * 1024 * 1024  # mail being parsed ahead (raw) or parsed and not yet taken, at most
 AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may process the row)
 WORKER_NICENESS = 10  # added to a worker's nice value (see _worker_started)
+# Mail goes to the workers in chunks: each hand-off (and each result) needs a moment of the
+# daemon's busy interpreter, and the pool keeps only one task in reserve per worker. With one
+# message per task the workflow waited 1.3-1.5 s for parsing in the ingest benchmark while a
+# CPU stood idle; in chunks of 16, 0.5-1.0 s, and all was processed 0.4-0.6 s sooner.
+CHUNK_MAILS = 16
+CHUNK_BYTES = 4 * 1024 * 1024
 
 Parse = Callable[[], ParsedMail]
 
@@ -56,12 +63,39 @@ def _main_module_not_rerun() -> Iterator[None]:
         main.__spec__ = saved
 
 
-def parse_in_worker(raw: bytes, options: ParseOptions) -> ParsedMail:
-    """:func:`parse_mail`, the files without their bytes (which stay in the raw mail)."""
-    mail = parse_mail(raw, options)
+def parse_in_worker(raws: list[bytes], options: ParseOptions) -> list[ParsedMail | Exception]:
+    """:func:`parse_mail` of each, the files without their bytes (which stay in the raw mail).
+
+    A message that fails (too large) is handed back as its exception: it alone is quarantined,
+    not the chunk it came in.
+    """
+    parsed: list[ParsedMail | Exception] = []
+    for raw in raws:
+        try:
+            parsed.append(_without_file_bytes(parse_mail(raw, options)))
+        except Exception as exc:  # noqa: BLE001 - raised again for this message by ParsePool._result
+            parsed.append(exc)
+    return parsed
+
+
+def _without_file_bytes(mail: ParsedMail) -> ParsedMail:
     if not mail.attachments:
         return mail
     return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
+
+
+def _chunks(items: list[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
+    """Mail in hand-offs of at most CHUNK_MAILS messages and CHUNK_BYTES (at least one message)."""
+    chunk: list[tuple[int, bytes]] = []
+    size = 0
+    for item in items:
+        if chunk and (len(chunk) == CHUNK_MAILS or size + len(item[1]) > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item[1])
+    if chunk:
+        yield chunk
 
 
 def _worker_started() -> None:
@@ -91,6 +125,15 @@ def default_workers() -> int:
     return 0 if cpus < 2 else min(4, cpus)
 
 
+class _Ahead(NamedTuple):
+    """A message handed to the workers ahead of its batch."""
+
+    future: Future  # of its chunk: a list of ParsedMail
+    index: int  # its place in the chunk
+    held: int  # bytes it holds: raw until parsed, then the parsed mail's (see _held)
+    started: float  # monotonic time it was handed over
+
+
 class ParsePool:
     """Worker processes that parse mail, and the results parsed ahead of their batch."""
 
@@ -99,7 +142,7 @@ class ParsePool:
         self.workers = default_workers() if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.RLock()  # a done callback may run at once, in the submitting thread
-        self._ahead: dict[int, tuple[Future, int, float]] = {}  # id → future, bytes held, started
+        self._ahead: dict[int, _Ahead] = {}  # by inbound id
         self._starting: list[Future] = []  # one trivial task per worker: done once it is up
 
     @property
@@ -119,7 +162,7 @@ class ParsePool:
     def _wanted_locked(self, candidates: list[tuple[int, int]]) -> list[int]:
         if not self._ready_locked():
             return []  # the workers are still starting: the processor parses this mail itself
-        held = sum(size for _, size, _ in self._ahead.values())
+        held = sum(entry.held for entry in self._ahead.values())
         chosen = []
         for inbound_id, size in candidates:
             if inbound_id in self._ahead:
@@ -158,14 +201,14 @@ class ParsePool:
             return
         now = time.monotonic()
         with self._lock:
-            for key in [k for k, (_, _, started) in self._ahead.items() if now - started > AHEAD_TTL]:
+            for key in [k for k, entry in self._ahead.items() if now - entry.started > AHEAD_TTL]:
                 del self._ahead[key]
             try:
                 pool = self._pool_locked()
-                for inbound_id in self._wanted_locked([(i, len(raw)) for i, raw in stored.items()]):
-                    raw = stored[inbound_id]
-                    future = pool.submit(parse_in_worker, raw, self.options)
-                    self._ahead[inbound_id] = (future, len(raw), now)
+                wanted = self._wanted_locked([(i, len(raw)) for i, raw in stored.items()])
+                placed = self._submit_locked(pool, [(i, stored[i]) for i in wanted])
+                for inbound_id, (future, index) in placed.items():
+                    self._ahead[inbound_id] = _Ahead(future, index, len(stored[inbound_id]), now)
                     future.add_done_callback(partial(self._parsed_ahead, inbound_id))
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 self._failed_locked(exc)
@@ -176,8 +219,10 @@ class ParsePool:
             return
         with self._lock:
             entry = self._ahead.get(inbound_id)
-            if entry is not None and entry[0] is future:
-                self._ahead[inbound_id] = (future, _held(future.result()), entry[2])
+            if entry is not None and entry.future is future:
+                result = future.result()[entry.index]
+                held = _held(result) if isinstance(result, ParsedMail) else 0
+                self._ahead[inbound_id] = entry._replace(held=held)
 
     def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]],
                 read: Callable[[int], bytes]) -> list[Parse]:
@@ -189,30 +234,40 @@ class ParsePool:
         again should a worker die.
         """
         with self._lock:
-            taken = {i: self._ahead.pop(i)[0] for i in ids if i in self._ahead}
+            taken = {i: self._ahead.pop(i)[:2] for i in ids if i in self._ahead}
         raws = read_many([i for i in ids if i not in taken])
         inline = {i: partial(parse_mail, raws[i], self.options) for i in ids if i not in taken}
         if len(inline) >= PARALLEL_MIN and self.parallel:
             try:
                 with self._lock:
                     pool = self._pool_locked()
-                    ready = self._ready_locked()
-                if ready:  # else this batch is parsed here while the workers start
-                    taken.update({i: pool.submit(parse_in_worker, raws[i], self.options)
-                                  for i in inline})
+                    if self._ready_locked():  # else this batch is parsed here while they start
+                        taken.update(self._submit_locked(pool, [(i, raws[i]) for i in inline]))
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 with self._lock:
                     self._failed_locked(exc)
-        return [partial(self._result, taken[i], partial(self._parse_read, read, i)) if i in taken
+        return [partial(self._result, *taken[i], partial(self._parse_read, read, i)) if i in taken
                 else inline[i] for i in ids]
 
-    def _result(self, future: Future, fallback: Parse) -> ParsedMail:
+    def _submit_locked(self, pool: ProcessPoolExecutor,
+                       items: list[tuple[int, bytes]]) -> dict[int, tuple[Future, int]]:
+        """Hand these (id, raw) to the workers; for each id, its chunk's future and its place in it."""
+        placed = {}
+        for chunk in _chunks(items):
+            future = pool.submit(parse_in_worker, [raw for _, raw in chunk], self.options)
+            placed.update({inbound_id: (future, index) for index, (inbound_id, _) in enumerate(chunk)})
+        return placed
+
+    def _result(self, future: Future, index: int, fallback: Parse) -> ParsedMail:
         try:
-            return future.result()
+            result = future.result()[index]
         except BrokenProcessPool as exc:  # a worker died: parse here, start a new pool next time
             with self._lock:
                 self._failed_locked(exc)
             return fallback()
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def _parse_read(self, read: Callable[[int], bytes], inbound_id: int) -> ParsedMail:
         return parse_mail(read(inbound_id), self.options)

@@ -14,7 +14,7 @@ from mailbot.config import with_overrides
 from mailbot.db import binary_cursor
 from mailbot.models import (AttachmentRow, Contact, Inbound, MailboxState, Message, Outbox,
                             Quarantine, Request, StoredFile)
-from mailbot.parsers import ParseOptions, parse_mail
+from mailbot.parsers import MailTooLarge, ParseOptions, parse_mail
 from mailbot.parsing import PARALLEL_MIN, WORKER_NICENESS, ParsePool
 from mailbot.processor import Processor
 from mailbot.workflow.intake import Intake
@@ -285,5 +285,20 @@ def test_parsing_processes_run_below_the_daemons_priority():
     try:
         pool.start(wait=True)
         assert pool._pool.submit(os.nice, 0).result() == min(19, os.nice(0) + WORKER_NICENESS)
+    finally:
+        pool.close()
+
+
+def test_a_message_too_large_is_refused_alone_not_with_the_mail_parsed_beside_it():
+    raws = {n: f"From: c{n}@zavod.example\r\nSubject: n{n}\r\n\r\n{'текст ' * (300 if n == 2 else 1)}\r\n"
+            .encode() for n in range(PARALLEL_MIN + 1)}
+    pool = ParsePool(ParseOptions(max_message_bytes=1000), workers=1)
+    try:
+        pool.start(wait=True)
+        pool.ahead(raws)  # one chunk
+        parses = pool.parsers(list(raws), lambda ids: {}, raws.__getitem__)
+        with pytest.raises(MailTooLarge):
+            parses[2]()
+        assert [parses[n]().subject for n in raws if n != 2] == ["n0", "n1", "n3", "n4"]
     finally:
         pool.close()
