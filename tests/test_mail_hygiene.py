@@ -144,6 +144,7 @@ def test_mail_stored_by_ingest_wakes_the_running_daemon_at_once(desk, monkeypatc
     thread.start()
     try:
         time.sleep(1.5)  # the daemon's first sweep is over; the next is 5 s away
+        _wait_for_listener(desk)  # a slow machine may take longer to LISTEN
         started = time.monotonic()
         raw = (b"From: ivanov@zavod.example\r\nSubject: Piped\r\nMessage-ID: <pipe1@zavod>\r\n"
                b"\r\nHello\r\n")
@@ -197,3 +198,19 @@ def test_oversize_mail_is_quarantined_kept_and_can_be_retried(desk, monkeypatch,
     assert count(desk, Request) == 1
     assert main(["quarantine", "list"]) == 0
     assert "0 message(s)" in capsys.readouterr().out
+
+
+def _wait_for_listener(desk, timeout: float = 10.0) -> None:
+    """Until the daemon's LISTEN connection is up (a NOTIFY before it would be lost)."""
+    import time
+
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    with desk.sessions() as session:
+        while not session.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query = 'LISTEN mailbot_outbox'")):
+            assert time.monotonic() < deadline, "the daemon never listened"
+            session.rollback()  # a fresh snapshot of pg_stat_activity
+            time.sleep(0.05)

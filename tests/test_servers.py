@@ -59,7 +59,7 @@ def test_dovecot_folders_append_idle_move(dovecot: Dovecot, mailbox: Mailbox) ->
         woke_after = time.monotonic() - started
         watcher.idle_done()
         assert (1, b"EXISTS") in responses
-        assert woke_after < 2
+        assert woke_after < 4  # Dovecot waits ~0.5 s; a poll of Dovecot's own would be 30 s
         assert watcher.search(["SUBJECT", "Драйвер"], charset="UTF-8") == [uid]
         assert watcher.fetch([uid], ["BODY.PEEK[]"])[uid][b"BODY[]"] == RAW
         watcher.move([uid], "Processed")
@@ -80,11 +80,11 @@ def test_added_user_logs_in_at_once_and_bad_password_is_fast(dovecot: Dovecot) -
     mailbox = dovecot.add_user(user, "pa55")
     with dovecot.client(user) as client:
         assert client.select_folder("INBOX")[b"EXISTS"] == 0
-    for _ in range(3):  # each ~0.5 s (Dovecot's failure queue); anvil's penalty would add 2-15 s
-        started = time.monotonic()
+    started = time.monotonic()
+    for _ in range(3):  # each ~0.5 s (Dovecot's failure queue); anvil's penalty adds 2, 4, 8 ... s
         with pytest.raises(LoginError):
             Mailbox(mailbox.host, mailbox.port, user, "wrong").client()
-        assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4  # with the penalty: 6 s or more
 
 
 def send(sink: SmtpSink, subject: str) -> None:
