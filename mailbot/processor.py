@@ -38,6 +38,7 @@ from .render import load_templates
 from .rules import Context, decide
 from .sla import make_calendar
 from .workflow.intake import Intake
+from .workflow.states import Journal
 
 log = logging.getLogger(__name__)
 
@@ -123,20 +124,23 @@ class Processor:
             if rows:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
+            journal = Journal(session)  # the batch's audit events, written after each flush
             try:
                 lookup.prepare([mail for mail in map(_Once.result, parsed) if mail], self.clock.now())
                 try:
                     with session.begin_nested():
-                        result = self._apply(session, rows, parsed, lookup, careful=False)
+                        result = self._apply(session, rows, parsed, lookup, journal, careful=False)
                 except Exception as exc:  # rolled back: again, a savepoint per message
                     log.info("batch of %d written one message at a time: %s", len(rows), exc)
-                    result = self._apply(session, rows, parsed, lookup, careful=True)
+                    journal.discard()
+                    result = self._apply(session, rows, parsed, lookup, journal, careful=True)
             finally:
                 lookup.close()
+                journal.close()
         return result, len(claimed) == self.batch or len(rows) < len(claimed)
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
-               lookup: Lookup, *, careful: bool) -> BatchResult:
+               lookup: Lookup, journal: Journal, *, careful: bool) -> BatchResult:
         """Each message through the chain, in order.
 
         Optimistic (``careful=False``): the whole batch is flushed once, at the
@@ -144,27 +148,28 @@ class Processor:
         caller rolls the batch back and runs it carefully. Careful: a savepoint
         and a flush per message, so a failure is quarantined with its message
         alone. A message that fails to parse or in the rules has written nothing
-        and is quarantined either way.
+        and is quarantined either way. The journal's events are written after
+        each flush and dropped with a failed message.
         """
         done, quarantined = [], 0
         for row, parse in zip(rows, parsed):
             try:
                 if careful:
                     with session.begin_nested():
-                        done.append(self.process(session, row, parse, lookup))
-                        session.flush()
+                        line = self.process(session, row, parse, lookup)
+                        _flush(session, journal)
+                    done.append(line)
                 else:
                     done.append(self.process(session, row, parse, lookup))
             except StageError as exc:
                 if not careful and exc.stage == "workflow":
                     raise
+                if careful:
+                    journal.discard()  # this message's events, rolled back with its savepoint
                 self.quarantine(session, row, exc.stage, exc.error)
                 quarantined += 1
         if not careful:
-            try:
-                session.flush()
-            except Exception as exc:
-                raise StageError("workflow", exc) from exc
+            _flush(session, journal)
         for line in done:
             log.info("%s", line)
         return BatchResult(len(done), quarantined)
@@ -248,6 +253,15 @@ class _Once:
         if self._error is not None:
             raise self._error
         return self._mail
+
+
+def _flush(session: Session, journal: Journal) -> None:
+    """The batch's rows, then its audit events (which need their ids); a failure is the workflow's."""
+    try:
+        session.flush()
+        journal.write()
+    except Exception as exc:
+        raise StageError("workflow", exc) from exc
 
 
 def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:

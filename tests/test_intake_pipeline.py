@@ -12,8 +12,8 @@ from mailbot import files
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
 from mailbot.db import binary_cursor
-from mailbot.models import (AttachmentRow, Contact, Inbound, MailboxState, Message, Outbox,
-                            Quarantine, Request, StoredFile)
+from mailbot.models import (AttachmentRow, Contact, Event, Inbound, MailboxState, Message,
+                            Outbox, Quarantine, Request, StoredFile)
 from mailbot.parsers import MailTooLarge, ParseOptions, parse_mail
 from mailbot.parsing import PARALLEL_MIN, WORKER_NICENESS, ParsePool
 from mailbot.processor import Processor
@@ -155,6 +155,31 @@ def test_a_message_that_fails_in_the_workflow_is_quarantined_and_the_batch_goes_
     assert numbers == ["ТП-2026-000001", "ТП-2026-000002"]  # no gap for the failed one
     assert sorted(m.parsed()["Subject"].split("] ")[1] for m in desk.new_mail()
                   if "ivanov@zavod.example" in m.rcpt_tos) == ["Первое", "Третье"]
+
+
+def test_a_message_that_fails_midway_leaves_no_events_and_the_others_keep_theirs(desk, monkeypatch):
+    new_request = Intake.new_request
+
+    def failing(self, inbound_id, mail, verdict, channel):
+        message = new_request(self, inbound_id, mail, verdict, channel)  # its events recorded
+        if "сбой обработки" in mail.subject:
+            raise RuntimeError("simulated fault")
+        return message
+
+    monkeypatch.setattr(Intake, "new_request", failing)
+    for subject in ("Первое", "сбой обработки", "Третье"):
+        desk.write("ivanov@zavod.example", subject, "Не запускается АРМ.")
+    assert (desk.run().processed, count(desk, Quarantine)) == (2, 1)
+
+    with desk.sessions() as session:
+        requests = session.scalars(select(Request).order_by(Request.id)).all()
+        kinds = {r.subject: session.scalars(select(Event.kind).where(Event.request_id == r.id)
+                                            .order_by(Event.id)).all() for r in requests}
+        assert session.scalar(select(func.count()).select_from(Event)
+                              .where(Event.request_id.is_(None))) == 0
+    assert [r.number for r in requests] == ["ТП-2026-000001", "ТП-2026-000002"]
+    assert kinds == {subject: ["created", "identified", "status"]  # no staff to assign
+                     for subject in ("Первое", "Третье")}
 
 
 def test_mail_parsed_ahead_is_taken_from_the_workers_not_read_again():

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from ..models import Event, Message, Request
@@ -32,7 +33,7 @@ def can_change(current: str, target: Status) -> bool:
 
 
 def change_status(session: Session, request: Request, target: Status, *, actor: str,
-                  at: datetime, message: Message | None = None, **details: Any) -> Event:
+                  at: datetime, message: Message | None = None, **details: Any) -> None:
     """Move ``request`` to ``target`` and record who did it, when, from which message."""
     current = Status(request.status)
     if target not in TRANSITIONS[current]:
@@ -45,15 +46,57 @@ def change_status(session: Session, request: Request, target: Status, *, actor: 
         request.closed_at = at
     elif target is S.OPEN and current in (S.CLOSED, S.RESOLVED):
         request.closed_at = None
-    return record(session, request, "status", actor=actor, at=at, message=message,
-                  from_status=current.value, to_status=target.value, **details)
+    record(session, request, "status", actor=actor, at=at, message=message,
+           from_status=current.value, to_status=target.value, **details)
 
 
 def record(session: Session, request: Request | None, kind: str, *, actor: str, at: datetime,
            message: Message | None = None, from_status: str | None = None,
-           to_status: str | None = None, **details: Any) -> Event:
-    """Write one audit event."""
-    event = Event(request=request, at=at, actor=actor, kind=kind, from_status=from_status,
-                  to_status=to_status, message=message, details=details)
-    session.add(event)
-    return event
+           to_status: str | None = None, **details: Any) -> None:
+    """Write one audit event (into the session's :class:`Journal` when it has one)."""
+    event = {"request": request, "message": message, "at": at, "actor": actor, "kind": kind,
+             "from_status": from_status, "to_status": to_status, "details": details}
+    journal = session.info.get(Journal.KEY)
+    if journal is not None:
+        journal.events.append(event)
+    else:
+        session.add(Event(**event))
+
+
+class Journal:
+    """A batch's audit events, written in one statement after its flush.
+
+    The intake writes several events per message; as ORM objects they cost a
+    good part of a batch's flush. While a journal is open on a session,
+    :func:`record` collects the events here; :meth:`write` inserts them once
+    the flush has given their requests and messages ids, and :meth:`discard`
+    drops them with a rolled-back attempt. The caller (the processor) calls
+    them next to its flushes and rollbacks; everywhere else events are ORM
+    objects, written with the session's other rows.
+    """
+
+    KEY = "mailbot.journal"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.events: list[dict[str, Any]] = []
+        session.info[self.KEY] = self
+
+    def write(self) -> None:
+        """Insert the events recorded since the last write (after a flush, in its transaction)."""
+        rows = [{**{k: v for k, v in event.items() if k not in ("request", "message")},
+                 "request_id": event["request"].id if event["request"] is not None else None,
+                 "message_id": event["message"].id if event["message"] is not None else None}
+                for event in self.events]
+        self.events.clear()
+        if rows:
+            self.session.connection().execute(insert(Event.__table__), rows)
+
+    def discard(self) -> None:
+        """Forget the events of an attempt that was rolled back."""
+        self.events.clear()
+
+    def close(self) -> None:
+        """Events are ORM objects again (any left belong to an attempt that failed)."""
+        self.session.info.pop(self.KEY, None)
+        self.events.clear()
