@@ -37,7 +37,8 @@ class Daemon:
         self._outbound = asyncio.Event()
 
     def folder_syncs(self) -> list[FolderSync]:
-        return [FolderSync(self.config.imap, folder, self.sessions, self._stored)
+        return [FolderSync(self.config.imap, folder, self.sessions, self._stored,
+                           self.processor.expect)
                 for folder in self.config.imap.folders]
 
     def _stored(self, new: dict[int, bytes]) -> None:

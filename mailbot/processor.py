@@ -87,12 +87,18 @@ class Processor:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
 
         The daemon does it at start, so that its first mail does not wait; a
-        single run starts the workers only once there is mail for them.
+        single run starts the workers only once a folder has mail for them
+        (:meth:`expect`).
         """
         if workers:
             self.parsing.start()
         load_templates()
         make_calendar(self.config.sla, self.config.timezone).is_working_time(self.clock.now())
+
+    def expect(self, count: int) -> None:
+        """``count`` new messages are about to be fetched: enough of them start the parsing
+        processes now, so that they are up when the mail is stored (thread-safe)."""
+        self.parsing.expect(count)
 
     def close(self) -> None:
         """Stop the parsing processes (started again when needed)."""

@@ -327,3 +327,31 @@ def test_a_message_too_large_is_refused_alone_not_with_the_mail_parsed_beside_it
         assert [parses[n]().subject for n in raws if n != 2] == ["n0", "n1", "n3", "n4"]
     finally:
         pool.close()
+
+
+def test_a_folder_sync_says_how_much_new_mail_it_found_before_fetching_it(desk):
+    for n in range(PARALLEL_MIN + 1):
+        desk.write("ivanov@zavod.example", f"Обращение {n}", "Не запускается АРМ.")
+    found, stored = [], []
+    sync = FolderSync(desk.config.imap, "INBOX", desk.sessions,
+                      on_stored=lambda new: stored.append(len(new)),
+                      on_found=lambda count: found.append((count, sum(stored))))
+    for _ in range(2):  # the second sync finds nothing new
+        client = connect(desk.config.imap)
+        try:
+            sync.sync(client)
+        finally:
+            client.logout()
+    assert found == [(PARALLEL_MIN + 1, 0)]  # told before anything was stored
+    assert sum(stored) == PARALLEL_MIN + 1
+
+
+def test_parsing_processes_start_when_enough_mail_is_coming():
+    pool = ParsePool(ParseOptions(), workers=1)
+    try:
+        pool.expect(PARALLEL_MIN - 1)
+        assert not pool.started
+        pool.expect(PARALLEL_MIN)
+        assert pool.started
+    finally:
+        pool.close()

@@ -50,16 +50,20 @@ def connect(config: ImapConfig) -> IMAPClient:
 class FolderSync:
     """Keeps one IMAP folder in step with ``inbound``.
 
+    ``on_found`` hears how many new messages the folder has, before they are
+    fetched (the daemon starts its parsing processes for a big delivery);
     ``on_stored`` hears of each commit (the new rows' bytes by id), before the
     messages are moved: the daemon wakes the processor and starts parsing them.
     """
 
     def __init__(self, config: ImapConfig, folder: str, sessions: sessionmaker[Session],
-                 on_stored: Callable[[dict[int, bytes]], None] = lambda new: None) -> None:
+                 on_stored: Callable[[dict[int, bytes]], None] = lambda new: None,
+                 on_found: Callable[[int], None] = lambda count: None) -> None:
         self.config = config
         self.folder = folder
         self.sessions = sessions
         self.on_stored = on_stored
+        self.on_found = on_found
         self.name = f"{config.username}@{config.host}/{folder}"
 
     def sync(self, client: IMAPClient) -> int:
@@ -69,7 +73,10 @@ class FolderSync:
         last_uid = self._last_uid(uidvalidity)
         uids = sorted(client.search("ALL"))
         self._move(client, [uid for uid in uids if uid <= last_uid])
-        batches = list(_chunks([uid for uid in uids if uid > last_uid], self.config.fetch_batch))
+        new = [uid for uid in uids if uid > last_uid]
+        if new:
+            self.on_found(len(new))
+        batches = list(_chunks(new, self.config.fetch_batch))
         if len(batches) < 2:  # nothing to overlap
             stored = 0
             for batch in batches:
