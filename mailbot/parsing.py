@@ -129,7 +129,7 @@ def default_workers() -> int:
 class _Ahead(NamedTuple):
     """A message handed to the workers ahead of its batch."""
 
-    future: Future  # of its chunk: a list of ParsedMail
+    future: Future  # of its chunk: a ParsedMail (or the exception it raised) per message
     index: int  # its place in the chunk
     held: int  # bytes it holds: raw until parsed, then the parsed mail's (see _held)
     started: float  # monotonic time it was handed over

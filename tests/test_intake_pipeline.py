@@ -271,14 +271,18 @@ def test_a_mail_whose_file_cannot_be_read_fails_with_the_reason_and_the_rest_go_
     assert [m.rcpt_tos for m in desk.new_mail()] == [["ivanov@zavod.example"]]
 
 
-def _stored_with_a_worker(desk: Desk) -> Processor:
-    """The INBOX synced into ``inbound``; a processor with one parsing process, up."""
-    sync = FolderSync(desk.config.imap, "INBOX", desk.sessions)
+def _sync(desk: Desk, sync: FolderSync) -> None:
+    """One sync of ``sync``'s folder over a connection of its own."""
     client = connect(desk.config.imap)
     try:
         sync.sync(client)
     finally:
         client.logout()
+
+
+def _stored_with_a_worker(desk: Desk) -> Processor:
+    """The INBOX synced into ``inbound``; a processor with one parsing process, up."""
+    _sync(desk, FolderSync(desk.config.imap, "INBOX", desk.sessions))
     processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
     processor.parsing.start(wait=True)
     return processor
@@ -337,11 +341,7 @@ def test_a_folder_sync_says_how_much_new_mail_it_found_before_fetching_it(desk):
                       on_stored=lambda new: stored.append(len(new)),
                       on_found=lambda count: found.append((count, sum(stored))))
     for _ in range(2):  # the second sync finds nothing new
-        client = connect(desk.config.imap)
-        try:
-            sync.sync(client)
-        finally:
-            client.logout()
+        _sync(desk, sync)
     assert found == [(PARALLEL_MIN + 1, 0)]  # told before anything was stored
     assert sum(stored) == PARALLEL_MIN + 1
 
