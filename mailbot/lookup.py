@@ -45,11 +45,6 @@ def _automatic_recipients(row: Outbox) -> list[str]:
     return [r.lower() for r in row.recipients] if row.kind in AUTOMATIC_KINDS else []
 
 
-def _problem(mail: ParsedMail) -> str:
-    """What a mail says of the problem, for the known-error search: its subject and new text."""
-    return f"{mail.subject}\n{mail.new_text or mail.text}"
-
-
 @dataclass(frozen=True)
 class IncidentMatch:
     number: str
@@ -79,14 +74,15 @@ class Lookup:
     def close(self) -> None:
         self.unflushed.close()
 
-    def prepare(self, mails: Sequence[ParsedMail], now: datetime) -> None:
-        """Read what these mails will ask, a query per question instead of one per mail."""
+    def prepare(self, mails: Sequence[ParsedMail], now: datetime, problems: Sequence[str] = ()) -> None:
+        """Read what these mails will ask, a query per question instead of one per mail
+        (``problems``: the texts the known-error search will be asked for)."""
         senders = sorted({m.from_addr for m in mails if m.from_addr})
         self.directory.prepare(senders, now)
         self._read_threads([mid for m in mails for mid in m.thread_ids])
         self._read_numbers([number for m in mails for number in m.request_numbers])
         self._read_automatic(senders, now - AUTOMATIC_WINDOW)
-        self._search([_problem(m) for m in mails if not m.thread_ids and not m.request_numbers])
+        self._search(problems)
 
     # ------------------------------------------------------------ staff
 
@@ -202,10 +198,6 @@ class Lookup:
 
     def incident_by_number(self, number: str) -> Incident | None:
         return self.session.scalar(select(Incident).where(Incident.number == number))
-
-    def known_errors(self, mail: ParsedMail) -> list[IncidentMatch]:
-        """The known errors most like the problem this mail describes."""
-        return self.search_incidents(_problem(mail))
 
     def search_incidents(self, query: str, limit: int = 3) -> list[IncidentMatch]:
         """Known errors most like ``query``: Russian full-text rank plus title similarity."""

@@ -35,7 +35,7 @@ from .models import Inbound, Quarantine
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
 from .parsing import ParsePool
 from .render import load_templates
-from .rules import Context, decide
+from .rules import Context, decide, searched_problems
 from .sla import make_calendar
 from .workflow.intake import Intake
 from .workflow.states import Journal
@@ -132,7 +132,8 @@ class Processor:
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
             journal = Journal(session)  # the batch's audit events, written after each flush
             try:
-                lookup.prepare([mail for mail in map(_Once.result, parsed) if mail], self.clock.now())
+                mails = [mail for mail in map(_Once.result, parsed) if mail]
+                lookup.prepare(mails, self.clock.now(), searched_problems(mails, self.config))
                 try:
                     with session.begin_nested():
                         result = self._apply(session, rows, parsed, lookup, journal, careful=False)

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from mailbot import files
 from mailbot.clock import FrozenClock
@@ -132,6 +132,37 @@ def test_one_batch_sees_what_its_earlier_messages_created(desk):
     acks = [m for m in desk.new_mail() if "sidorov@zavod.example" in m.rcpt_tos
             and m.parsed()["Auto-Submitted"]]
     assert len(acks) == desk.config.support.ack_limit_per_hour  # the rate limit counted the batch
+
+
+def test_a_batch_searches_the_known_errors_of_its_op3_mails_in_one_query(desk):
+    """§4 ОП3: the known errors are searched for each new ОП3 request; a batch asks for all of
+    them in one query, and not for its ОП1 mail."""
+    desk.add_incident("INC-000045", "АРМ не запускается после обновления драйверов",
+                      "Сбой при запуске АРМ диспетчера после обновления драйверов",
+                      "Переустановите драйвер ключа версии 3.2 и перезапустите службу.")
+    for n in range(3):
+        desk.write("ivanov@zavod.example", f"Сбой {n}: АРМ не запускается",
+                   "После обновления драйверов АРМ диспетчера не запускается, критический сбой.")
+    desk.write("ivanov@zavod.example", "Вопрос", "Как выгрузить отчёт в Excel?")
+    searches = []
+
+    def searched(_conn, _cursor, statement, parameters, *_args) -> None:
+        if "to_tsquery" in statement:
+            searches.append(len(parameters["tsqs"]))
+
+    engine = desk.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", searched)
+    try:
+        assert desk.run().processed == 4
+    finally:
+        event.remove(engine, "before_cursor_execute", searched)
+    assert searches == [3]  # one query, for the three ОП3 mails
+    with desk.sessions() as session:
+        levels = session.scalars(select(Request.level).order_by(Request.id)).all()
+    assert levels == [3, 3, 3, 1]
+    notices = [m.parsed().get_body(("plain",)).get_content() for m in desk.new_mail()
+               if m.rcpt_tos == [desk.config.support.tp1_address]]
+    assert ["[INC-000045] АРМ не запускается" in text for text in notices] == [True, True, True, False]
 
 
 def test_a_message_that_fails_in_the_workflow_is_quarantined_and_the_batch_goes_on(desk, monkeypatch):

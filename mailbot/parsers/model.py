@@ -120,6 +120,12 @@ class ParsedMail:
         return tuple(v for k, v in self.headers if k.lower() == lname)
 
     @property
+    def problem(self) -> str:
+        """What the mail says of the problem: its subject and new text (for the level and the
+        known-error search)."""
+        return f"{self.subject}\n{self.new_text or self.text}"
+
+    @property
     def thread_ids(self) -> tuple[str, ...]:
         """Message-IDs this message refers to, nearest first."""
         seen: dict[str, None] = {}

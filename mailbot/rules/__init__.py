@@ -15,7 +15,7 @@ from .contract import ContractCheck
 from .conversation import ThreadMatch
 from .hygiene import AcknowledgementRateLimit, AutomaticMail, OwnMail
 from .identity import SenderIdentity, StaffAuthentication
-from .known_errors import KnownErrorSearch
+from .known_errors import KnownErrorSearch, searched_problems
 from .level import LevelClassification
 from .staff import StaffCommands
 from .verdict import Action, Confirmation, Role, Verdict
@@ -55,4 +55,5 @@ def decide(mail: ParsedMail, context: Context, rules: tuple[Rule, ...] = PIPELIN
     return verdict
 
 
-__all__ = ["Action", "Confirmation", "Context", "MANUAL_INTAKE", "PIPELINE", "Role", "Verdict", "decide"]
+__all__ = ["Action", "Confirmation", "Context", "MANUAL_INTAKE", "PIPELINE", "Role", "Verdict", "decide",
+           "searched_problems"]

@@ -147,8 +147,7 @@ class LevelClassification(Rule):
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         if verdict.action is not Action.NEW_REQUEST:
             return
-        text = f"{mail.subject}\n{mail.new_text or mail.text}"
-        verdict.level, verdict.level_reason = classify(text, context.config.classify)
+        verdict.level, verdict.level_reason = classify(mail.problem, context.config.classify)
         verdict.note(self.name, verdict.level_reason)
 
 
