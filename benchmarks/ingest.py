@@ -503,7 +503,8 @@ BIG_COLUMNS = (("inbound", "raw"), ("files", "data"), ("outbox", "raw"))
 
 
 def set_toast_compression(engine, method: str) -> None:
-    """Experiment: how the big bytea columns are stored (``none`` = STORAGE EXTERNAL)."""
+    """Experiment: how the big bytea columns are stored. The schema stores them uncompressed
+    (STORAGE EXTERNAL, = ``none``); ``pglz`` and ``lz4`` compress them (STORAGE EXTENDED)."""
     from sqlalchemy import text
 
     with engine.begin() as conn:
@@ -511,7 +512,8 @@ def set_toast_compression(engine, method: str) -> None:
             if method == "none":
                 conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL"))
             else:
-                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION {method}"))
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTENDED, "
+                                  f"ALTER COLUMN {column} SET COMPRESSION {method}"))
     print(f"experiment: {', '.join(f'{t}.{c}' for t, c in BIG_COLUMNS)} stored with "
           f"{'no compression' if method == 'none' else method}", flush=True)
 
