@@ -15,9 +15,8 @@ def searched_problems(mails: Iterable[ParsedMail], config: Config) -> list[str]:
     tells: the problem of a mail that starts a request (names no thread and no request) and
     whose text is ОП3. :meth:`Lookup.prepare` searches them for a batch in one query; a mail
     that becomes ОП3 otherwise is searched when its rule asks."""
-    return [mail.problem for mail in mails
-            if not mail.thread_ids and not mail.request_numbers
-            and classify(mail.problem, config.classify)[0] == 3]
+    new = (mail.problem for mail in mails if not mail.thread_ids and not mail.request_numbers)
+    return [problem for problem in new if classify(problem, config.classify)[0] == 3]
 
 
 class KnownErrorSearch(Rule):
