@@ -110,15 +110,22 @@ def _assign_ids(session: Session, _context, _instances) -> None:
             wanting[table.name].append(instance)
     if not wanting:
         return
-    names = list(wanting)
-    rows = session.connection().execute(
-        _NEXT_IDS, {"names": names, "counts": [len(wanting[n]) for n in names]}).all()
-    ids: dict[str, list[int]] = defaultdict(list)
-    for name, new_id in rows:
-        ids[name].append(new_id)
+    ids = next_ids(session.connection(), {name: len(rows) for name, rows in wanting.items()})
     for name, instances in wanting.items():
-        for instance, new_id in zip(instances, sorted(ids[name])):
+        for instance, new_id in zip(instances, ids[name]):
             instance.id = new_id
+
+
+def next_ids(connection: Connection, counts: dict[str, int]) -> dict[str, list[int]]:
+    """``counts[table]`` new ids from each table's sequence, in one query; ascending."""
+    wanted = {name: count for name, count in counts.items() if count}
+    ids: dict[str, list[int]] = {name: [] for name in counts}
+    if wanted:
+        rows = connection.execute(_NEXT_IDS, {"names": list(wanted),
+                                              "counts": list(wanted.values())}).all()
+        for name, new_id in rows:
+            ids[name].append(new_id)
+    return {name: sorted(values) for name, values in ids.items()}
 
 
 def check_connection(engine: Engine) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from .crm import DatabaseDirectory
 from .models import Incident, Message, Outbox, Request, RequestCounter, Staff
+from .outbox import Queue
 from .parsers import ParsedMail
 from .pending import Unflushed
 from .status import Status
@@ -153,11 +154,15 @@ class Lookup:
         if not message_ids:
             return None
         new = self.unflushed.by(Message, _message_id)
+        queue = Queue.of(self.session)
         self._read_threads(message_ids)
         for mid in message_ids:
             known = [m.request for m in new.get(mid, ()) if m.request is not None]
             if known:
                 return known[-1]
+            queued = queue.request_of(mid) if queue is not None else None
+            if queued is not None:
+                return queued
             request = self.unflushed.get(("thread", mid))
             if request is not None:
                 return request
@@ -247,7 +252,10 @@ class Lookup:
         stored = sum(1 for at in read[1] if at >= since)
         new = sum(1 for row in self.unflushed.by(Outbox, _automatic_recipients).get(address, ())
                   if row.created_at >= since)
-        return stored + new
+        queue = Queue.of(self.session)
+        queued = sum(1 for q in queue.to(address) if q.mail.kind in AUTOMATIC_KINDS
+                     and q.at >= since) if queue is not None else 0
+        return stored + new + queued
 
     def _read_automatic(self, addresses: Sequence[str], since: datetime) -> None:
         """When automatic mail went to each address since ``since``."""

@@ -32,6 +32,7 @@ from .config import Config
 from .db import binary_cursor, read_blob
 from .lookup import Lookup
 from .models import Inbound, Quarantine
+from .outbox import Queue
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
 from .parsing import ParsePool
 from .render import load_templates
@@ -130,24 +131,25 @@ class Processor:
             if rows:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
-            journal = Journal(session)  # the batch's audit events, written after each flush
+            # the batch's outgoing mail and audit events, written after each flush
+            after_flush = _AfterFlush(Queue(session), Journal(session))
             try:
                 mails = [mail for mail in map(_Once.result, parsed) if mail]
                 lookup.prepare(mails, self.clock.now(), searched_problems(mails, self.config))
                 try:
                     with session.begin_nested():
-                        result = self._apply(session, rows, parsed, lookup, journal, careful=False)
+                        result = self._apply(session, rows, parsed, lookup, after_flush, careful=False)
                 except Exception as exc:  # rolled back: again, a savepoint per message
                     log.info("batch of %d written one message at a time: %s", len(rows), exc)
-                    journal.discard()
-                    result = self._apply(session, rows, parsed, lookup, journal, careful=True)
+                    after_flush.discard()
+                    result = self._apply(session, rows, parsed, lookup, after_flush, careful=True)
             finally:
                 lookup.close()
-                journal.close()
+                after_flush.close()
         return result, len(claimed) == self.batch or len(rows) < len(claimed)
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
-               lookup: Lookup, journal: Journal, *, careful: bool) -> BatchResult:
+               lookup: Lookup, after_flush: _AfterFlush, *, careful: bool) -> BatchResult:
         """Each message through the chain, in order.
 
         Optimistic (``careful=False``): the whole batch is flushed once, at the
@@ -155,8 +157,9 @@ class Processor:
         caller rolls the batch back and runs it carefully. Careful: a savepoint
         and a flush per message, so a failure is quarantined with its message
         alone. A message that fails to parse or in the rules has written nothing
-        and is quarantined either way. The journal's events are written after
-        each flush and dropped with a failed message.
+        and is quarantined either way. The batch's outgoing mail and audit events
+        (``after_flush``) are written after each flush and dropped with a failed
+        message.
         """
         done, quarantined = [], 0
         for row, parse in zip(rows, parsed):
@@ -164,7 +167,7 @@ class Processor:
                 if careful:
                     with session.begin_nested():
                         line = self.process(session, row, parse, lookup)
-                        _flush(session, journal)
+                        _flush(session, after_flush)
                     done.append(line)
                 else:
                     done.append(self.process(session, row, parse, lookup))
@@ -172,11 +175,11 @@ class Processor:
                 if not careful and exc.stage == "workflow":
                     raise
                 if careful:
-                    journal.discard()  # this message's events, rolled back with its savepoint
+                    after_flush.discard()  # this message's mail and events, rolled back with it
                 self.quarantine(session, row, exc.stage, exc.error)
                 quarantined += 1
         if not careful:
-            _flush(session, journal)
+            _flush(session, after_flush)
         for line in done:
             log.info("%s", line)
         return BatchResult(len(done), quarantined)
@@ -262,11 +265,31 @@ class _Once:
         return self._mail
 
 
-def _flush(session: Session, journal: Journal) -> None:
-    """The batch's rows, then its audit events (which need their ids); a failure is the workflow's."""
+class _AfterFlush:
+    """What a batch writes after each flush, once its rows have ids: its outgoing mail
+    (:class:`~mailbot.outbox.Queue`), then its audit events (:class:`Journal`)."""
+
+    def __init__(self, *parts: Queue | Journal) -> None:
+        self.parts = parts
+
+    def write(self) -> None:
+        for part in self.parts:
+            part.write()
+
+    def discard(self) -> None:
+        for part in self.parts:
+            part.discard()
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def _flush(session: Session, after_flush: _AfterFlush) -> None:
+    """The batch's rows, then what waits for their ids; a failure is the workflow's."""
     try:
         session.flush()
-        journal.write()
+        after_flush.write()
     except Exception as exc:
         raise StageError("workflow", exc) from exc
 

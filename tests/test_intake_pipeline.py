@@ -134,6 +134,27 @@ def test_one_batch_sees_what_its_earlier_messages_created(desk):
     assert len(acks) == desk.config.support.ack_limit_per_hour  # the rate limit counted the batch
 
 
+def test_a_batch_threads_its_answers_under_its_own_mail_not_yet_written(desk):
+    """A batch's outgoing mail is written after its flush; a later message of the same batch
+    still answers in the thread that mail started (§2–4: asked for contact details, then
+    acknowledged once they came)."""
+    first = desk.write("someone@gmail.example", "Вопрос", "Как выполнить привязку объекта?")
+    desk.write("someone@gmail.example", "ТП-2026-000001: данные",
+               "Организация: ООО Тепловые сети\nФИО: Смирнова Анна Сергеевна")
+    assert desk.run().processed == 2  # one batch
+
+    ask, ack = desk.inbox()["someone@gmail.example"]
+    assert "наименование вашей организации" in ask.parsed().get_body(("plain",)).get_content()
+    asked = ask.parsed()["Message-ID"].strip("<>")
+    references = ack.parsed()["References"].split()
+    assert f"<{first}>" in references and f"<{asked}>" in references
+    with desk.sessions() as session:
+        trail = session.execute(select(Message.kind, Outbox.kind).join(
+            Outbox, Message.outbox_id == Outbox.id).order_by(Message.id)).all()
+    assert [kind for kind, _ in trail] == [kind for _, kind in trail]  # each row has its trail
+    assert [kind for kind, _ in trail][::2] == ["ask_contact_info", "ack"]
+
+
 def test_a_batch_searches_the_known_errors_of_its_op3_mails_in_one_query(desk):
     """§4 ОП3: the known errors are searched for each new ОП3 request; a batch asks for all of
     them in one query, and not for its ОП1 mail."""
@@ -208,9 +229,13 @@ def test_a_message_that_fails_midway_leaves_no_events_and_the_others_keep_theirs
                                             .order_by(Event.id)).all() for r in requests}
         assert session.scalar(select(func.count()).select_from(Event)
                               .where(Event.request_id.is_(None))) == 0
+        mailed = session.execute(select(Outbox.request_id, Message.request_id).join(
+            Message, Message.outbox_id == Outbox.id)).all()
     assert [r.number for r in requests] == ["ТП-2026-000001", "ТП-2026-000002"]
     assert kinds == {subject: ["created", "identified", "status"]  # no staff to assign
                      for subject in ("Первое", "Третье")}
+    # the failed message's acknowledgement and staff notice went with it
+    assert sorted(mailed) == sorted((r.id, r.id) for r in requests for _ in ("ack", "notice"))
 
 
 def test_mail_parsed_ahead_is_taken_from_the_workers_not_read_again():

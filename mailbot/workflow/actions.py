@@ -5,9 +5,11 @@ transaction, and every status change goes through ``states.change_status``.
 """
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -17,7 +19,7 @@ from ..config import Config
 from ..crm import ContactInfo, OrganizationInfo
 from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
-from ..outbox import Outgoing, enqueue
+from ..outbox import Outgoing, Queue, enqueue
 from ..render import Rendered, render
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
@@ -27,6 +29,7 @@ from .states import change_status, record
 
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
+CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info")  # our mail in their thread
 
 
 @dataclass
@@ -183,8 +186,9 @@ class Workflow:
     def tell_customer(self, request: Request, template: str, *, automatic: bool,
                       thread: Thread | None = None,
                       staff: Staff | None = None,
-                      files: tuple[AttachmentRow, ...] = (), **context) -> Message | None:
-        """A mail to the requester, from the support address, in the customer's thread."""
+                      files: tuple[AttachmentRow, ...] = (), **context) -> str | None:
+        """A mail to the requester, from the support address, in the customer's thread (its
+        Message-ID)."""
         if not request.requester_email:
             return None
         in_reply_to, references = thread if thread and thread[0] else self.customer_thread(request)
@@ -196,7 +200,7 @@ class Workflow:
             from_name=from_name, files=files), self.now)
 
     def notify_staff(self, request: Request, template: str, *, to: str | None = None,
-                     message: Message | None = None, **context) -> Message:
+                     message: Message | None = None, **context) -> str:
         """A mail to the assignee (or the ТП1 group); replying to it reaches the bot.
 
         The files of ``message`` (the customer's mail) go along up to
@@ -209,28 +213,37 @@ class Workflow:
         content = render(template, with_html=False, **self.context(request, files=files, **context))
         return self._mail_staff(template, to, content, request, attached)
 
-    def help_staff(self, address: str, **context) -> Message:
+    def help_staff(self, address: str, **context) -> str:
         """Explain to a staff member how to answer (their mail named no request)."""
         content = render("staff_help", with_html=False, support=self.config.support, **context)
         return self._mail_staff("staff_help", address, content)
 
     def _mail_staff(self, kind: str, to: str, content: Rendered, request: Request | None = None,
-                    files: tuple[AttachmentRow, ...] = ()) -> Message:
+                    files: tuple[AttachmentRow, ...] = ()) -> str:
         """Staff mail comes from the support address, and replies go back to it."""
         return enqueue(self.session, self.config, Outgoing(
             kind=kind, to=(to,), content=content, request=request,
             reply_to=self.config.support.address, files=files), self.now)
 
     def customer_thread(self, request: Request) -> Thread:
-        """In-Reply-To and References that keep the customer's own thread."""
-        ids = self.session.scalars(
-            select(Message.message_id).where(
+        """In-Reply-To and References that keep the customer's own thread.
+
+        The thread is the request's messages in the order they were written: the
+        customer's and our answers to them, with this batch's own mail (still in
+        the outbox :class:`~mailbot.outbox.Queue`) in its place by time.
+        """
+        written = self.session.execute(
+            select(Message.created_at, Message.message_id).where(
                 Message.request == request, Message.message_id.is_not(None),
                 ((Message.direction == "in") & (Message.sender == request.requester_email))
-                | Message.kind.in_(("ack", "relay", "solution", "ask_contact_info")))
+                | Message.kind.in_(CUSTOMER_THREAD_KINDS))
             .order_by(Message.id)).all()
+        queue = Queue.of(self.session)
+        queued = [(q.at, q.composed.message_id) for q in (queue.of_request(request) if queue else ())
+                  if q.mail.kind in CUSTOMER_THREAD_KINDS]
+        ids = [mid for _, mid in heapq.merge(written, queued, key=itemgetter(0))]
         references = tuple(dict.fromkeys(
-            ([request.thread_message_id] if request.thread_message_id else []) + list(ids)))
+            ([request.thread_message_id] if request.thread_message_id else []) + ids))
         return (references[-1] if references else None), references[-20:]
 
     def files_for_staff(self, message: Message | None
