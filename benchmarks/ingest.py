@@ -821,11 +821,11 @@ def run_b(run: RunB, mailbox, support: str, factory: MailFactory, mails: list[Ge
     seed_register(run.sessions, factory.senders)
     run.once = once = measure_run_once(run.config, run.sessions)
     n = len(mails)
-    print(f"(b) #{number} run_once, all stored in inbound:  {once.fetched:6.2f} s  "
+    print(f"(b) #{number} run_once, all stored in inbound:      {once.fetched:6.2f} s  "
           f"{n / once.fetched:7.1f} mails/s", flush=True)
-    print(f"(b) #{number} run_once without sending:         {once.processed:6.2f} s  "
+    print(f"(b) #{number} run_once without sending:             {once.processed:6.2f} s  "
           f"{n / once.processed:7.1f} mails/s  (stored + requests + acks in outbox)", flush=True)
-    print(f"(b) #{number} run_once with sending:            {once.sent:6.2f} s  "
+    print(f"(b) #{number} run_once with sending:                {once.sent:6.2f} s  "
           f"{n / once.sent:7.1f} mails/s  (the SMTP sink accepted every ack)", flush=True)
     print("    CPU until processed: " + ", ".join(
         f"{kind} {seconds:.1f} s" for kind, seconds in sorted(once.cpu.items(), key=lambda kv: -kv[1])

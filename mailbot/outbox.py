@@ -21,11 +21,10 @@ from datetime import datetime
 from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import quote
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from .config import Config
-from .db import next_ids
+from .db import insert_rows, next_ids
 from .models import AttachmentRow, Message, Outbox, OutboxFile, Request
 from .render import Rendered
 
@@ -218,10 +217,9 @@ class Queue:
             attached += [{"id": next(file_ids), "outbox_id": outbox_id, "attachment_id": file.id,
                           "placeholder": placeholder}
                          for file, placeholder in zip(q.mail.files, q.composed.placeholders)]
-        connection.execute(insert(Outbox.__table__), outbox)
-        connection.execute(insert(Message.__table__), trail)
-        if attached:
-            connection.execute(insert(OutboxFile.__table__), attached)
+        insert_rows(connection, Outbox.__table__, outbox)
+        insert_rows(connection, Message.__table__, trail)
+        insert_rows(connection, OutboxFile.__table__, attached)
 
     def discard(self) -> None:
         """Forget the mail queued since the last write (its attempt was rolled back)."""

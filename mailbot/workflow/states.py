@@ -4,9 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from ..db import insert_rows
 from ..models import Event, Message, Request
 from ..status import Status
 
@@ -89,8 +89,7 @@ class Journal:
                  "message_id": event["message"].id if event["message"] is not None else None}
                 for event in self.events]
         self.events.clear()
-        if rows:
-            self.session.connection().execute(insert(Event.__table__), rows)
+        insert_rows(self.session.connection(), Event.__table__, rows)
 
     def discard(self) -> None:
         """Forget the events of an attempt that was rolled back."""
