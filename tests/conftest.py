@@ -7,9 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.corpus_files import corpus_problem
 from tests.mailflow import Desk
 from tests.servers import (Dovecot, Mailbox, SmtpSink, drop_database, embedded_postgres_url,
                            fresh_database)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, with one message, when test data the repository carries is missing."""
+    problem = corpus_problem()
+    if problem:
+        pytest.exit(f"test data missing: {problem}", returncode=3)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Every message of the shared corpus against its expectation file (see corpus/SOURCES.md).
+"""Every message of the test corpus (tests/corpus/) against its expectation file (see corpus/SOURCES.md).
 
 Checked: subject, from, from_name, body_contains, attachment names that are in the message
 (plus their content type and Content-ID), and for bounces/auto-replies kind,
@@ -16,7 +16,6 @@ they are reported as skips, never silently passed.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +24,9 @@ import yaml
 
 from mailbot.parsers import MailKind, ParsedMail, parse_mail
 from mailbot.parsers.body import strip_tags
+from tests.corpus_files import CORPUS, EXPECTED_MESSAGES, messages
 
-CORPUS = Path(os.environ.get("MAILBOT_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
-MESSAGES = sorted(CORPUS.glob("*.eml"))
+MESSAGES = messages()
 
 # (message stem, expectation key) -> why the expectation is not what a correct parser returns.
 DEVIATIONS: dict[tuple[str, str], str] = {
@@ -88,7 +87,7 @@ def case(request: pytest.FixtureRequest) -> tuple[str, ParsedMail, dict]:
 
 
 def test_corpus_present() -> None:
-    assert len(MESSAGES) >= 124, f"corpus not found or incomplete at {CORPUS}"
+    assert len(MESSAGES) >= EXPECTED_MESSAGES, f"corpus not found or incomplete at {CORPUS}"
 
 
 def test_never_falls_back(case: tuple[str, ParsedMail, dict]) -> None:

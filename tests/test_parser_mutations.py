@@ -1,4 +1,4 @@
-"""Deterministic mutation fuzzing of parse_mail over the shared corpus.
+"""Deterministic mutation fuzzing of parse_mail over the test corpus (tests/corpus/).
 
 Each case takes one corpus message (or none), applies 1-3 seeded mutations (truncation,
 flipped bytes, duplicated/removed headers, broken boundaries, garbage, huge header lines,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 import random
 import re
 import time
@@ -18,17 +17,16 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from mailbot.parsers import MailTooLarge, ParsedMail, parse_mail
+from tests.corpus_files import messages
 
-CORPUS = Path(os.environ.get("MAILBOT_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 SEED = 20260320
 CASES = 3200
 MAX_SECONDS_PER_CASE = 5.0
-MESSAGES = [p.read_bytes() for p in sorted(CORPUS.glob("*.eml"))]
+MESSAGES = [p.read_bytes() for p in messages()]
 
 Mutation = Callable[[bytes, random.Random], bytes]
 

@@ -7,7 +7,6 @@ import struct
 import time
 import tracemalloc
 from datetime import timezone
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,7 @@ from mailbot.parsers import (
     parse_mail,
     safe_filename,
 )
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from tests.corpus_files import CORPUS
 
 
 def mail(headers: str, body: bytes | str = "Текст.\n", *, extra: bytes = b"") -> bytes:
