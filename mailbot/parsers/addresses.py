@@ -17,6 +17,13 @@ _TOKEN = re.compile(
     re.X | re.S,
 )
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+# One RFC 5321 mailbox as we accept it for answering or identifying: a dot-atom local part
+# (UTF-8 letters allowed, RFC 6531) and a domain of letter/digit/hyphen labels. No spaces,
+# commas, quotes, brackets, colons or controls: nothing that could carry a second address.
+_LOCAL = r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_ADDR_SPEC = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})*")
+MAX_ADDRESS = 254  # RFC 5321: a path holds at most 256 octets with its angle brackets
 _SPACES = re.compile(r"\s+")
 
 
@@ -65,6 +72,12 @@ def _mailbox(tokens: list[str], hints: Sequence[str | None]) -> tuple[str, str] 
     if not addr and not name:
         return None
     return name, addr
+
+
+def is_valid_address(address: str) -> bool:
+    """Whether ``address`` is exactly one plain mailbox (``local@domain``) that mail can go to."""
+    return (0 < len(address.encode("utf-8", "surrogateescape")) <= MAX_ADDRESS
+            and _ADDR_SPEC.fullmatch(address) is not None)
 
 
 def parse_addresses(value: str, hints: Sequence[str | None] = ()) -> list[tuple[str, str]]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import datetime
 
+from .addresses import is_valid_address
+
 
 class MailKind(str, enum.Enum):
     """What kind of message this is, decided before any workflow step."""
@@ -109,6 +111,16 @@ class ParsedMail:
     headers: tuple[tuple[str, str], ...] = ()  # all headers, decoded, in order
     defects: tuple[str, ...] = ()  # what was wrong with the input and repaired
     size: int = 0  # raw size in bytes
+    from_header: tuple[str, ...] = ()  # every address written in From: (lower-cased, as written)
+
+    @property
+    def author(self) -> str:
+        """The one valid address of the From: header; '' when From: holds none, several, or
+        one that is not a plain mailbox. Who wrote the mail as far as its headers tell: never
+        Sender: or Reply-To:, which anyone may set to anything."""
+        if len(self.from_header) != 1 or not is_valid_address(self.from_header[0]):
+            return ""
+        return self.from_header[0]
 
     def header(self, name: str) -> str | None:
         """The first header with this name (case-insensitive), or None."""
