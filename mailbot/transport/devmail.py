@@ -4,12 +4,21 @@ Used when no IMAP server is configured, so ``mailbot run`` works out of the
 box: every address on it is a mailbox (multi-user mode, one password), the bot
 reads ``support.address`` and sends through its SMTP port, and a person reads
 and writes mail in the browser. mail-devel keeps mail in memory only.
+
+Its web page talks to the server over a websocket that reads, sends and moves
+mail for every address. Browsers let any web site open a websocket to
+127.0.0.1 (the same-origin rule does not cover them), so a page visited while
+the server runs could read the mail: the websocket is opened only with the
+Origin of the web mail page itself (:func:`guard_websocket`).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
 
 from ..config import Config, with_overrides
 
@@ -68,6 +77,7 @@ class DevMailServer:
             "--password", dev.password, "--imap-port", str(dev.imap_port),
             "--smtp-port", str(dev.smtp_port), "--http-port", str(dev.http_port)])
         service = await Service.init(args)
+        guard_websocket(service.frontend, page_origins(self.host, dev.http_port))
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         async with service.start():
             self._ready.set()
@@ -78,3 +88,30 @@ class DevMailServer:
         return (f"development mail server: web mail http://{self.host}:{dev.http_port}/ , "
                 f"SMTP {self.host}:{dev.smtp_port}, IMAP {self.host}:{dev.imap_port} "
                 f"(any address, password {dev.password!r}); write to {self.config.support.address}")
+
+
+def page_origins(host: str, port: int) -> frozenset[str]:
+    """The Origins of the web mail page: the address it is served on, and localhost."""
+    names = {host, "localhost", "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {host}
+    return frozenset(f"http://{f'[{name}]' if ':' in name else name}:{port}" for name in names)
+
+
+def guard_websocket(frontend, origins: frozenset[str]) -> None:
+    """Make mail-devel's web front end open its websocket only for a page of ``origins``.
+
+    Others get 403 before the upgrade; so does a handshake without Origin (every
+    browser sends one; a local program can read the mail over IMAP anyway). The
+    front end registers ``self._websocket`` as the handler when it starts: the
+    checked handler is put in its place before that.
+    """
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = frontend._websocket
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin not in origins:
+            log.warning("development mail server: websocket from %s refused (Origin %r)",
+                        request.remote, origin)
+            raise web.HTTPForbidden(text="the web mail websocket serves only its own page\n")
+        return await handler(request)
+
+    frontend._websocket = checked
