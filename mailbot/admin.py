@@ -8,6 +8,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from .models import Incident, Staff
+from .parsers.addresses import is_valid_address
 
 TIERS = ("tp1", "tp2")
 
@@ -22,8 +23,8 @@ def add_staff(session: Session, *, login: str, full_name: str, email: str, tier:
     """Add a staff member, or update the one with this login."""
     if tier not in TIERS:
         raise AdminError(f"tier must be tp1 or tp2, got {tier!r}")
-    if "@" not in email:
-        raise AdminError(f"not an e-mail address: {email!r}")
+    if not is_valid_address(email.strip().lower()):
+        raise AdminError(f"not one plain e-mail address: {email!r}")
     boss = None
     if supervisor:
         boss = session.scalar(select(Staff).where(Staff.login == supervisor))

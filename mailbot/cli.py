@@ -15,6 +15,7 @@ from . import db
 from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .daemon import Daemon
+from .parsers.visible import one_line, visible
 from .transport.notify import INBOUND, OUTBOX, notify
 
 log = logging.getLogger("mailbot")
@@ -146,7 +147,8 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
         if files is None:
             raise Fail(f"no request {args.number}")
         for message, row in files:
-            line = f"{row.id:>6}  {row.size:>10} B  {message.sender or '-':<30} {row.filename}"
+            line = (f"{row.id:>6}  {row.size:>10} B  {one_line(message.sender) or '-':<30} "
+                    f"{one_line(row.filename)}")
             if args.save:
                 target = Path(args.save) / f"{row.id}-{row.filename}"
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +286,7 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
             items = quarantine.open_items(session)
             for item, inbound in items:
                 print(f"{item.id:>6}  {item.created_at:%Y-%m-%d %H:%M}  {item.stage:<9} "
-                      f"{inbound.size:>9} B  {item.error[:90]}")
+                      f"{inbound.size:>9} B  {one_line(item.error)[:90]}")
             print(f"{len(items)} message(s) in quarantine")
             return EX_OK
         found = quarantine.get(session, args.id)
@@ -294,9 +296,10 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
         if args.action == "show":
             raw = db.read_blob(session, Inbound.raw, inbound.id)
             head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            head_text = visible(head.decode("utf-8", "replace").replace("\r\n", "\n"))
             print(f"item {item.id}, inbound {inbound.id} from {inbound.source}, {inbound.size} bytes")
-            print(f"stage: {item.stage}\nerror: {item.error}")
-            print(f"resolved: {item.resolution or 'no'}\n\n{head.decode('utf-8', 'replace')}")
+            print(f"stage: {item.stage}\nerror: {one_line(item.error)}")
+            print(f"resolved: {item.resolution or 'no'}\n\n{head_text}")
         elif args.action == "retry":
             quarantine.retry(session, item, app.clock.now())
             notify(session, INBOUND)

@@ -8,6 +8,12 @@ Files that go along are already stored (``attachments``: the customer's files in
 a staff notification, a staff member's in an answer). They are not copied: the
 composed message holds a placeholder for each, an ``outbox_files`` row names the
 file, and :func:`splice` puts the base64 text in when the mail is sent.
+
+What goes out is well-formed whatever the input: every recipient is one plain
+address; header lines fold at 78 characters and no line comes near RFC 5322's
+998 octets (a long word in a subject or name is encoded, threading headers keep
+only Message-IDs that are msg-id shaped and at most ``MAX_MESSAGE_ID`` octets);
+header values carry no controls and no bidi controls.
 """
 from __future__ import annotations
 
@@ -26,14 +32,17 @@ from sqlalchemy.orm import Session
 from .config import Config
 from .db import insert_rows, next_ids
 from .models import AttachmentRow, Message, Outbox, OutboxFile, Request
+from .parsers.addresses import is_valid_address
+from .parsers.headers import MAX_MESSAGE_ID
+from .parsers.visible import one_line
 from .render import Rendered
 
 LOOP_HEADER = "X-Loop"
 CRLF = "\r\n"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _LINE = 78  # RFC 5322: lines SHOULD stay within 78 characters
 _WORD_BYTES = 39  # UTF-8 bytes per encoded word: "Subject: =?utf-8?b?…?=" fits in 78
-_TOKEN = re.compile(r"[a-z0-9!#$&^_.+-]+")  # RFC 2045 token characters of a media type
+_TYPE_NAME = re.compile(r"[a-z0-9!#$&^_.+-]{1,127}")  # RFC 6838: a type or subtype name
+_MSG_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII without <, > or spaces; an '@'
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,26 @@ class Composed:
     placeholders: tuple[str, ...]
 
 
+class InvalidRecipient(ValueError):
+    """A mail to something that is not one plain address: :func:`enqueue` does not write it."""
+
+
 def clean_header(value: str) -> str:
-    """A header value built from user input never carries CR/LF or other controls."""
-    return " ".join(_CONTROL.sub(" ", value).split())
+    """A header value built from user input: one line, no controls (CR/LF, C1), no bidi controls."""
+    return one_line(value)
+
+
+@lru_cache(maxsize=1024)
+def wire_address(address: str) -> str:
+    """``address`` as written in headers and the SMTP envelope: an internationalised domain
+    in its ASCII (IDNA) form; a non-ASCII local part stays as it is (RFC 6531/6532)."""
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
 
 
 def compose(config: Config, mail: Outgoing, now: datetime) -> Composed:
@@ -73,31 +99,33 @@ def compose(config: Config, mail: Outgoing, now: datetime) -> Composed:
     Written directly rather than through ``email.generator``: every value is
     ours (or cleaned) and the structure fixed (text, HTML, files), and the
     generator's header refolding cost more than the rest of an intake step.
-    Non-ASCII header values become RFC 2047 encoded words; long lines are
-    folded at spaces; bodies are base64. The result is plain ASCII.
+    Subject and names are RFC 2047 encoded words when not plain ASCII words
+    that fold; lines are folded at spaces; bodies are base64. The result is
+    ASCII, but for a recipient whose local part is not (RFC 6532).
     """
     support = config.support
     message_id = make_msgid(domain=support.address.rpartition("@")[2] or "localhost")
     headers = [
         ("From", _mailbox(clean_header(mail.from_name or support.name), support.address)),
-        ("To", ", ".join(mail.to)),
-        ("Subject", clean_header(mail.content.subject)),
+        ("To", ", ".join(map(wire_address, mail.to))),
+        ("Subject", _unstructured(clean_header(mail.content.subject))),
         ("Date", format_datetime(now)),
         ("Message-ID", message_id),
         ("MIME-Version", "1.0"),
     ]
     if mail.reply_to:
-        headers.append(("Reply-To", mail.reply_to))
-    if mail.in_reply_to:
-        headers.append(("In-Reply-To", f"<{mail.in_reply_to}>"))
-    references = [r for r in mail.references if r] or ([mail.in_reply_to] if mail.in_reply_to else [])
+        headers.append(("Reply-To", wire_address(mail.reply_to)))
+    in_reply_to = mail.in_reply_to if _threading_id(mail.in_reply_to) else None
+    if in_reply_to:
+        headers.append(("In-Reply-To", f"<{in_reply_to}>"))
+    references = [r for r in mail.references if _threading_id(r)] or ([in_reply_to] if in_reply_to else [])
     if references:
         headers.append(("References", " ".join(f"<{r}>" for r in references[-20:])))
     headers.append((LOOP_HEADER, support.address))
     if mail.automatic:
         headers += [("Auto-Submitted", "auto-replied" if mail.in_reply_to else "auto-generated"),
                     ("X-Auto-Response-Suppress", "All"), ("Precedence", "bulk")]
-    headers += [(name, clean_header(value)) for name, value in mail.extra_headers]
+    headers += [(name, _unstructured(clean_header(value))) for name, value in mail.extra_headers]
     body_type, body = _body(mail.content)
     placeholders = tuple(f"mailbot-file-{secrets.token_hex(16)}" for _ in mail.files)
     if mail.files:
@@ -105,7 +133,7 @@ def compose(config: Config, mail: Outgoing, now: datetime) -> Composed:
                                        for row, placeholder in zip(mail.files, placeholders)]
         body_type, body = _multipart("mixed", parts)
     text = "".join(_header(name, value) for name, value in headers + body_type) + CRLF + body
-    return Composed(message_id.strip("<>"), text.encode("ascii"), placeholders)
+    return Composed(message_id.strip("<>"), text.encode("utf-8"), placeholders)
 
 
 def splice(raw: bytes, files: Iterable[tuple[str, bytes]]) -> bytes:
@@ -121,8 +149,13 @@ def enqueue(session: Session, config: Config, mail: Outgoing, now: datetime) -> 
 
     While a :class:`Queue` is open on the session (a batch of the processor),
     the mail waits there for the batch's flush; elsewhere it is added as ORM
-    objects, written with the session's other rows.
+    objects, written with the session's other rows. A recipient that is not
+    one plain address raises :class:`InvalidRecipient`, and nothing is written.
     """
+    bad = [address for address in mail.to if not is_valid_address(address)]
+    if bad or not mail.to:
+        raise InvalidRecipient(f"{mail.kind} mail not sent: "
+                               f"{', '.join(map(repr, bad)) or 'no recipient'} is not one plain address")
     composed = compose(config, mail, now)
     queue = Queue.of(session)
     if queue is not None:
@@ -252,9 +285,24 @@ def _trail_values(mail: Outgoing, composed: Composed, sender: str, now: datetime
 Part = tuple[list[tuple[str, str]], str]  # the part's headers and its body text
 
 
+def _threading_id(message_id: str | None) -> bool:
+    """Whether a Message-ID may go into In-Reply-To or References: msg-id shaped, not too long."""
+    return bool(message_id) and len(message_id) <= MAX_MESSAGE_ID and \
+        _MSG_ID.fullmatch(message_id) is not None
+
+
+def _unstructured(text: str) -> str:
+    """Text for an unstructured header (a subject, a name): as it is when it is plain ASCII
+    whose words fit a line, else RFC 2047 encoded words (an ASCII word of 3,000 characters
+    too: encoded words are cut anywhere, and readers join them again)."""
+    if text.isascii() and "=?" not in text and max(map(len, text.split(" "))) < _LINE:
+        return text
+    return _encoded_words(text)
+
+
 def _header(name: str, value: str) -> str:
-    """One header line, folded at spaces; a non-ASCII value as RFC 2047 encoded words."""
-    line = f"{name}: {value if value.isascii() else _encoded_words(value)}"
+    """One header line, folded at spaces (the value's words are short: see :func:`compose`)."""
+    line = f"{name}: {value}"
     if len(line) <= _LINE:
         return line + CRLF
     lines, current = [], ""
@@ -283,7 +331,8 @@ def _encoded_words(text: str) -> str:
 @lru_cache(maxsize=256)
 def _mailbox(name: str, address: str) -> str:
     """``Name <address>``, the name quoted or encoded as needed (few names: cached)."""
-    return formataddr((name, address)) if name.isascii() else f"{_encoded_words(name)} <{address}>"
+    phrase, address = _unstructured(name), wire_address(address)
+    return formataddr((name, address)) if phrase == name else f"{phrase} <{address}>"
 
 
 def _body(content: Rendered) -> Part:
@@ -301,7 +350,8 @@ def _text_part(subtype: str, text: str) -> Part:
 
 def _file_part(row: AttachmentRow, placeholder: str) -> Part:
     maintype, _, subtype = row.content_type.lower().partition("/")
-    media_type = (f"{maintype}/{subtype}" if _TOKEN.fullmatch(maintype) and _TOKEN.fullmatch(subtype)
+    media_type = (f"{maintype}/{subtype}"
+                  if _TYPE_NAME.fullmatch(maintype) and _TYPE_NAME.fullmatch(subtype)
                   else "application/octet-stream")
     headers = [("Content-Type", media_type), ("Content-Transfer-Encoding", "base64"),
                ("Content-Disposition", _disposition(row.filename))]

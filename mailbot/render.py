@@ -9,6 +9,8 @@ from jinja2 import (Environment, PackageLoader, StrictUndefined, Template, Templ
                     select_autoescape)
 from markupsafe import Markup, escape
 
+from .parsers.visible import visible
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -27,10 +29,19 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,  # templates are package data: no stat() of the file per mail
+        finalize=shown,
     )
     env.globals["m"] = env.get_template("_macros.j2").module  # duration(), level_name()
     env.filters["paragraphs"] = paragraphs
     return env
+
+
+def shown(value: Any) -> Any:
+    """Every value a template prints, as people may see it: no controls but line breaks and
+    tabs, no bidi controls (names, subjects and file names stored before they were cleaned)."""
+    if not isinstance(value, str):
+        return value
+    return Markup(visible(value)) if isinstance(value, Markup) else visible(value)
 
 
 def paragraphs(text: str) -> Markup:

@@ -1,10 +1,17 @@
-"""Plain-text views of the register for the CLI."""
+"""Plain-text views of the register for the CLI.
+
+Text that came from mail or from people (subjects, names, addresses, actors)
+is shown through :func:`~mailbot.parsers.visible.one_line`: a terminal gets no
+control characters and no bidi controls, even from rows stored before they were
+cleaned at intake.
+"""
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import AttachmentRow, Event, Message, Organization, Request
+from .parsers.visible import one_line
 
 
 def request_list(session: Session, status: str | None = None, limit: int = 50) -> str:
@@ -16,7 +23,7 @@ def request_list(session: Session, status: str | None = None, limit: int = 50) -
         return "no requests"
     return "\n".join(
         f"{r.number}  {r.status:<22} {_level(r.level):<4} {r.received_at:%Y-%m-%d %H:%M}  "
-        f"{r.requester_email}  {r.subject[:60]}" for r in rows)
+        f"{one_line(r.requester_email)}  {one_line(r.subject)[:60]}" for r in rows)
 
 
 def request_detail(session: Session, number: str) -> str | None:
@@ -25,11 +32,11 @@ def request_detail(session: Session, number: str) -> str | None:
         return None
     organization = session.get(Organization, request.organization_id) if request.organization_id else None
     lines = [
-        f"{request.number}: {request.subject}",
+        f"{request.number}: {one_line(request.subject)}",
         f"  status:        {request.status}",
         f"  level:         {_level(request.level)}",
-        f"  from:          {request.requester_name} <{request.requester_email}>",
-        f"  organisation:  {organization.name if organization else '-'}",
+        f"  from:          {one_line(request.requester_name)} <{one_line(request.requester_email)}>",
+        f"  organisation:  {one_line(organization.name) if organization else '-'}",
         f"  channel:       {request.channel}",
         f"  received:      {request.received_at:%Y-%m-%d %H:%M:%S %Z}",
         f"  due:           {request.due_at:%Y-%m-%d %H:%M %Z}" if request.due_at else "  due:           -",
@@ -41,8 +48,8 @@ def request_detail(session: Session, number: str) -> str | None:
                                     .where(Message.request_id == request.id)).all())
     for event in events:
         change = f" {event.from_status} → {event.to_status}" if event.to_status else ""
-        about = f"  «{subjects[event.message_id]}»" if event.message_id in subjects else ""
-        lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {event.actor:<28} {event.kind}{change}{about}")
+        about = f"  «{one_line(subjects[event.message_id])}»" if event.message_id in subjects else ""
+        lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {one_line(event.actor):<28} {event.kind}{change}{about}")
     return "\n".join(lines)
 
 

@@ -84,3 +84,82 @@ def test_long_and_odd_file_names_and_subjects_stay_within_line_limits():
         (name, "application/pdf", b"1")
     assert (second.get_filename(), second.get_content_type()) == \
         ('a "quoted" name.txt', "application/octet-stream")
+
+
+# ---------------------------------------------------------------- well-formed whatever the input
+
+HOSTILE_TEXT = (
+    "a" * 3000,  # one ASCII word longer than a line may be
+    "Re: [ТП-2026-000001] " + "б" * 3000,  # one Cyrillic word
+    "http://example.test/" + "x/" * 600 + " " + "слово " * 50,
+    "=?utf-8?b?0J8=?= looks encoded",  # ASCII that a reader would decode
+    "Счёт \u202egpj.exe\u0085\u009b оплачен\r\nBcc: victim@example.test\u2028X-Evil: 1",
+    "", " ", "\t\x00\x1b[2J",
+)
+HIDDEN = ("\u202e", "\u0085", "\u009b", "\u2028", "\x1b", "\x00", "\r", "\n")
+
+
+def lines_of(raw: bytes) -> list[bytes]:
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    return raw.split(b"\r\n")
+
+
+def test_no_line_is_longer_than_998_octets_whatever_the_input():
+    """Subjects, names, file names, media types and thread ids of any length and content:
+    every header line stays within 78 characters, and the mail parses without defects."""
+    for n, text in enumerate(HOSTILE_TEXT):
+        mail = Outgoing(
+            kind="relay", to=("a@zavod.example",), automatic=False, from_name=text,
+            content=Rendered(text, text or "-", None), in_reply_to=text or None,
+            references=(text, "ok@zavod.example", "<x@y>", "a b@c", "ид@завод.рф"),
+            extra_headers=(("X-Note", text),),
+            files=(stored(text + ".pdf", "application/" + "x" * 3000, str(n).encode()),
+                   stored(text, text, b"2")))
+        raw = wire(mail)
+        head, _, _ = raw.partition(b"\r\n\r\n")
+        assert max(map(len, lines_of(head))) <= 78, text[:40]
+        assert max(map(len, lines_of(raw))) <= 998
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert not parsed.defects and not [k for k in parsed.keys() if parsed[k].defects], text[:40]
+        shown = "".join(" " if c in "\x00\x1b\u0085\u009b\u2028" else c for c in text if c != "\u202e")
+        assert parsed["Subject"] == " ".join(shown.split())
+        assert not any(c in str(parsed[k]) for k in parsed.keys() for c in HIDDEN), text[:40]
+        assert parsed["References"] == "<ok@zavod.example>"
+        assert [a.get_content_type() for a in parsed.iter_attachments()] == \
+            ["application/octet-stream"] * 2
+
+
+def test_a_long_word_in_the_subject_is_encoded_and_comes_back_whole():
+    subject = "Re: [ТП-2026-000001] " + "a" * 3000
+    raw = wire(Outgoing(kind="ack", to=("a@zavod.example",), content=Rendered(subject, "текст", None)))
+    assert max(map(len, lines_of(raw))) <= 78
+    assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
+
+
+def test_threading_headers_carry_only_msg_ids_of_a_sane_length():
+    """Ids that are too long, have no '@', hold spaces, brackets or non-ASCII are left out;
+    the answer still goes out, threaded by the ids that remain."""
+    long_id = "x" * 600 + "@zavod.example"
+    parsed = round_trip(Outgoing(
+        kind="relay", to=("a@zavod.example",), automatic=False, in_reply_to=long_id,
+        references=("first@zavod.example", long_id, "no-at-sign", "a b@c", "a>b@c", "ид@завод.рф",
+                    "x" * 486 + "@zavod.example"),
+        content=Rendered("Ответ", "текст", None)))
+    assert "In-Reply-To" not in parsed
+    assert parsed["References"].split() == ["<first@zavod.example>", f"<{'x' * 486}@zavod.example>"]
+    ack = round_trip(Outgoing(kind="ack", to=("a@zavod.example",), in_reply_to=long_id,
+                              content=Rendered("Ответ", "текст", None)))
+    assert "References" not in ack and ack["Auto-Submitted"] == "auto-replied"  # still a reply
+
+
+def test_internationalised_addresses_are_written_as_the_rfcs_say():
+    """A domain in Cyrillic goes out in its IDNA form; a Cyrillic local part as UTF-8 (RFC 6532),
+    never as encoded words, which no reader takes for an address."""
+    domain = "завод.рф".encode("idna").decode()  # xn--80aegj1b.xn--p1ai
+    parsed = round_trip(Outgoing(kind="ack", to=("info@завод.рф",),
+                                 content=Rendered("Ответ", "текст", None)))
+    assert parsed["To"] == f"info@{domain}"
+    raw = wire(Outgoing(kind="ack", to=("иван@завод.рф",), content=Rendered("Ответ", "текст", None)))
+    assert f"To: иван@{domain}\r\n".encode() in raw
+    parsed = email.message_from_string(raw.decode("utf-8"), policy=email.policy.SMTPUTF8)
+    assert parsed["To"].addresses[0].addr_spec == f"иван@{domain}"

@@ -11,17 +11,19 @@ from email.utils import parsedate_to_datetime
 from mailparser.dates import parse_mail_date
 
 from .charsets import decode_bytes, guess_decode
+from .visible import visible
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab stays
 _LINE_BREAK = re.compile(r"\r\n|[\r\n]")
 _MSGID = re.compile(r"<([^<>\s]+)>")
+MAX_MESSAGE_ID = 500  # octets: no mailer makes longer ones; longer are dropped (docs/operations.md)
 
 
 def clean_text(value: str) -> str:
-    """Drop CR/LF (unfolding; also CR/LF smuggled in encoded words), other controls become spaces."""
-    return _CONTROL.sub(" ", _LINE_BREAK.sub("", value))
+    """Drop CR/LF (unfolding; also CR/LF smuggled in encoded words); other controls become
+    spaces and bidi controls go (:func:`~mailbot.parsers.visible.visible`)."""
+    return visible(_LINE_BREAK.sub("", value))
 
 
 def recover_8bit(value: str, hints: Sequence[str | None] = ()) -> str:
@@ -86,13 +88,17 @@ def decode_header_value(value: object, hints: Sequence[str | None] = ()) -> str:
 
 
 def message_ids(value: str | None) -> tuple[str, ...]:
-    """Message-IDs in a header value, without angle brackets, in order, without repeats."""
+    """Message-IDs in a header value, without angle brackets, in order, without repeats.
+
+    Ids over :data:`MAX_MESSAGE_ID` octets are left out: nothing real is that
+    long, they could not be indexed or sent back in our threading headers.
+    """
     if not value:
         return ()
     found = _MSGID.findall(value)
     if not found:
         found = [token for token in value.split() if "@" in token]
-    return tuple(dict.fromkeys(mid.strip("<>") for mid in found if mid.strip("<>")))
+    return tuple(dict.fromkeys(mid for mid in (m.strip("<>") for m in found) if mid and _fits(mid)))
 
 
 def first_message_id(value: str | None) -> str | None:
@@ -100,8 +106,12 @@ def first_message_id(value: str | None) -> str | None:
     ids = message_ids(value)
     if ids:
         return ids[0]
-    token = (value or "").strip().strip("<>").strip()
-    return token.split()[0] if token else None
+    tokens = (value or "").strip().strip("<>").split()
+    return tokens[0] if tokens and _fits(tokens[0]) else None
+
+
+def _fits(message_id: str) -> bool:
+    return len(message_id.encode("utf-8", "surrogateescape")) <= MAX_MESSAGE_ID
 
 
 def parse_date(value: str | None) -> datetime | None:

@@ -22,7 +22,7 @@ from ..clock import Clock
 from ..config import SmtpConfig
 from ..db import binary_cursor
 from ..models import Outbox
-from ..outbox import splice
+from ..outbox import splice, wire_address
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ class SmtpSender:
             self._failed(conn, item, f"cannot compose: {exc}", permanent=True)
             return 0
         try:
-            await smtp.sendmail(item.mail_from, item.recipients, data)
+            recipients = [wire_address(r) for r in item.recipients]  # IDN domains as IDNA
+            utf8 = [] if all(map(str.isascii, recipients)) else ["SMTPUTF8"]  # RFC 6531
+            await smtp.sendmail(item.mail_from, recipients, data, mail_options=utf8)
         except aiosmtplib.SMTPResponseException as exc:
             self._failed(conn, item, f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600)
             await _reset(smtp)

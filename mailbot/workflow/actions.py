@@ -6,6 +6,7 @@ transaction, and every status change goes through ``states.change_status``.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,7 @@ from ..config import Config
 from ..crm import ContactInfo, OrganizationInfo
 from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
-from ..outbox import Outgoing, Queue, enqueue
+from ..outbox import InvalidRecipient, Outgoing, Queue, enqueue
 from ..render import Rendered, render
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
@@ -27,6 +28,8 @@ from .assign import choose_assignee
 from .numbering import next_request_number
 from .states import change_status, record
 
+
+log = logging.getLogger(__name__)
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
 CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info")  # our mail in their thread
@@ -194,13 +197,13 @@ class Workflow:
         in_reply_to, references = thread if thread and thread[0] else self.customer_thread(request)
         content = render(template, **self.context(request, staff=staff, **context))
         from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
-        return enqueue(self.session, self.config, Outgoing(
+        return self._send(Outgoing(
             kind=template, to=(request.requester_email,), content=content, request=request,
             in_reply_to=in_reply_to, references=references, automatic=automatic,
-            from_name=from_name, files=files), self.now)
+            from_name=from_name, files=files))
 
     def notify_staff(self, request: Request, template: str, *, to: str | None = None,
-                     message: Message | None = None, **context) -> str:
+                     message: Message | None = None, **context) -> str | None:
         """A mail to the assignee (or the ТП1 group); replying to it reaches the bot.
 
         The files of ``message`` (the customer's mail) go along up to
@@ -213,17 +216,32 @@ class Workflow:
         content = render(template, with_html=False, **self.context(request, files=files, **context))
         return self._mail_staff(template, to, content, request, attached)
 
-    def help_staff(self, address: str, **context) -> str:
+    def help_staff(self, address: str, **context) -> str | None:
         """Explain to a staff member how to answer (their mail named no request)."""
         content = render("staff_help", with_html=False, support=self.config.support, **context)
         return self._mail_staff("staff_help", address, content)
 
     def _mail_staff(self, kind: str, to: str, content: Rendered, request: Request | None = None,
-                    files: tuple[AttachmentRow, ...] = ()) -> str:
+                    files: tuple[AttachmentRow, ...] = ()) -> str | None:
         """Staff mail comes from the support address, and replies go back to it."""
-        return enqueue(self.session, self.config, Outgoing(
-            kind=kind, to=(to,), content=content, request=request,
-            reply_to=self.config.support.address, files=files), self.now)
+        return self._send(Outgoing(kind=kind, to=(to,), content=content, request=request,
+                                   reply_to=self.config.support.address, files=files))
+
+    def _send(self, mail: Outgoing) -> str | None:
+        """Enqueue ``mail``; its Message-ID, or None when the outbox refused it.
+
+        The outbox refuses a recipient that is not one plain address (a row
+        stored before addresses were checked, or a bug upstream). The step goes
+        on without that mail (a timer closing many requests must not fail for
+        one), and the refusal is logged and written into the request's trail.
+        """
+        try:
+            return enqueue(self.session, self.config, mail, self.now)
+        except InvalidRecipient as exc:
+            log.error("%s%s", f"{mail.request.number}: " if mail.request else "", exc)
+            record(self.session, mail.request, "mail_not_sent", actor="system", at=self.now,
+                   mail=mail.kind, to=list(mail.to), reason=str(exc))
+            return None
 
     def customer_thread(self, request: Request) -> Thread:
         """In-Reply-To and References that keep the customer's own thread.

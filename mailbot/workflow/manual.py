@@ -14,6 +14,7 @@ from ..config import Config
 from ..lookup import Lookup
 from ..models import Request, Staff
 from ..parsers import MailKind, ParsedMail
+from ..parsers.addresses import is_valid_address
 from ..parsers.commands import CommandBlock
 from ..rules import MANUAL_INTAKE, Action, Context, Role, Verdict, decide
 from .intake import Intake
@@ -43,6 +44,8 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
         raise ManualError(f"channel must be one of {', '.join(CHANNELS)}")
     lookup = Lookup(session, config.timezone)
     email = given.email.strip().lower()
+    if email and not is_valid_address(email):
+        raise ManualError(f"not one plain e-mail address: {given.email!r}")
     contact = lookup.directory.find_contact(email) if email else None
     organization = find_organization(lookup, given.organization) if given.organization else None
     if given.organization and organization is None:
