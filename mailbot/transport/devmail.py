@@ -17,10 +17,14 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..config import Config, with_overrides
+
+if TYPE_CHECKING:
+    from mail_devel.http import Frontend
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +100,7 @@ def page_origins(host: str, port: int) -> frozenset[str]:
     return frozenset(f"http://{f'[{name}]' if ':' in name else name}:{port}" for name in names)
 
 
-def guard_websocket(frontend, origins: frozenset[str]) -> None:
+def guard_websocket(frontend: Frontend, origins: frozenset[str]) -> None:
     """Make mail-devel's web front end open its websocket only for a page of ``origins``.
 
     Others get 403 before the upgrade; so does a handshake without Origin (every
