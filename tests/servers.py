@@ -5,6 +5,7 @@ Plain helpers without pytest; tests/conftest.py wraps them in fixtures.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import email
 import functools
@@ -278,21 +279,30 @@ class Received(NamedTuple):
 
 
 class SmtpSink:
-    """An aiosmtpd server on a free port that keeps every message it accepts."""
+    """An aiosmtpd server on a free port that keeps every message it accepts.
+
+    It can refuse recipients (:meth:`refuse`), fail messages (:meth:`fail_next`),
+    answer slowly (``delay`` seconds per message) and stop and start again on
+    the same port (an outage).
+    """
 
     host = LOCALHOST
 
     def __init__(self) -> None:
         self.port = 0
         self.rejected = 0
+        self.delay = 0.0
+        self.rcpts: list[str] = []  # every RCPT address offered, accepted or not
         self._messages: list[Received] = []
         self._fail: tuple[int, int] = (0, 451)
+        self._refused: dict[str, str] = {}
         self._cond = threading.Condition()
         self._controller: Controller | None = None
 
-    def start(self) -> SmtpSink:
-        """Start listening (Controller(port=0) does not work, so pick a port first)."""
-        self.port = free_port()
+    def start(self, port: int | None = None) -> SmtpSink:
+        """Start listening, on ``port`` (after :meth:`stop`: the same one) or a free one
+        (Controller(port=0) does not work, so one is picked first)."""
+        self.port = port or free_port()
         self._controller = Controller(self, hostname=self.host, port=self.port, enable_SMTPUTF8=True)
         self._controller.start()
         return self
@@ -319,6 +329,11 @@ class SmtpSink:
         with self._cond:
             self._fail = (n, code)
 
+    def refuse(self, address: str, reply: str = "553 5.1.3 malformed address") -> None:
+        """Answer every RCPT TO:<address> with ``reply``."""
+        with self._cond:
+            self._refused[address.lower()] = reply
+
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
         """Block until at least `count` messages arrived; return them all."""
         with self._cond:
@@ -327,8 +342,21 @@ class SmtpSink:
                 raise AssertionError(f"expected {count} message(s) within {timeout}s, got {len(got)}: {got}")
             return list(self._messages)
 
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        """aiosmtpd hook: accept the recipient unless it is to be refused."""
+        with self._cond:
+            self.rcpts.append(address)
+            reply = self._refused.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """aiosmtpd hook: store the message, or reject it while failures are pending."""
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self._cond:
             pending, code = self._fail
             if pending > 0:
