@@ -32,12 +32,19 @@ DEATH_WINDOW = 60.0  # seconds
 WATCH_INTERVAL = 0.5  # seconds between the watchdog's looks at its workers
 
 
-def database_outage(error: BaseException) -> bool:
-    """Whether ``error`` says the database cannot be reached (rather than a bug or bad data)."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
-                              psycopg.OperationalError, psycopg.InterfaceError))
+def database_outage(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from or while handling, says the
+    database cannot be reached (rather than a bug or bad data)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                              psycopg.OperationalError, psycopg.InterfaceError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def one_line(error: BaseException) -> str:

@@ -62,7 +62,6 @@ def test_a_recipient_our_server_refuses_for_good_is_not_retried_and_staff_are_to
     desk.write(CUSTOMER, "Не запускается АРМ", "Добрый день! АРМ диспетчера не запускается.")
 
     desk.run()
-    desk.run()  # the notice about the refusal, queued while sending
 
     ack = row(desk, "ack")
     assert (ack.status, ack.attempts) == ("failed", 1)

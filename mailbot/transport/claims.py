@@ -108,8 +108,8 @@ def put_off(conn: Connection, ids: list[int], until: datetime, reason: str) -> N
 
 
 def bring_forward(conn: Connection, now: datetime, reason_prefix: str) -> int:
-    """Make the rows put off for ``reason_prefix`` due now; how many."""
+    """Make every row put off for ``reason_prefix`` due now; how many are waiting."""
     return conn.execute(text(
-        "UPDATE outbox SET next_attempt_at = :now WHERE status = 'pending' "
-        "AND next_attempt_at > :now AND starts_with(last_error, :prefix)"),
+        "UPDATE outbox SET next_attempt_at = least(next_attempt_at, :now) "
+        "WHERE status = 'pending' AND starts_with(last_error, :prefix)"),
         {"now": now, "prefix": reason_prefix}).rowcount

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 NETWORK_ERRORS = (OSError, IMAPClientError, socket.timeout, ssl.SSLError)
 FIRST_BATCH = 10  # messages in the first FETCH of a sync (later ones: imap.fetch_batch)
-RECONNECT = (1.0, 10.0)  # seconds: first and longest wait between connection attempts
+RECONNECT = (1.0, 5.0)  # seconds: first and longest wait between connection attempts
 LOGIN_RETRY = (30.0, 300.0)  # a refused login is retried slowly (the server may lock the account)
 
 

@@ -24,11 +24,11 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import aiosmtplib
 from aiosmtplib.email import parse_address
-from sqlalchemy import Connection, text, update
+from sqlalchemy import Connection, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,14 +64,18 @@ class SmtpSender:
         self.batch = batch
         self.on_refused = on_refused
         self.owner = ClaimOwner(sessions.kw["bind"])
-        self._outage = Backoff(first=1.0, cap=10.0)
+        self._outage = Backoff(first=1.0, cap=5.0)
         self._down_since: float | None = None  # monotonic time the server was found unreachable
-        self._next_try = 0.0  # monotonic time of the next connection attempt while it is
+        self._next_try = 0.0  # while it is unreachable: when to try again (monotonic)
         self._checked_backlog = False  # rows put off by an earlier outage (or process) released
         self._more = False  # this pass made more rows due (a released backlog, a staff notice)
+        self._unrecorded: dict[int, dict] = {}  # sent, but the database was gone: id -> the record
 
     def close(self) -> None:
         """Let our claims go (another daemon may take them over)."""
+        if self._unrecorded:
+            log.warning("%d sent mail(s) could not be marked sent (database unavailable): they "
+                        "will go out once more", len(self._unrecorded))
         self.owner.close()
 
     def wait_time(self) -> float | None:
@@ -105,6 +109,9 @@ class SmtpSender:
         with self.sessions.kw["bind"].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("SET synchronous_commit = off")  # see _mark
             try:
+                for outbox_id, values in list(self._unrecorded.items()):  # before they are claimed
+                    _mark(conn, outbox_id, **values)
+                    del self._unrecorded[outbox_id]
                 while claimed := claim(conn, owner, self.clock.now(), self.batch):
                     self._more = False
                     for n, item in enumerate(claimed):
@@ -191,14 +198,24 @@ class SmtpSender:
             smtp.close()
             return 0
         if not errors and not refused:
-            _mark(conn, item.id, status="sent", sent_at=self.clock.now(),
-                  attempts=item.attempts + 1, last_error=None)
+            self._sent(conn, item)
             return 1
         refused |= {r: f"{e.code} {e.message}" for r, e in errors.items() if e.code >= 500}
         later = {r: f"{e.code} {e.message}" for r, e in errors.items() if e.code < 500}
         delivered = [r for r in recipients if r not in errors]
         self._settled(item, delivered=delivered, refused=refused, later=later)
         return 1 if delivered else 0
+
+    def _sent(self, conn: Connection, item: Claimed) -> None:
+        """Mark the row sent, right after the server's 250. When the database is gone, the
+        record waits in memory and is written first thing once it is back (not sent again)."""
+        values = {"status": "sent", "sent_at": self.clock.now(), "attempts": item.attempts + 1,
+                  "last_error": None}
+        try:
+            _mark(conn, item.id, **values)
+        except SQLAlchemyError:
+            self._unrecorded[item.id] = values
+            raise
 
     def _settled(self, item: Claimed, *, delivered: list[str], refused: dict[str, str],
                  later: dict[str, str]) -> None:
