@@ -17,7 +17,7 @@ from mailbot.models import Event, Outbox, UndeliverableAddress
 from mailbot.outbox import Outgoing, enqueue
 from mailbot.render import Rendered
 from mailbot.transport.claims import claim
-from mailbot.transport.smtp import UNREACHABLE
+from mailbot.transport.smtp import UNREACHABLE, SmtpSender
 from tests.mailflow import MONDAY_MORNING, Desk
 
 CUSTOMER = "ivanov@zavod.example"
@@ -156,6 +156,25 @@ def test_forgetting_an_undeliverable_address_lets_mail_to_it_go_to_the_server_ag
     assert desk.sink.rcpts == [CUSTOMER, CUSTOMER]
 
 
+def test_a_mail_that_makes_the_sender_fail_does_not_hold_up_the_others(desk, monkeypatch):
+    queue(desk, CUSTOMER, count=3)
+    first = outbox(desk)[0].id
+    wire = SmtpSender.wire
+
+    def broken_for_the_first(conn, outbox_id):  # a bug that only this mail meets
+        if outbox_id == first:
+            raise RuntimeError("a bug")
+        return wire(conn, outbox_id)
+
+    monkeypatch.setattr(SmtpSender, "wire", staticmethod(broken_for_the_first))
+
+    assert send(desk) == 2
+
+    broken = outbox(desk)[0]
+    assert (broken.status, broken.attempts, broken.last_error) == ("pending", 1, "cannot send: a bug")
+    assert broken.claimed_by is None and broken.next_attempt_at > desk.clock.now()
+
+
 # ---------------------------------------------------------------- the server is down
 
 def test_an_smtp_outage_puts_the_due_mail_off_in_one_statement_and_says_so_once(desk, caplog):
@@ -217,3 +236,21 @@ def test_a_dead_senders_claims_are_taken_over_at_once(desk):
     finally:
         live.close()
     assert len(desk.sink.wait_for(5)) == 5
+
+
+def test_two_daemons_share_the_outbox_without_sending_a_mail_twice(desk):
+    desk.sink.delay = 0.005  # the two interleave while they wait for the server
+    queue(desk, CUSTOMER, count=120)
+    first, second = sender(desk), sender(desk)
+
+    async def both() -> list[int]:
+        return await asyncio.gather(first.send_due(), second.send_due())
+
+    try:
+        shares = asyncio.run(both())
+    finally:
+        first.close()
+        second.close()
+    assert sum(shares) == 120 and min(shares) > 0
+    ids = [m.parsed()["Message-ID"] for m in desk.sink.wait_for(120)]
+    assert len(set(ids)) == len(ids) == 120

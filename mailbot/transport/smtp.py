@@ -39,7 +39,7 @@ from ..config import SmtpConfig
 from ..db import binary_cursor
 from ..models import Outbox, UndeliverableAddress
 from ..outbox import splice
-from ..supervision import Backoff
+from ..supervision import Backoff, database_outage, one_line
 from .claims import Claimed, ClaimOwner, bring_forward, claim, put_off
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,12 @@ class SmtpSender:
                             if smtp is None:
                                 return sent
                             self._reachable(conn)
-                        sent += await self._send_one(conn, smtp, item)
+                        try:
+                            sent += await self._send_one(conn, smtp, item)
+                        except Exception as exc:
+                            if database_outage(exc):
+                                raise
+                            self._broken(conn, smtp, item, exc)
                     if len(claimed) < self.batch and not self._more:
                         break
             finally:
@@ -205,6 +210,14 @@ class SmtpSender:
         delivered = [r for r in recipients if r not in errors]
         self._settled(item, delivered=delivered, refused=refused, later=later)
         return 1 if delivered else 0
+
+    def _broken(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed,
+                error: Exception) -> None:
+        """An unexpected error with one mail (a bug, most likely): it is retried like a
+        temporary failure, and the other mail goes on over a fresh connection."""
+        log.error("outbox %d: cannot send: %s", item.id, one_line(error), exc_info=error)
+        smtp.close()
+        self._failed(conn, item, f"cannot send: {one_line(error)}", permanent=False)
 
     def _sent(self, conn: Connection, item: Claimed) -> None:
         """Mark the row sent, right after the server's 250. When the database is gone, the
