@@ -167,10 +167,20 @@ CREATE TABLE outbox (
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
-    sent_at          timestamptz
+    sent_at          timestamptz,
+    claimed_by       bigint                         -- key of the sending daemon's lock (migration 0007)
 );
 CREATE INDEX outbox_due_idx ON outbox (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX outbox_kind_recipient_idx ON outbox (kind, created_at);
+
+-- Addresses our SMTP server refused for good (migration 0007): later mail to them fails at
+-- once with the server's words. `mailbot undeliverable forget ADDRESS` removes one.
+CREATE TABLE undeliverable_addresses (
+    address     text PRIMARY KEY CHECK (address = lower(address)),
+    reply       text NOT NULL,
+    refused_at  timestamptz NOT NULL DEFAULT now(),
+    outbox_id   bigint REFERENCES outbox (id) ON DELETE SET NULL
+);
 
 -- ---------------------------------------------------------------- the trail
 CREATE TABLE messages (

@@ -16,6 +16,7 @@ from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .daemon import Daemon
 from .parsers.visible import one_line, visible
+from .supervision import GiveUp
 from .transport.notify import INBOUND, OUTBOX, notify
 
 log = logging.getLogger("mailbot")
@@ -82,7 +83,11 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
             return EX_OK
         print(f"mailbot is watching {config.imap.username} at {config.imap.host}:"
               f"{config.imap.port} ({', '.join(config.imap.folders)}); Ctrl+C stops it", flush=True)
-        asyncio.run(_run_until_signal(daemon))
+        try:
+            asyncio.run(_run_until_signal(daemon))
+        except GiveUp as exc:  # a fresh process may fare better: systemd restarts a failed one
+            log.critical("giving up: %s", exc)
+            raise Fail(f"giving up: {exc}", EX_TEMPFAIL) from None
         return EX_OK
     finally:
         if dev:
@@ -277,6 +282,29 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
+    """Addresses our SMTP server refused for good: list them, or forget one (mail to it is tried again)."""
+    from sqlalchemy import delete, select
+
+    from .models import UndeliverableAddress
+
+    with app.ready_sessions().begin() as session:
+        if args.action == "list":
+            rows = session.scalars(select(UndeliverableAddress)
+                                   .order_by(UndeliverableAddress.refused_at)).all()
+            for row in rows:
+                print(f"{row.refused_at:%Y-%m-%d %H:%M}  {row.address:<40} {row.reply[:90]}")
+            print(f"{len(rows)} undeliverable address(es)")
+        else:
+            address = args.address.strip().lower()
+            gone = session.execute(delete(UndeliverableAddress)
+                                   .where(UndeliverableAddress.address == address)).rowcount
+            if not gone:
+                raise Fail(f"{address} is not recorded as undeliverable")
+            print(f"{address} forgotten: new mail to it goes to the SMTP server again")
+    return EX_OK
+
+
 def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
     from . import quarantine
     from .models import Inbound
@@ -402,6 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("show", "retry", "drop"):
         q_actions.add_parser(action).add_argument("id", type=int)
     quarantine.set_defaults(func=cmd_quarantine)
+
+    undeliverable = commands.add_parser("undeliverable",
+                                        help="addresses the SMTP server refused for good")
+    u_actions = undeliverable.add_subparsers(dest="action", required=True)
+    u_actions.add_parser("list")
+    u_actions.add_parser("forget", help="send to it again").add_argument("address")
+    undeliverable.set_defaults(func=cmd_undeliverable)
     return parser
 
 

@@ -4,22 +4,31 @@ Threads do the blocking work (imapclient, SQLAlchemy); one asyncio loop wakes
 the processor as soon as a watcher has committed mail and the sender as soon
 as the processor has written outbox rows. A scheduler sweep catches anything
 stored by other processes (``mailbot ingest``) and outbox retries.
+
+Every worker retries on its own after any error (:mod:`.supervision`); the
+watchdog starts again a worker that dies, and gives up (``GiveUp``, the
+process exits non-zero) when one keeps dying.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from contextlib import suppress
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
 from .processor import BatchResult, Processor
 from .scheduler import make_scheduler
+from .supervision import DatabaseHealth, Retry, Watchdog
 from .transport.imap import FolderSync, ImapWatcher, connect
 from .transport.notify import INBOUND, Listener
 from .transport.smtp import SmtpSender
+from .workflow.actions import Workflow
+from .workflow.reports import apply_refusal
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +39,13 @@ class Daemon:
         self.sessions = sessions
         self.clock = clock
         self.processor = Processor(config, sessions, clock)
-        self.sender = SmtpSender(config.smtp, sessions, clock)
+        self.sender = SmtpSender(config.smtp, sessions, clock, on_refused=self._refused)
+        self.health = DatabaseHealth()
         self.stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound = asyncio.Event()
         self._outbound = asyncio.Event()
+        self._stopped = asyncio.Event()
 
     def folder_syncs(self) -> list[FolderSync]:
         return [FolderSync(self.config.imap, folder, self.sessions, self._stored,
@@ -63,8 +74,15 @@ class Daemon:
             total += await asyncio.to_thread(self.processor.run_pending)
         finally:
             await asyncio.to_thread(self.processor.close)
-        await self.sender.send_due()
+        try:
+            await self.sender.send_due()
+        finally:
+            self.sender.close()
         return total
+
+    def _refused(self, session: Session, outbox_id: int, refused: dict[str, str]) -> None:
+        """The sender's hook: recipients of a mail were refused for good (its transaction)."""
+        apply_refusal(Workflow(session, self.config, self.clock.now()), outbox_id, refused)
 
     def _sync_folder(self, sync: FolderSync) -> int:
         client = connect(self.config.imap)
@@ -74,26 +92,38 @@ class Daemon:
             client.logout()
 
     async def run_forever(self) -> None:
+        """Run the workers until :meth:`stop`; raises ``GiveUp`` when one keeps dying."""
         self._loop = asyncio.get_running_loop()
         self.processor.warm_up(workers=True)
-        watchers = [threading.Thread(target=ImapWatcher(s, self.stopping).run, daemon=True,
-                                     name=f"imap:{s.folder}") for s in self.folder_syncs()]
-        listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping)
-        watchers.append(threading.Thread(target=listener.run, daemon=True, name="listen"))
-        for thread in watchers:
-            thread.start()
+        engine = self.sessions.kw["bind"]
+        event.listen(engine, "connect", self._connected)
+        watchdog = self._watchdog()
         scheduler = make_scheduler(self)
         scheduler.start()
-        self._inbound.set()
-        self._outbound.set()
+        self.wake()
         try:
-            await asyncio.gather(self._process_loop(), self._send_loop())
+            await watchdog.run()
         finally:
-            self.stopping.set()
+            self.stop()
             scheduler.shutdown(wait=False)
-            for thread in watchers:
-                thread.join(timeout=5)
+            await watchdog.join()
+            event.remove(engine, "connect", self._connected)
             self.processor.close()
+            self.sender.close()
+
+    def _watchdog(self) -> Watchdog:
+        watchdog = Watchdog(self.stopping)
+        for sync in self.folder_syncs():
+            watchdog.thread(f"imap:{sync.folder}", ImapWatcher(sync, self.stopping, self.health).run)
+        listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping, self.health)
+        watchdog.thread("listen", listener.run)
+        watchdog.task("processor", self._process_loop)
+        watchdog.task("sender", self._send_loop)
+        return watchdog
+
+    def _connected(self, _dbapi_connection, _record) -> None:
+        """A new database connection succeeded: if the database was down, it is back."""
+        self.health.restored()
 
     def _notified(self, channel: str) -> None:
         """Another process stored mail or queued outgoing mail (called from the listener)."""
@@ -110,27 +140,39 @@ class Daemon:
     def stop(self) -> None:
         self.stopping.set()
         self.wake()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
 
     async def _process_loop(self) -> None:
+        retry = Retry("processor", self.health)
         while not self.stopping.is_set():
             await self._wait(self._inbound)
             try:
                 result = await asyncio.to_thread(self.processor.run_pending)
-            except Exception:
-                log.exception("processing failed; retrying shortly")
-                await asyncio.sleep(1.0)
+            except Exception as error:
+                await self._pause(retry.failed(error))
+                self._inbound.set()
                 continue
+            retry.succeeded()
             if result.processed:
                 self._outbound.set()
 
     async def _send_loop(self) -> None:
+        retry = Retry("sender", self.health)
         while not self.stopping.is_set():
-            await self._wait(self._outbound)
+            await self._wait(self._outbound, self.sender.wait_time())
             try:
                 await self.sender.send_due()
-            except Exception:
-                log.exception("sending failed; retrying shortly")
-                await asyncio.sleep(1.0)
+            except Exception as error:
+                await self._pause(retry.failed(error))
+                self._outbound.set()
+                continue
+            retry.succeeded()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before a retry, or less when the daemon is asked to stop."""
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float | None = None) -> None:

@@ -55,6 +55,9 @@ def database_url(config: Config) -> str:
 
 
 def make_engine(url: str, **kwargs) -> Engine:
+    """An engine whose connections are checked before use and give up connecting after 10 s
+    (libpq would wait for TCP's own timeout, minutes, on a server that is unreachable)."""
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
     engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)
     event.listen(engine, "connect", _send_bytes_as_binary)
     return engine

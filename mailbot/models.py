@@ -183,9 +183,20 @@ class Outbox(Base):
     last_error: Mapped[str | None]
     created_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
+    claimed_by: Mapped[int | None]  # the sending daemon's lock key (transport/claims.py)
 
     request: Mapped[Request | None] = relationship()
     files: Mapped[list[OutboxFile]] = relationship(order_by="OutboxFile.id")
+
+
+class UndeliverableAddress(Base):
+    """An address our SMTP server refused for good: later mail to it fails at once."""
+
+    __tablename__ = "undeliverable_addresses"
+    address: Mapped[str] = mapped_column(primary_key=True)
+    reply: Mapped[str]
+    refused_at: Mapped[datetime] = _now()
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
 
 
 class OutboxFile(Base):

@@ -38,6 +38,7 @@ from .parsing import ParsePool
 from .render import load_templates
 from .rules import Context, decide, searched_problems
 from .sla import make_calendar
+from .supervision import database_outage
 from .workflow.intake import Intake
 from .workflow.states import Journal
 
@@ -140,6 +141,8 @@ class Processor:
                     with session.begin_nested():
                         result = self._apply(session, rows, parsed, lookup, after_flush, careful=False)
                 except Exception as exc:  # rolled back: again, a savepoint per message
+                    if database_outage(exc):  # not the mail's fault: the batch waits for it
+                        raise
                     log.info("batch of %d written one message at a time: %s", len(rows), exc)
                     after_flush.discard()
                     result = self._apply(session, rows, parsed, lookup, after_flush, careful=True)

@@ -4,7 +4,9 @@
   ``mailbot ingest`` and due outbox retries are picked up;
 - ``workflow-timers`` (1 min): time-based workflow steps (closing quiet ОП1
   requests). With several daemons on one database, a transaction-level
-  advisory lock lets one of them run the timers at a time.
+  advisory lock lets one of them run the timers at a time. A failed run is
+  reported once (a database outage to the daemon's shared health) and the
+  next run is the retry.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
+from .supervision import Retry
 from .workflow.actions import Workflow
 from .workflow.timers import close_quiet_requests
 
@@ -29,8 +32,18 @@ def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=daemon.config.timezone)
     scheduler.add_job(daemon.wake, "interval", seconds=5, id="sweep", coalesce=True,
                       max_instances=1)
-    scheduler.add_job(run_timers, "interval", minutes=1, args=[daemon], id="workflow-timers",
-                      coalesce=True, max_instances=1)
+    retry = Retry("workflow timers", daemon.health)
+
+    def timers() -> None:
+        try:
+            run_timers(daemon)
+        except Exception as error:
+            retry.failed(error)
+        else:
+            retry.succeeded()
+
+    scheduler.add_job(timers, "interval", minutes=1, id="workflow-timers", coalesce=True,
+                      max_instances=1)
     return scheduler
 
 

@@ -5,7 +5,9 @@ Plain helpers without pytest; tests/conftest.py wraps them in fixtures.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import email
 import functools
 import grp
@@ -173,6 +175,7 @@ class Dovecot:
     def __init__(self) -> None:
         self.port = 0
         self.dir: Path | None = None
+        self.paused = False
         self._passwords: dict[str, str] = {}
         self._serial = itertools.count(1)
 
@@ -241,6 +244,39 @@ class Dovecot:
         # b"[APPENDUID <uidvalidity> <uid>] Append completed."
         return int(response.split(b"]", 1)[0].split()[-1])
 
+    def pause(self) -> None:
+        """Stop serving, as in a crash: the master and every process it started (those
+        serving open connections too) are killed; the config and the mail stay."""
+        assert self.dir is not None, "Dovecot is not started"
+        pid = self._master_pid()
+        if pid:
+            for process in [pid, *_descendants(pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process, signal.SIGKILL)
+            _wait_gone(pid)
+        (self.dir / "run" / "master.pid").unlink(missing_ok=True)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Serve again on the same port after :meth:`pause`."""
+        assert self.dir is not None, "Dovecot is not started"
+        _run_daemon([DOVECOT_BIN, "-c", str(self.dir / "dovecot.conf")], self.dir / "log" / "start.err")
+        wait_for_port(self.port)
+        self.paused = False
+
+    def deliver(self, user: str, raw: bytes) -> None:
+        """Put a message into the user's INBOX as the MTA's local delivery does: a file in
+        Maildir/new, written without the IMAP server (which may be paused). The user's
+        Maildir must exist (it does after a first login or APPEND)."""
+        assert self.dir is not None, "Dovecot is not started"
+        maildir = self.dir / "mail" / user / "Maildir"
+        name = f"{time.time_ns()}.{uuid.uuid4().hex}.test"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        if os.geteuid() == 0:
+            shutil.chown(tmp, "dovecot", "dovecot")
+        tmp.rename(maildir / "new" / name)
+
     def _master_pid(self) -> int | None:
         assert self.dir is not None
         deadline = time.monotonic() + 2
@@ -251,6 +287,37 @@ class Dovecot:
             return int(pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by ``pid``, their children, and so on (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Block until process ``pid`` has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"process {pid} still runs after {timeout}s")
 
 
 def _run_daemon(argv: list[str], errfile: Path) -> None:
@@ -278,21 +345,30 @@ class Received(NamedTuple):
 
 
 class SmtpSink:
-    """An aiosmtpd server on a free port that keeps every message it accepts."""
+    """An aiosmtpd server on a free port that keeps every message it accepts.
+
+    It can refuse recipients (:meth:`refuse`), fail messages (:meth:`fail_next`),
+    answer slowly (``delay`` seconds per message) and stop and start again on
+    the same port (an outage).
+    """
 
     host = LOCALHOST
 
     def __init__(self) -> None:
         self.port = 0
         self.rejected = 0
+        self.delay = 0.0
+        self.rcpts: list[str] = []  # every RCPT address offered, accepted or not
         self._messages: list[Received] = []
         self._fail: tuple[int, int] = (0, 451)
+        self._refused: dict[str, str] = {}
         self._cond = threading.Condition()
         self._controller: Controller | None = None
 
-    def start(self) -> SmtpSink:
-        """Start listening (Controller(port=0) does not work, so pick a port first)."""
-        self.port = free_port()
+    def start(self, port: int | None = None) -> SmtpSink:
+        """Start listening, on ``port`` (after :meth:`stop`: the same one) or a free one
+        (Controller(port=0) does not work, so one is picked first)."""
+        self.port = port or free_port()
         self._controller = Controller(self, hostname=self.host, port=self.port, enable_SMTPUTF8=True)
         self._controller.start()
         return self
@@ -319,6 +395,11 @@ class SmtpSink:
         with self._cond:
             self._fail = (n, code)
 
+    def refuse(self, address: str, reply: str = "553 5.1.3 malformed address") -> None:
+        """Answer every RCPT TO:<address> with ``reply``."""
+        with self._cond:
+            self._refused[address.lower()] = reply
+
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
         """Block until at least `count` messages arrived; return them all."""
         with self._cond:
@@ -327,8 +408,21 @@ class SmtpSink:
                 raise AssertionError(f"expected {count} message(s) within {timeout}s, got {len(got)}: {got}")
             return list(self._messages)
 
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        """aiosmtpd hook: accept the recipient unless it is to be refused."""
+        with self._cond:
+            self.rcpts.append(address)
+            reply = self._refused.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """aiosmtpd hook: store the message, or reject it while failures are pending."""
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self._cond:
             pending, code = self._fail
             if pending > 0:
@@ -388,3 +482,77 @@ def drop_database(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
     with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own on a free TCP port, that a test may stop and start.
+
+    It uses the binaries of the embedded pgserver package (PostgreSQL with pg_trgm); as root
+    the server runs as pgserver's ``pgserver`` user. The machine's PostgreSQL is not touched.
+    """
+
+    host = LOCALHOST
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.dir: Path | None = None
+        self._user: str | None = None
+
+    @property
+    def url(self) -> str:
+        """libpq URL of the ``postgres`` database."""
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    def start(self) -> PrivatePostgres:
+        """Create the cluster on first use, then start the server and wait until it accepts."""
+        if self.dir is None:
+            self._init()
+        self._pg_ctl("start", "-w", "-t", "30", "-l", str(self.dir / "server.log"),
+                     "-o", f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} "
+                     "-c fsync=off -c full_page_writes=off")
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.dir is not None and (self.dir / "data" / "postmaster.pid").exists()
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: sessions are ended, as in a real outage)."""
+        if self.running:
+            self._pg_ctl("stop", "-w", "-m", "fast")
+
+    def destroy(self) -> None:
+        """Stop the server and remove the cluster."""
+        self.stop()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+            atexit.unregister(self.destroy)
+
+    def _init(self) -> None:
+        if not os.environ.get("XDG_RUNTIME_DIR"):  # else platformdirs warns on import
+            os.environ["XDG_RUNTIME_DIR"] = _temp_dir("xdg-")
+        self.dir = Path(tempfile.mkdtemp(prefix="private-pg-"))
+        atexit.register(self.destroy)
+        self.port = free_port()
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_user_exists
+
+            self._user = "pgserver"
+            ensure_user_exists(self._user)
+            self.dir.chmod(0o755)
+            shutil.chown(self.dir, self._user)
+        self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), *args)
+
+    def _run(self, program: str, *args: str) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        result = subprocess.run([str(POSTGRES_BIN_PATH / program), *args], user=self._user,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, cwd="/")
+        if result.returncode:
+            raise RuntimeError(f"{program} {' '.join(args)} exited {result.returncode}: {result.stderr}")

@@ -92,7 +92,7 @@ def test_db_upgrade_moves_the_files_of_version_4_into_the_file_store(database_ur
                 "INSERT INTO attachments (message_id, filename, content_type, size, sha256, data) "
                 "VALUES (%s, %s, 'application/octet-stream', %s, %s, %s)",
                 (message, name, len(data), hashlib.sha256(data).hexdigest(), data))
-    assert db.upgrade_schema(engine) == ["0005_file_store.sql", "0006_files_stay_in_raw_mail.sql"]
+    assert db.upgrade_schema(engine)[:2] == ["0005_file_store.sql", "0006_files_stay_in_raw_mail.sql"]
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT sha256, size, data FROM files ORDER BY size").all()
         names = conn.exec_driver_sql(

@@ -18,19 +18,22 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ImapConfig
 from ..models import MailboxState
+from ..supervision import Backoff, DatabaseHealth, Retry
 from .store import RawMail, store
 
 log = logging.getLogger(__name__)
 
 NETWORK_ERRORS = (OSError, IMAPClientError, socket.timeout, ssl.SSLError)
 FIRST_BATCH = 10  # messages in the first FETCH of a sync (later ones: imap.fetch_batch)
+RECONNECT = (1.0, 5.0)  # seconds: first and longest wait between connection attempts
+LOGIN_RETRY = (30.0, 300.0)  # a refused login is retried slowly (the server may lock the account)
 
 
 def connect(config: ImapConfig) -> IMAPClient:
@@ -148,36 +151,67 @@ class FolderSync:
 
 
 class ImapWatcher:
-    """Runs one folder forever: sync, then IDLE (or poll), reconnecting with backoff."""
+    """Runs one folder forever: sync, then IDLE (or poll), reconnecting with backoff.
 
-    def __init__(self, sync: FolderSync, stop: threading.Event) -> None:
+    No error ends it. The server going away is logged once, and once more when
+    it is back; while the database is unreachable the watcher keeps its IMAP
+    connection and tries the sync again every few seconds: the mail stays in
+    the folder until it is committed. Any other error is logged (with its
+    traceback the first time) and the watcher starts over after a backoff.
+    """
+
+    def __init__(self, sync: FolderSync, stop: threading.Event, health: DatabaseHealth) -> None:
         self.sync = sync
         self.config = sync.config
         self.stop = stop
+        self.retry = Retry(f"IMAP watcher {sync.name}", health)
+        self._unreachable: str | None = None  # why the server could not be reached
 
     def run(self) -> None:
-        delay = 1.0
+        reconnect, login = Backoff(*RECONNECT), Backoff(*LOGIN_RETRY)
         while not self.stop.is_set():
+            client = None
             try:
                 client = connect(self.config)
-            except NETWORK_ERRORS as exc:
-                log.warning("%s: cannot connect (%s); retrying in %.0f s", self.sync.name, exc, delay)
-                self.stop.wait(delay)
-                delay = min(delay * 2, 300.0)
-                continue
-            try:
-                delay = 1.0
+                self._reached()
+                reconnect.reset()
+                login.reset()
                 self._watch(client)
-            except NETWORK_ERRORS as exc:
-                log.warning("%s: connection lost (%s); reconnecting", self.sync.name, exc)
+            except LoginError as exc:
+                delay = login.next()
+                log.error("%s: login refused (%s); retrying in %.0f s", self.sync.name, exc, delay)
                 self.stop.wait(delay)
+            except NETWORK_ERRORS as exc:
+                self._lost(exc)
+                self.stop.wait(reconnect.next())
+            except Exception as exc:
+                self.stop.wait(self.retry.failed(exc))
             finally:
-                _logout(client)
+                if client is not None:
+                    _logout(client)
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._unreachable is None:
+            log.warning("%s: IMAP server unavailable (%s: %s); reconnecting every few seconds",
+                        self.sync.name, type(exc).__name__, exc)
+        self._unreachable = f"{type(exc).__name__}: {exc}"
+
+    def _reached(self) -> None:
+        if self._unreachable is not None:
+            log.info("%s: IMAP server available again", self.sync.name)
+            self._unreachable = None
 
     def _watch(self, client: IMAPClient) -> None:
         use_idle = self.config.idle and client.has_capability("IDLE")
         while not self.stop.is_set():
-            self.sync.sync(client)
+            try:
+                self.sync.sync(client)
+            except NETWORK_ERRORS:
+                raise
+            except Exception as exc:  # the database, most likely: the mail stays in the folder
+                self.stop.wait(self.retry.failed(exc))
+                continue
+            self.retry.succeeded()
             if announced_new_mail(client):
                 continue
             if use_idle:

@@ -15,6 +15,8 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from ..supervision import Backoff, DatabaseHealth, Retry
+
 log = logging.getLogger(__name__)
 
 INBOUND = "mailbot_inbound"  # new rows in inbound
@@ -27,26 +29,32 @@ def notify(session: Session, channel: str) -> None:
 
 
 class Listener:
-    """A thread that LISTENs and calls ``on_notify(channel)``; reconnects with backoff."""
+    """A thread that LISTENs and calls ``on_notify(channel)``; reconnects with backoff.
+
+    While it is down the 5-second sweep covers for it; a lost connection is a
+    database outage, reported to ``health`` (logged once for all workers).
+    """
 
     def __init__(self, engine: Engine, on_notify: Callable[[str], None],
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, health: DatabaseHealth) -> None:
         self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.on_notify = on_notify
         self.stop = stop
+        self.health = health
+        self.retry = Retry("LISTEN connection", self.health, Backoff(1.0, 5.0))
 
     def run(self) -> None:
-        delay = 1.0
         while not self.stop.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10) as conn:
                     for channel in (INBOUND, OUTBOX):
                         conn.execute(f"LISTEN {channel}")
-                    delay = 1.0
+                    self.health.restored()
+                    self.retry.succeeded()
                     while not self.stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self.on_notify(note.channel)
-            except psycopg.Error as exc:
-                log.warning("LISTEN connection lost (%s); the 5 s sweep covers it meanwhile", exc)
-                self.stop.wait(delay)
-                delay = min(delay * 2, 60.0)
+            except Exception as exc:
+                if self.stop.is_set():
+                    return
+                self.stop.wait(self.retry.failed(exc))

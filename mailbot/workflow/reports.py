@@ -1,9 +1,10 @@
-"""Bounces (RFC 3464) and read receipts (RFC 8098) of mail we sent.
+"""Bounces (RFC 3464), read receipts (RFC 8098) and refusals of mail we sent.
 
 They never create requests. A bounce marks the outgoing mail and its delivery
 record failed and alerts staff (the customer did not get our answer); a delay
 notice is only recorded. A read receipt confirms the delivery record of the
-mail it is about (ОП2 files).
+mail it is about (ОП2 files). A refusal is our own SMTP server's permanent
+"no" to some recipients while we sent (:func:`apply_refusal`).
 """
 from __future__ import annotations
 
@@ -66,3 +67,25 @@ def _receipt(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
             delivery.status, delivery.confirmed_by, delivery.confirmed_at = "confirmed", "mdn", flow.now
     record(flow.session, request, "read_receipt", actor=mail.from_addr or "unknown", at=flow.now,
            message=message, outbox=outbox.message_id, disposition=disposition)
+
+
+def apply_refusal(flow: Workflow, outbox_id: int, refused: dict[str, str]) -> None:
+    """Our SMTP server refused recipients of a mail for good (or they are known to be refused).
+
+    The sender has marked the row; here the delivery records of those
+    recipients fail, the request's timeline gets a ``refused`` event, and the
+    request's staff are told, as for a bounce, when the mail was meant for the
+    customer. Staff mail that was refused is not reported by more staff mail,
+    so a refused staff address cannot start a loop.
+    """
+    outbox = flow.session.get(Outbox, outbox_id)
+    request = flow.session.get(Request, outbox.request_id) if outbox.request_id else None
+    summary = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
+    for delivery in flow.session.scalars(select(Delivery).where(
+            Delivery.outbox_id == outbox.id, Delivery.recipient.in_(list(refused)))):
+        delivery.status, delivery.failure = "failed", summary[:2000]
+    record(flow.session, request, "refused", actor="smtp", at=flow.now,
+           outbox=outbox.message_id, details=summary)
+    if request is not None and not outbox.kind.startswith("staff_"):
+        flow.notify_staff(request, "staff_bounce", summary=summary, kind=outbox.kind,
+                          recipients=list(refused))
