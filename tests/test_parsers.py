@@ -369,11 +369,13 @@ def test_incident_numbers() -> None:
     assert find_request_numbers("REQ-2026-7", prefix="REQ") == ("REQ-2026-000007",)
 
 
-def test_numbers_subject_first_then_body() -> None:
+def test_numbers_are_read_from_the_subject_only_never_from_the_text() -> None:
+    """A number typed or quoted in the text names no request (issue 15: it would file a new mail
+    into another company's request)."""
     raw = mail(BASE + "Subject: Re: [ТП-2026-000002] [INC-000007]\nContent-Type: text/plain; charset=utf-8",
-               "См. ТП-2026-000001 и ТП-2026-000002")
+               "См. ТП-2026-000001 и ТП-2026-000002, [INC-000008]")
     parsed = parse_mail(raw)
-    assert parsed.request_numbers == ("ТП-2026-000002", "ТП-2026-000001")
+    assert parsed.request_numbers == ("ТП-2026-000002",)
     assert parsed.incident_numbers == ("INC-000007",)
 
 

@@ -104,8 +104,8 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     kind: MailKind
     kind_reason: str  # why `kind` was chosen, e.g. "Auto-Submitted: auto-replied"
-    request_numbers: tuple[str, ...]  # normalised, e.g. "ТП-2026-000123"
-    incident_numbers: tuple[str, ...]  # normalised, e.g. "INC-000045"
+    request_numbers: tuple[str, ...]  # in the subject, normalised, e.g. "ТП-2026-000123"
+    incident_numbers: tuple[str, ...]  # in the subject, normalised, e.g. "INC-000045"
     dsn: DsnReport | None = None
     mdn: MdnReport | None = None
     headers: tuple[tuple[str, str], ...] = ()  # all headers, decoded, in order

@@ -112,8 +112,9 @@ def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
         date=parse_date(headers.get("date")), return_path=return_path,
         text=text, html=html, new_text=new_text(text), attachments=tuple(sink.items),
         kind=kind, kind_reason=reason,
-        request_numbers=numbers_in((subject, text), options.request_prefix, find_request_numbers),
-        incident_numbers=numbers_in((subject, text), options.incident_prefix, find_incident_numbers),
+        # numbers name a request only in the subject: never in the text, which quotes anything
+        request_numbers=numbers_in((subject,), options.request_prefix, find_request_numbers),
+        incident_numbers=numbers_in((subject,), options.incident_prefix, find_incident_numbers),
         dsn=_dsn(kind, content, text, headers, {from_addr, *to, *cc, *map(str.lower, options.own_addresses)}),
         mdn=mdn_report(content.disposition, content.original_ids) if kind is MailKind.MDN else None,
         headers=headers.decoded,

@@ -14,6 +14,7 @@ from ..config import Config
 from ..lookup import Lookup
 from ..models import Request, Staff
 from ..parsers import MailKind, ParsedMail
+from ..parsers.addresses import is_valid_address
 from ..parsers.commands import CommandBlock
 from ..rules import MANUAL_INTAKE, Action, Context, Role, Verdict, decide
 from .intake import Intake
@@ -43,6 +44,8 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
         raise ManualError(f"channel must be one of {', '.join(CHANNELS)}")
     lookup = Lookup(session, config.timezone)
     email = given.email.strip().lower()
+    if email and not is_valid_address(email):
+        raise ManualError(f"{given.email!r} is not one valid e-mail address (local@domain)")
     contact = lookup.directory.find_contact(email) if email else None
     organization = find_organization(lookup, given.organization) if given.organization else None
     if given.organization and organization is None:
@@ -55,7 +58,7 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
         from_name=given.contact_name, reply_to=None, to=(), cc=(), date=None, return_path=None,
         text=given.text, html=None, new_text=given.text, attachments=(), kind=MailKind.HUMAN,
         kind_reason=f"registered by staff ({given.channel})", request_numbers=(),
-        incident_numbers=())
+        incident_numbers=(), from_header=(email,) if email else ())
     verdict = Verdict(action=Action.NEW_REQUEST, role=Role.CUSTOMER, contact=contact,
                       organization=organization, contact_name=given.contact_name)
     verdict = decide(mail, Context(config, lookup, now), MANUAL_INTAKE, verdict)
