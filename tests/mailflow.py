@@ -81,16 +81,19 @@ class Desk:
     def write(self, sender: str, subject: str, body: str, *, name: str = "",
               reply_to: Received | None = None, headers: dict[str, str] | None = None,
               attachments: tuple[tuple[str, bytes], ...] = (), dmarc: str | None = "pass",
-              from_header: str | None = None) -> str:
+              mx_results: str | None = None, mx_received: str | None = None,
+              above: tuple[str, ...] = (), from_header: str | None = None) -> str:
         """Put a mail into the bot's INBOX as our MX delivers it; its Message-ID.
 
         The MX (:data:`MX`) writes its ``Authentication-Results`` (``dmarc``: what it
         found for the sender's domain, "pass" for a genuine sender, "fail" for a forged
-        one, None for no header) and its ``Received`` on top; ``headers`` are what the
-        sender wrote, below them. ``from_header`` replaces the ``From:`` value as written.
+        one, None for no header; ``mx_results``: its results exactly) and its
+        ``Received`` (``mx_received``: its value) on top; ``above`` are header lines our
+        own later hops wrote above those (LMTP, say); ``headers`` are what the sender
+        wrote, below them all. ``from_header`` replaces the ``From:`` value as written.
         """
         msg = EmailMessage()
-        msg["From"] = from_header or (f"{name} <{sender}>" if name else sender)
+        msg["From"] = f"{name} <{sender}>" if name else sender
         msg["To"] = self.mailbox.user
         msg["Subject"] = subject
         msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "example")
@@ -108,7 +111,11 @@ class Desk:
         for filename, data in attachments:
             msg.add_attachment(data, maintype="application", subtype="octet-stream",
                                filename=filename)
-        self.dovecot.append(self.mailbox.user, mx_trace(sender, dmarc) + msg.as_bytes())
+        raw = msg.as_bytes()
+        if from_header is not None:  # as written: the email package would parse and refold it
+            raw = raw.replace(f"From: {msg['From']}\n".encode(), f"From: {from_header}\n".encode(), 1)
+        top = "".join(f"{line}\n" for line in above).encode()
+        self.dovecot.append(self.mailbox.user, top + mx_trace(sender, dmarc, mx_results, mx_received) + raw)
         return msg["Message-ID"].strip("<>")
 
     def reply(self, to: Received, sender: str, body: str, **kwargs) -> str:
@@ -138,17 +145,20 @@ class Desk:
         return by_address
 
 
-def mx_trace(sender: str, dmarc: str | None) -> bytes:
+def mx_trace(sender: str, dmarc: str | None, results: str | None = None,
+             received: str | None = None) -> bytes:
     """The header lines our MX puts above a mail it receives from ``sender``'s server."""
     domain = sender.rpartition("@")[2] or "unknown.example"
-    received = (f"Received: from mail.{domain} (mail.{domain} [192.0.2.25])\n\tby {MX} (Postfix) "
-                f"with ESMTPS id 4Zq7; Wed, 25 Nov 2026 10:00:01 +0300\n")
-    if dmarc is None:
+    received = "Received: " + (received or (
+        f"from mail.{domain} (mail.{domain} [192.0.2.25])\n\tby {MX} (Postfix) "
+        f"with ESMTPS id 4Zq7 for <support@tecon.example>")) + "; Wed, 25 Nov 2026 10:00:01 +0300\n"
+    if results is None and dmarc is None:
         return received.encode()
-    results = (f"dkim=pass header.d={domain}; spf=pass smtp.mailfrom={sender}"
-               if dmarc == "pass" else "dkim=none; spf=none")
-    return (f"Authentication-Results: {MX};\n\t{results};\n\tdmarc={dmarc} header.from={domain}\n"
-            + received).encode()
+    if results is None:
+        checks = (f"dkim=pass header.d={domain}; spf=pass smtp.mailfrom={sender}"
+                  if dmarc == "pass" else "dkim=none; spf=none")
+        results = f"{checks};\n\tdmarc={dmarc} header.from={domain}"
+    return f"Authentication-Results: {MX};\n\t{results}\n{received}".encode()
 
 
 def body(message: Received) -> str:

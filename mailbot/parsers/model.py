@@ -111,7 +111,7 @@ class ParsedMail:
     headers: tuple[tuple[str, str], ...] = ()  # all headers, decoded, in order
     defects: tuple[str, ...] = ()  # what was wrong with the input and repaired
     size: int = 0  # raw size in bytes
-    from_header: tuple[str, ...] = ()  # every address written in From: (lower-cased, as written)
+    from_header: tuple[str, ...] = ()  # every mailbox of From: (lower-cased; '' for an ambiguous one)
 
     @property
     def author(self) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
 
-from .addresses import address_list, first_mailbox, parse_addresses
+from .addresses import address_list, first_mailbox, parse_addresses, written_addresses
 from .attachments import AttachmentSink
 from .body import html_to_text
 from .headers import clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
@@ -121,7 +121,7 @@ def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
         defects=tuple(dict.fromkeys([*defects, *content.defects])),
         size=len(raw),
         from_header=tuple(addr.lower() for value in headers.unfolded("from")
-                          for _, addr in parse_addresses(value, hints)),
+                          for addr in written_addresses(value)),
     )
 
 

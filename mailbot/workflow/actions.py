@@ -47,9 +47,9 @@ class Workflow:
         self._customer_text: dict[Request, str] = {}  # the customer's latest words
 
     def heard(self, request: Request, message: Message) -> None:
-        """Note the customer's words in an incoming message of ``request`` (saves reading them back)."""
-        if message.sender == request.requester_email:
-            self._customer_text[request] = message.body
+        """Note the customer's words (the requester's, or a registered colleague's) in an incoming
+        message of ``request``: the staff notification shows them (saves reading them back)."""
+        self._customer_text[request] = message.body
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -239,7 +239,8 @@ class Workflow:
         if request is not None:
             self.notify_staff(request, template, to=to, **context)
         else:
-            content = render(template, with_html=False, support=self.config.support, **context)
+            content = render(template, with_html=False, support=self.config.support, request=None,
+                             **context)
             self._mail_staff(template, to or self.config.support.tp1_address, content)
         record(self.session, request, "alert", actor="system", at=self.now, message=message,
                about=about, template=template)

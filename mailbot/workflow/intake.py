@@ -107,7 +107,8 @@ class Intake:
     def append(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict,
                request: Request) -> Message:
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
-        self.workflow.heard(request, message)
+        if verdict.role is not Role.STAFF:
+            self.workflow.heard(request, message)
         actor = verdict.staff.login if verdict.staff else (mail.author or "unknown")
         record(self.session, request, "message_in", actor=actor, at=self.now,
                message=message, mail_kind=mail.kind.value, reasons=verdict.reasons)
