@@ -73,6 +73,7 @@ class Lookup:
         self.directory = DatabaseDirectory(session, tz, self.unflushed)
         self._staff: list[Staff] | None = None
         self._matches: dict[tuple[str, int], list[IncidentMatch]] = {}
+        self._queued_unregistered: tuple[list | None, int, list[datetime]] = (None, 0, [])
 
     def close(self) -> None:
         self.unflushed.close()
@@ -290,10 +291,21 @@ class Lookup:
         new = sum(1 for row in self.unflushed.added(Outbox)
                   if row.kind in AUTOMATIC_KINDS and row.created_at >= since
                   and not self._to_registered(row.recipients))
+        return stored + new + self._queued_to_unregistered(since)
+
+    def _queued_to_unregistered(self, since: datetime) -> int:
+        """The batch's queued automatic mail to unregistered addresses, counted on from where the
+        last call stopped (the queue's list only grows; written or discarded, it is a new list)."""
         queue = Queue.of(self.session)
-        queued = sum(1 for q in queue.mails if q.mail.kind in AUTOMATIC_KINDS and q.at >= since
-                     and not self._to_registered(q.mail.to)) if queue is not None else 0
-        return stored + new + queued
+        if queue is None:
+            return 0
+        mails, seen, times = self._queued_unregistered
+        if mails is not queue.mails:
+            mails, seen, times = queue.mails, 0, []
+        times += [q.at for q in mails[seen:] if q.mail.kind in AUTOMATIC_KINDS
+                  and not self._to_registered(q.mail.to)]
+        self._queued_unregistered = (mails, len(mails), times)
+        return sum(1 for at in times if at >= since)
 
     def _to_registered(self, recipients: Sequence[str]) -> bool:
         return any((row := self.directory.contact_row(r)) is not None and row.registered

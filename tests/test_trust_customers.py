@@ -5,6 +5,7 @@ asserts that nothing changed, who was told, and that the attacker got nothing.
 """
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from mailbot.config import with_overrides
@@ -311,3 +312,47 @@ def test_a_strangers_flood_is_kept_whole_but_staff_are_told_once_an_hour(desk):
     with desk.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Outbox).where(
             Outbox.kind == "staff_stranger")) == 1
+
+
+# ---------------------------------------------------------------- what counts as a name, an address
+
+@pytest.mark.parametrize("text, valid", [
+    ("Иванов Иван Иванович", True), ("Салтыков-Щедрин Михаил Евграфович", True),
+    ("Иванов И. И.", True), ("Иванов И.И.", True), ("Ivan Petrov", True),
+    ("Иванов", False), ("Иванов Иван Иванович Петрович Сидоров", False),
+    ("Купите 100 лицензий", False), ("http://evil.example Иван", False), ("evil.example Иван", False),
+    ("Иван <script>", False), ("И. И.", False), ("Иванов " + "И" * 100, False),
+])
+def test_a_full_name_is_two_to_four_words_of_letters(text, valid):
+    from mailbot.rules.contact import is_full_name
+
+    assert is_full_name(text) is valid
+
+
+def test_a_request_taken_by_phone_needs_one_valid_address(desk, monkeypatch, capsys):
+    """Staff type the address; one that could carry a second recipient is refused."""
+    from mailbot.cli import EX_USAGE, main
+
+    monkeypatch.setenv("MAILBOT_DATABASE_URL", desk.config.database.url)
+    monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
+    for bad in ("ivanov@zavod.example, mallory@evil.example", "ivanov@zavod.example bcc:x@y.example"):
+        assert main(["requests", "new", "--channel", "phone", "--org", "ORG-1",
+                     "--text", "Не работает", "--email", bad]) == EX_USAGE
+    assert "not one valid e-mail address" in capsys.readouterr().err
+    assert main(["requests", "new", "--channel", "phone", "--org", "ORG-1",
+                 "--contact", "Иванов Иван Иванович", "--text", "Как выполнить привязку?",
+                 "--email", "Ivanov@Zavod.example"]) == 0
+    assert desk.request().requester_email == "ivanov@zavod.example"
+
+
+def test_a_contact_linked_by_staff_may_act_for_the_organisation(desk):
+    """#организация vouches for the requester: his contact becomes 'staff', registered."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write("someone@gmail.example", "Вопрос", "Как выполнить привязку объекта?")
+    desk.run()
+    notice = desk.mail_to(TP1)
+    desk.reply(notice, staff, "#организация Завод")
+    desk.run()
+    with desk.sessions() as session:
+        contact = session.scalar(select(Contact).where(Contact.email == "someone@gmail.example"))
+        assert contact.source == "staff" and contact.registered
