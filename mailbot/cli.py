@@ -72,7 +72,7 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         except DevMailError as exc:
             raise Fail(str(exc), EX_UNAVAILABLE) from None
         print(dev.describe(), flush=True)
-    _log_staff_authentication(config)
+    _log_staff_authentication(app.config)  # as configured (the development server's hint)
     sessions = app.ready_sessions()
     daemon = Daemon(config, sessions, app.clock)
     try:

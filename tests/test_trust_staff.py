@@ -47,6 +47,18 @@ def events(desk: Desk) -> list[Event]:
         return list(session.scalars(select(Event).order_by(Event.id)))
 
 
+def cli_environment(desk: Desk, monkeypatch, **settings: str) -> None:
+    """`mailbot` commands see the desk's database, Dovecot account and SMTP sink (and
+    ``settings``, as MAILBOT_<KEY>), and no staff authentication settings of the desk."""
+    for key, value in {
+            "DATABASE_URL": desk.config.database.url, "IMAP_HOST": desk.mailbox.host,
+            "IMAP_PORT": str(desk.mailbox.port), "IMAP_SSL": "no", "IMAP_USERNAME": desk.mailbox.user,
+            "IMAP_PASSWORD": desk.mailbox.password, "SMTP_HOST": desk.sink.host,
+            "SMTP_PORT": str(desk.sink.port), "SUPPORT_ADDRESS": desk.mailbox.user, **settings}.items():
+        monkeypatch.setenv(f"MAILBOT_{key}", value)
+    monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
+
+
 def assert_rejected(desk: Desk, before: dict, *, alerted: bool = True) -> None:
     """Nothing changed, nothing reached the customer; ТП1 got the alert (when ``alerted``); the
     mail is kept on its request as an unauthenticated note."""
@@ -259,14 +271,7 @@ def test_authentication_none_trusts_from_alone_and_is_flagged_insecure(desk, mon
     real mail server, and `mailbot run` logs a WARNING at start-up."""
     staff, notice = open_request(desk)
     desk.reply(notice, staff, "#закрыть", dmarc=None)
-    for key, value in {
-        "DATABASE_URL": desk.config.database.url, "IMAP_HOST": desk.mailbox.host,
-        "IMAP_PORT": str(desk.mailbox.port), "IMAP_SSL": "no", "IMAP_USERNAME": desk.mailbox.user,
-        "IMAP_PASSWORD": desk.mailbox.password, "SMTP_HOST": desk.sink.host,
-        "SMTP_PORT": str(desk.sink.port), "SUPPORT_ADDRESS": desk.mailbox.user,
-        "STAFF_AUTHENTICATION": "none"}.items():
-        monkeypatch.setenv(f"MAILBOT_{key}", value)
-    monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
+    cli_environment(desk, monkeypatch, STAFF_AUTHENTICATION="none")
 
     assert main(["check"]) == 1
     assert 'INSECURE: staff.authentication = "none"' in capsys.readouterr().out
@@ -277,13 +282,7 @@ def test_authentication_none_trusts_from_alone_and_is_flagged_insecure(desk, mon
 
 
 def test_mailbot_check_says_exactly_what_to_set(desk, monkeypatch, capsys):
-    for key, value in {
-        "DATABASE_URL": desk.config.database.url, "IMAP_HOST": desk.mailbox.host,
-        "IMAP_PORT": str(desk.mailbox.port), "IMAP_SSL": "no", "IMAP_USERNAME": desk.mailbox.user,
-        "IMAP_PASSWORD": desk.mailbox.password, "SMTP_HOST": desk.sink.host,
-        "SMTP_PORT": str(desk.sink.port)}.items():
-        monkeypatch.setenv(f"MAILBOT_{key}", value)
-    monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
+    cli_environment(desk, monkeypatch)
     assert main(["check"]) == 1
     out = capsys.readouterr().out
     assert "staff authentication: NOT CONFIGURED" in out
