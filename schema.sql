@@ -28,6 +28,10 @@ CREATE TABLE contacts (
     full_name        text NOT NULL DEFAULT '',      -- ФИО
     email            text NOT NULL UNIQUE CHECK (email = lower(email)),
     phone            text,
+    -- who vouches for the contact (migration 0008): 'crm' (imported), 'staff' (set by a staff
+    -- command) or 'mail' (what a sender wrote about himself): only 'crm' and 'staff' contacts
+    -- may act on their organisation's requests
+    source           text NOT NULL DEFAULT 'mail' CHECK (source IN ('crm', 'staff', 'mail')),
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
@@ -278,6 +282,8 @@ CREATE TABLE events (
     details      jsonb NOT NULL DEFAULT '{}'
 );
 CREATE INDEX events_request_idx ON events (request_id, at);
+-- alerts to staff are rate-limited per subject (a sender, the auto-reply cap): migration 0008
+CREATE INDEX events_alert_idx ON events ((details ->> 'about'), at) WHERE kind = 'alert';
 
 -- ---------------------------------------------------------------- storage (migration 0002)
 -- Mail and files are mostly base64 or already compressed: store them uncompressed, out of line.

@@ -17,7 +17,38 @@ def run_checks(config: Config, say: Callable[[str], None]) -> bool:
         say("mail: no imap.host configured; `mailbot run` starts the embedded development server")
     else:
         results += [_check_imap(config, say), _check_smtp(config, say)]
+    state, line = staff_authentication(config)
+    say(line)
+    # with a real mail server, staff mail that cannot be authenticated is a failed check
+    results.append(state == "ok" or config.embedded_mail)
     return all(results)
+
+
+def staff_authentication(config: Config) -> tuple[str, str]:
+    """How staff mail is authenticated: ``ok``, ``insecure`` or ``missing``, and one line saying
+    so (and, when not ok, exactly what to set). ``mailbot check`` says it; ``mailbot run`` logs it."""
+    staff = config.staff
+    dev = (" With the development mail server, which writes no Authentication-Results, "
+           "`make run` sets MAILBOT_STAFF_AUTHENTICATION=none." if config.embedded_mail else "")
+    if staff.authentication == "none":
+        return "insecure", (
+            'staff authentication: INSECURE: staff.authentication = "none": From: alone identifies '
+            "staff, so anyone who writes a staff address into From: can run commands and answer "
+            "customers as staff. For the development mail server only; for real mail set "
+            'staff.authentication = "dmarc" and staff.trusted_authserv_id.')
+    if not staff.trusted_authserv_id and not staff.trusted_relays:
+        return "missing", (
+            "staff authentication: NOT CONFIGURED: no staff mail is acted on (each is kept as a "
+            "note and ТП1 is told). Set staff.trusted_authserv_id to the authserv-id your receiving "
+            "server writes into Authentication-Results (e.g. MAILBOT_STAFF_TRUSTED_AUTHSERV_ID="
+            "mx.example.ru) and staff.internal_hosts to the hosts that pass the mail on to the "
+            "mailbox after it (see docs/operations.md, Security model)." + dev)
+    parts = [f"Authentication-Results from {', '.join(staff.trusted_authserv_id) or '-'}"]
+    if staff.internal_hosts:
+        parts.append(f"internal hosts {', '.join(staff.internal_hosts)}")
+    if staff.trusted_relays:
+        parts.append(f"every mail through the relays {', '.join(staff.trusted_relays)}")
+    return "ok", f"staff authentication: ok (DMARC-aligned {'; '.join(parts)})"
 
 
 def _check_database(config: Config, say: Callable[[str], None]) -> bool:

@@ -74,6 +74,7 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         except DevMailError as exc:
             raise Fail(str(exc), EX_UNAVAILABLE) from None
         print(dev.describe(), flush=True)
+    _log_staff_authentication(app.config)  # as configured (the development server's hint)
     sessions = app.ready_sessions()
     daemon = Daemon(config, sessions, app.clock)
     try:
@@ -92,6 +93,14 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     finally:
         if dev:
             dev.stop()
+
+
+def _log_staff_authentication(config: Config) -> None:
+    """An insecure or missing staff authentication is a WARNING at start-up (as `check` says)."""
+    from .checks import staff_authentication
+
+    state, line = staff_authentication(config)
+    log.log(logging.INFO if state == "ok" else logging.WARNING, "%s", line)
 
 
 async def _run_until_signal(daemon: Daemon) -> None:

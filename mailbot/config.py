@@ -9,6 +9,7 @@ message is one line naming the key.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -66,6 +67,8 @@ class SupportConfig:
     request_prefix: str = "ТП"
     incident_prefix: str = "INC"
     ack_limit_per_hour: int = 5  # acknowledgements per sender per hour
+    # automatic mail per hour to addresses that are not registered contacts, all together
+    unknown_auto_reply_limit_per_hour: int = 30
     contract_contact: str = "отдел продаж"  # whom a customer without a contract should contact
 
 
@@ -141,20 +144,56 @@ class ClassifyConfig:
             raise ConfigError(f"classify.default_level: expected 1, 2 or 3, got {self.default_level!r}")
 
 
+HOST_OR_NETWORK = re.compile(r"^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?$")
+STAFF_AUTHENTICATION = ("dmarc", "none")
+
+
 @dataclass(frozen=True)
 class StaffConfig:
-    """Who may handle which level (regulation §6), and how staff mail is trusted."""
+    """Who may handle which level (regulation §6), and how staff mail is trusted.
+
+    ``authentication = "dmarc"``: staff mail acts only when our receiving server's
+    ``Authentication-Results`` (authserv-id in ``trusted_authserv_id``) show a
+    DMARC-aligned pass for its ``From:`` domain, or it came through one of
+    ``trusted_relays`` (see :mod:`mailbot.rules.authentication`). ``"none"``
+    trusts ``From:`` alone: insecure, for the development mail server only.
+    """
 
     project_support_department: str = "Отдел сопровождения проектов"  # ОП1/ОП2 staff
     min_years_op12: int = 3
     min_years_op34: int = 5
     assignment: str = "least_loaded"  # or "round_robin"
-    trusted_authserv_id: str = ""  # when set, staff commands need DKIM or SPF pass from it
+    authentication: str = "dmarc"  # or "none" (insecure: From: alone identifies staff)
+    trusted_authserv_id: tuple[str, ...] = ()  # authserv-ids our receiving servers write
+    internal_hosts: tuple[str, ...] = ()  # our MTA/IMAP hosts: names, addresses or networks
+    trusted_relays: tuple[str, ...] = ()  # relays whose every mail is trusted (addresses, names)
 
     def __post_init__(self) -> None:
         if self.assignment not in ("least_loaded", "round_robin"):
             raise ConfigError("staff.assignment: expected 'least_loaded' or 'round_robin', "
                               f"got {self.assignment!r}")
+        if self.authentication not in STAFF_AUTHENTICATION:
+            raise ConfigError("staff.authentication: expected 'dmarc' or 'none', "
+                              f"got {self.authentication!r}")
+        for key in ("trusted_authserv_id", "internal_hosts", "trusted_relays"):
+            given = getattr(self, key)
+            items = given.split(",") if isinstance(given, str) else given
+            values = tuple(v.strip().lower().rstrip(".") for v in items if v.strip())
+            bad = [v for v in values if not _host_or_network(v)]
+            if bad:
+                raise ConfigError(f"staff.{key}: not a host name or IP address: {bad[0]!r}")
+            object.__setattr__(self, key, values)
+        if self.trusted_relays and not self.internal_hosts:
+            raise ConfigError("staff.trusted_relays: needs staff.internal_hosts (the hosts whose "
+                              "Received header names the relay)")
+
+
+def _host_or_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+        return True
+    except ValueError:
+        return bool(HOST_OR_NETWORK.match(value))
 
 
 @dataclass(frozen=True)
@@ -261,7 +300,8 @@ def _read_secret(key: str, path: Any) -> str:
 def _convert(key: str, value: Any, typ: Any, *, from_env: bool) -> Any:
     origin = typing.get_origin(typ)
     if origin is tuple:
-        items = value.split(",") if from_env and isinstance(value, str) else value
+        # a string (environment, or a TOML string) is a comma-separated list: "a, b" = ["a", "b"]
+        items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return tuple(str(i).strip() for i in items)

@@ -76,6 +76,7 @@ class ContactInfo:
     full_name: str
     phone: str | None
     organization_id: int | None
+    registered: bool = True  # vouched for by the CRM or staff (not only by the sender's own mail)
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def _organization_info(o: Organization) -> OrganizationInfo:
 
 
 def _contact_info(c: Contact) -> ContactInfo:
-    return ContactInfo(c.id, c.email, c.full_name, c.phone, c.organization_id)
+    return ContactInfo(c.id, c.email, c.full_name, c.phone, c.organization_id, c.registered)
 
 
 def _contract_info(c: SupportContract) -> ContractInfo:
@@ -468,7 +469,8 @@ def _apply(session: Session, row: CrmRow) -> list[tuple[str, int, bool]]:
     if row.contact:
         email, name, phone = row.contact
         contact = session.scalar(select(Contact).where(Contact.email == email))
-        values = {"organization_id": organization.id, "full_name": name, "phone": phone or None}
+        values = {"organization_id": organization.id, "full_name": name, "phone": phone or None,
+                  "source": "crm"}
         _upsert(session, contact, Contact, {"email": email}, values, "contacts", changes)
     if row.contract:
         number, valid_from, valid_to = row.contract

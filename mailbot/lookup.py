@@ -22,14 +22,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from .crm import DatabaseDirectory
-from .models import Incident, Message, Outbox, Request, RequestCounter, Staff
+from .models import REGISTERED_SOURCES, Event, Incident, Message, Outbox, Request, RequestCounter, Staff
 from .outbox import Queue
 from .parsers import ParsedMail
 from .pending import Unflushed
 from .status import Status
+from .workflow.states import Journal
 
 AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")
 AUTOMATIC_WINDOW = timedelta(hours=1)  # the acknowledgement rate limit counts per hour
+ALERT_WINDOW = timedelta(hours=1)  # at most one alert to staff per subject in this window
 DONE = (Status.CLOSED.value, Status.REJECTED.value)
 SEARCH_WORD = re.compile(r"[0-9A-Za-zА-Яа-яЁё]{3,}")
 
@@ -71,6 +73,7 @@ class Lookup:
         self.directory = DatabaseDirectory(session, tz, self.unflushed)
         self._staff: list[Staff] | None = None
         self._matches: dict[tuple[str, int], list[IncidentMatch]] = {}
+        self._queued_unregistered: tuple[list | None, int, list[datetime]] = (None, 0, [])
 
     def close(self) -> None:
         self.unflushed.close()
@@ -78,7 +81,7 @@ class Lookup:
     def prepare(self, mails: Sequence[ParsedMail], now: datetime, problems: Sequence[str] = ()) -> None:
         """Read what these mails will ask, a query per question instead of one per mail
         (``problems``: the texts the known-error search will be asked for)."""
-        senders = sorted({m.from_addr for m in mails if m.from_addr})
+        senders = sorted({m.author for m in mails if m.author})
         self.directory.prepare(senders, now)
         self._read_threads([mid for m in mails for mid in m.thread_ids])
         self._read_numbers([number for m in mails for number in m.request_numbers])
@@ -275,3 +278,63 @@ class Lookup:
                 sent[address].append(at)
         for address, times in sent.items():
             self.unflushed.put(("automatic", address), (since, times))
+
+    def automatic_to_unregistered_last_hour(self, now: datetime) -> int:
+        """How many automatic mails went, in the hour before ``now``, to addresses that are not
+        registered contacts (all such addresses together: the backscatter cap)."""
+        since = now - AUTOMATIC_WINDOW
+        read = self.unflushed.get("automatic-unregistered")
+        if read is None or read[0] > since:
+            read = (since, self._read_automatic_unregistered(since))
+            self.unflushed.put("automatic-unregistered", read)
+        stored = sum(1 for at in read[1] if at >= since)
+        new = sum(1 for row in self.unflushed.added(Outbox)
+                  if row.kind in AUTOMATIC_KINDS and row.created_at >= since
+                  and not self._to_registered(row.recipients))
+        return stored + new + self._queued_to_unregistered(since)
+
+    def _queued_to_unregistered(self, since: datetime) -> int:
+        """The batch's queued automatic mail to unregistered addresses, counted on from where the
+        last call stopped (the queue's list only grows; written or discarded, it is a new list)."""
+        queue = Queue.of(self.session)
+        if queue is None:
+            return 0
+        mails, seen, times = self._queued_unregistered
+        if mails is not queue.mails:
+            mails, seen, times = queue.mails, 0, []
+        times += [q.at for q in mails[seen:] if q.mail.kind in AUTOMATIC_KINDS
+                  and not self._to_registered(q.mail.to)]
+        self._queued_unregistered = (mails, len(mails), times)
+        return sum(1 for at in times if at >= since)
+
+    def _to_registered(self, recipients: Sequence[str]) -> bool:
+        return any((row := self.directory.contact_row(r)) is not None and row.registered
+                   for r in recipients)
+
+    def _read_automatic_unregistered(self, since: datetime) -> list[datetime]:
+        with self.session.no_autoflush:
+            return list(self.session.scalars(text("""
+                SELECT o.created_at FROM outbox o
+                WHERE o.kind = ANY(:kinds) AND o.created_at >= :since
+                  AND NOT EXISTS (SELECT 1 FROM contacts c
+                                  WHERE c.email = ANY(o.recipients) AND c.source = ANY(:registered))"""),
+                {"kinds": list(AUTOMATIC_KINDS), "since": since, "registered": list(REGISTERED_SOURCES)}))
+
+    def alerted_within_hour(self, about: str, now: datetime) -> bool:
+        """Did staff get an alert about ``about`` (a sender, the auto-reply cap) in the hour
+        before ``now``? Counts this batch's alerts, not yet written, too."""
+        since = now - ALERT_WINDOW
+        journal = Journal.of(self.session)
+        pending = [(e["at"], e["details"].get("about")) for e in (journal.events if journal else ())
+                   if e["kind"] == "alert"]
+        pending += [(e.at, e.details.get("about")) for e in self.unflushed.added(Event) if e.kind == "alert"]
+        if any(at >= since and subject == about for at, subject in pending):
+            return True
+        latest = self.unflushed.cached(("alert", about), lambda: self._latest_alert(about))
+        return latest is not None and latest >= since
+
+    def _latest_alert(self, about: str) -> datetime | None:
+        with self.session.no_autoflush:
+            return self.session.scalar(text(
+                "SELECT max(at) FROM events WHERE kind = 'alert' AND details ->> 'about' = :about"),
+                {"about": about})

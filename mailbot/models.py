@@ -11,6 +11,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime
 
 
+REGISTERED_SOURCES = ("crm", "staff")  # contacts.source values that may act for their organisation
+
+
 class Base(DeclarativeBase):
     # Server defaults are not read back after an INSERT (code sets what it reads), so a
     # flush writes each table's rows with one executemany (see db._assign_ids).
@@ -59,8 +62,14 @@ class Contact(Base):
     full_name: Mapped[str] = mapped_column(server_default="")
     email: Mapped[str] = mapped_column(unique=True)
     phone: Mapped[str | None]
+    source: Mapped[str] = mapped_column(server_default="mail")  # crm, staff or mail
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+    @property
+    def registered(self) -> bool:
+        """Vouched for by the CRM or by staff, not only by what the sender wrote."""
+        return self.source in REGISTERED_SOURCES
 
 
 class SupportContract(Base):

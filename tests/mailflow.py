@@ -20,6 +20,7 @@ from tests.servers import Received
 
 # Wednesday 25 November 2026, 10:00 Moscow time: a working day
 MONDAY_MORNING = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+MX = "mx.tecon.example"  # the support domain's receiving server: its authserv-id and host name
 
 CRM = """crm_id;organization;aliases;domains;contact_name;contact_email;contact_phone;contract_number;valid_from;valid_to
 ORG-1;ООО «Завод»;Завод|Завод Ромашка;zavod.example;Иванов Иван Иванович;ivanov@zavod.example;;ТП-17;2026-01-01;2026-12-31
@@ -41,7 +42,8 @@ class Desk:
                   "username": mailbox.user, "password": mailbox.password},
             smtp={"host": sink.host, "port": sink.port},
             support={"address": mailbox.user, "tp1_address": "tp1@tecon.example",
-                     "tp2_address": "tp2@tecon.example"})
+                     "tp2_address": "tp2@tecon.example"},
+            staff={"trusted_authserv_id": (MX,)})
         engine = db.make_engine(database_url)
         db.init_schema(engine)
         self.sessions = db.make_sessionmaker(engine)
@@ -78,8 +80,18 @@ class Desk:
 
     def write(self, sender: str, subject: str, body: str, *, name: str = "",
               reply_to: Received | None = None, headers: dict[str, str] | None = None,
-              attachments: tuple[tuple[str, bytes], ...] = ()) -> str:
-        """Put a mail into the bot's INBOX (as the mail server would); its Message-ID."""
+              attachments: tuple[tuple[str, bytes], ...] = (), dmarc: str | None = "pass",
+              mx_results: str | None = None, mx_received: str | None = None,
+              above: tuple[str, ...] = (), from_header: str | None = None) -> str:
+        """Put a mail into the bot's INBOX as our MX delivers it; its Message-ID.
+
+        The MX (:data:`MX`) writes its ``Authentication-Results`` (``dmarc``: what it
+        found for the sender's domain, "pass" for a genuine sender, "fail" for a forged
+        one, None for no header; ``mx_results``: its results exactly) and its
+        ``Received`` (``mx_received``: its value) on top; ``above`` are header lines our
+        own later hops wrote above those (LMTP, say); ``headers`` are what the sender
+        wrote, below them all. ``from_header`` replaces the ``From:`` value as written.
+        """
         msg = EmailMessage()
         msg["From"] = f"{name} <{sender}>" if name else sender
         msg["To"] = self.mailbox.user
@@ -99,7 +111,11 @@ class Desk:
         for filename, data in attachments:
             msg.add_attachment(data, maintype="application", subtype="octet-stream",
                                filename=filename)
-        self.dovecot.append(self.mailbox.user, msg.as_bytes())
+        raw = msg.as_bytes()
+        if from_header is not None:  # as written: the email package would parse and refold it
+            raw = raw.replace(f"From: {msg['From']}\n".encode(), f"From: {from_header}\n".encode(), 1)
+        top = "".join(f"{line}\n" for line in above).encode()
+        self.dovecot.append(self.mailbox.user, top + mx_trace(sender, dmarc, mx_results, mx_received) + raw)
         return msg["Message-ID"].strip("<>")
 
     def reply(self, to: Received, sender: str, body: str, **kwargs) -> str:
@@ -127,6 +143,22 @@ class Desk:
             for rcpt in message.rcpt_tos:
                 by_address.setdefault(rcpt, []).append(message)
         return by_address
+
+
+def mx_trace(sender: str, dmarc: str | None, results: str | None = None,
+             received: str | None = None) -> bytes:
+    """The header lines our MX puts above a mail it receives from ``sender``'s server."""
+    domain = sender.rpartition("@")[2] or "unknown.example"
+    received = "Received: " + (received or (
+        f"from mail.{domain} (mail.{domain} [192.0.2.25])\n\tby {MX} (Postfix) "
+        f"with ESMTPS id 4Zq7 for <support@tecon.example>")) + "; Wed, 25 Nov 2026 10:00:01 +0300\n"
+    if results is None and dmarc is None:
+        return received.encode()
+    if results is None:
+        checks = (f"dkim=pass header.d={domain}; spf=pass smtp.mailfrom={sender}"
+                  if dmarc == "pass" else "dkim=none; spf=none")
+        results = f"{checks};\n\tdmarc={dmarc} header.from={domain}"
+    return f"Authentication-Results: {MX};\n\t{results}\n{received}".encode()
 
 
 def body(message: Received) -> str:

@@ -57,6 +57,9 @@ def test_password_from_file(tmp_path):
     ('log_level = "LOUD"\n', "log_level"),
     ('timezone = "Mars/Olympus"\n', "timezone"),
     ('[sla]\ncalendar = "lunar"\n', "sla.calendar"),
+    ('[staff]\nauthentication = "maybe"\n', "staff.authentication"),
+    ('[staff]\ntrusted_relays = ["10.1.1.7"]\n', "staff.trusted_relays"),
+    ('[staff]\ninternal_hosts = ["mx.example.ru; rm -rf"]\n', "staff.internal_hosts"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
@@ -79,3 +82,14 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == EX_CONFIG
     assert err.strip().count("\n") == 0 and "imap.port" in err and "Traceback" not in err
+
+
+def test_staff_authentication_is_dmarc_by_default_and_lists_take_a_string_too(tmp_path):
+    """Secure by default; trusted_authserv_id may be one id (as before) or several."""
+    assert load_config(None, environ={}).staff.authentication == "dmarc"
+    path = write(tmp_path, '[staff]\ntrusted_authserv_id = "MX.example.ru"\n'
+                           'internal_hosts = ["imap.example.ru", "10.0.0.0/24"]\n')
+    staff = load_config(path, environ={"MAILBOT_STAFF_TRUSTED_RELAYS": "10.1.1.7, exch.example.ru"}).staff
+    assert staff.trusted_authserv_id == ("mx.example.ru",)
+    assert staff.internal_hosts == ("imap.example.ru", "10.0.0.0/24")
+    assert staff.trusted_relays == ("10.1.1.7", "exch.example.ru")

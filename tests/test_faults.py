@@ -128,6 +128,9 @@ address = "{c.support.address}"
 tp1_address = "{c.support.tp1_address}"
 tp2_address = "{c.support.tp2_address}"
 ack_limit_per_hour = 1000
+unknown_auto_reply_limit_per_hour = 1000
+[staff]
+trusted_authserv_id = "{c.staff.trusted_authserv_id[0]}"
 """
 
 

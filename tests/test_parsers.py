@@ -369,11 +369,13 @@ def test_incident_numbers() -> None:
     assert find_request_numbers("REQ-2026-7", prefix="REQ") == ("REQ-2026-000007",)
 
 
-def test_numbers_subject_first_then_body() -> None:
+def test_numbers_are_read_from_the_subject_only_never_from_the_text() -> None:
+    """A number typed or quoted in the text names no request (issue 15: it would file a new mail
+    into another company's request)."""
     raw = mail(BASE + "Subject: Re: [ТП-2026-000002] [INC-000007]\nContent-Type: text/plain; charset=utf-8",
-               "См. ТП-2026-000001 и ТП-2026-000002")
+               "См. ТП-2026-000001 и ТП-2026-000002, [INC-000008]")
     parsed = parse_mail(raw)
-    assert parsed.request_numbers == ("ТП-2026-000002", "ТП-2026-000001")
+    assert parsed.request_numbers == ("ТП-2026-000002",)
     assert parsed.incident_numbers == ("INC-000007",)
 
 
@@ -513,3 +515,57 @@ def test_big_attachment_memory() -> None:
         tracemalloc.stop()
     assert parsed.attachments[0].data == data
     assert peak < 6 * len(raw), peak / len(raw)
+
+
+# --- trace headers (mailbot.rules.authentication reads them) -----------------------------
+
+@pytest.mark.parametrize("value, by, names, peer", [
+    ("from mail.zavod.example (mail.zavod.example [192.0.2.25]) by mx.tecon.example (Postfix) "
+     "with ESMTPS id 4Zq7 for <support@tecon.example>; Wed, 25 Nov 2026 10:00:01 +0300",
+     "mx.tecon.example", ("mail.zavod.example", "192.0.2.25"), ("192.0.2.25", "mail.zavod.example")),
+    ("from imap.tecon.example (unknown [203.0.113.9]) (using TLSv1.3 with cipher "
+     "TLS_AES_256_GCM_SHA384 (256/256 bits)) by mx.tecon.example (Postfix) with ESMTPS id 1; Wed",
+     "mx.tecon.example", ("imap.tecon.example", "203.0.113.9"), ("203.0.113.9",)),
+    ("from mx.tecon.example ([10.0.0.2]) by imap.tecon.example with LMTP id 7f "
+     "(envelope-from <a@b.example>) for <support@tecon.example>; Wed",
+     "imap.tecon.example", ("mx.tecon.example", "10.0.0.2"), ("10.0.0.2",)),
+    ("from [203.0.113.9] (helo=imap.tecon.example) by mx.tecon.example with esmtp (Exim 4.96) id 1x; Wed",
+     "mx.tecon.example", ("203.0.113.9", "imap.tecon.example"), ("203.0.113.9",)),
+    ("from exch ([IPv6:2001:DB8::1]) by MX.tecon.example.; Wed", "mx.tecon.example",
+     ("exch", "2001:db8::1"), ("2001:db8::1",)),
+    ("by mx.tecon.example (Postfix, from userid 0) id 5; Wed", "mx.tecon.example", (), ()),
+    ("nothing a parser could use", "", (), ()),
+])
+def test_received_headers_name_the_receiving_host_and_the_client(value, by, names, peer) -> None:
+    from mailbot.parsers.trace import parse_received
+
+    hop = parse_received(value)
+    assert (hop.by, hop.names, hop.peer) == (by, names, peer)
+
+
+def test_authentication_results_comments_are_not_results() -> None:
+    from mailbot.parsers.trace import parse_authentication_results
+
+    parsed = parse_authentication_results(
+        'MX.tecon.example (a comment); dkim=fail (expected "spf=pass") header.d=tecon.example; '
+        "spf=pass smtp.mailfrom=a@Evil.example; dmarc=pass (p=reject) header.from=evil.example")
+    assert parsed.authserv_id == "mx.tecon.example"
+    assert [(r.method, r.result) for r in parsed.results] == [("dkim", "fail"), ("spf", "pass"), ("dmarc", "pass")]
+    assert parsed.results[1].get("smtp.mailfrom") == "a@evil.example"
+    assert parse_authentication_results("mx.tecon.example;;; dkim") is None
+
+
+@pytest.mark.parametrize("value, written", [
+    ("ivanov@zavod.example", ["ivanov@zavod.example"]),
+    ('"Иванов, И. И." <ivanov@zavod.example> (отдел)', ["ivanov@zavod.example"]),
+    ("<ivanov@zavod.example> mallory@evil.example", [""]),
+    ("ivanov@zavod.example mallory@evil.example", [""]),
+    ("ivanov@zavod.example, mallory@evil.example", ["ivanov@zavod.example", "mallory@evil.example"]),
+    ("x@y.example <ivanov@zavod.example>", [""]),
+    ("<>", [""]),
+])
+def test_written_addresses_read_from_strictly(value, written) -> None:
+    """What identifies a sender must not depend on which of two readers guessed right."""
+    from mailbot.parsers.addresses import written_addresses
+
+    assert written_addresses(value) == written

@@ -315,25 +315,6 @@ def test_staff_assign_command_checks_eligibility(desk):
     assert reply.rcpt_tos == [staff] and "may not handle ОП3" in body(reply)
 
 
-def test_commands_from_a_spoofed_staff_address_do_nothing(desk):
-    desk.config = desk.config.__class__(**{**desk.config.__dict__, "staff": desk.config.staff.__class__(
-        trusted_authserv_id="mx.tecon.example")})
-    staff = desk.add_staff("sidorov", years=4)
-    desk.write(CUSTOMER, "Вопрос", "Как выполнить привязку?")
-    desk.run()
-    notice = desk.mail_to(staff)
-    desk.reply(notice, staff, "#закрыть", headers={
-        "Authentication-Results": "mx.tecon.example; dkim=fail; spf=softfail"})
-    desk.run()
-    assert desk.request().status == "open"
-    assert desk.new_mail() == []
-
-    desk.reply(notice, staff, "#закрыть", headers={
-        "Authentication-Results": "mx.tecon.example; dkim=pass header.d=tecon.example"})
-    desk.run()
-    assert desk.request().status == "closed"
-
-
 def test_staff_mail_naming_no_request_gets_help(desk):
     staff = desk.add_staff("sidorov", years=4)
     desk.write(staff, "Привет", "Как дела?")

@@ -95,6 +95,33 @@ def parse_addresses(value: str, hints: Sequence[str | None] = ()) -> list[tuple[
     return result
 
 
+def written_addresses(value: str) -> list[str]:
+    """Each mailbox of an address header as a strict reader sees it: its address, or '' for an
+    item with anything but comments around its one address (``<a@b> c@d``, ``a@b c@d``).
+
+    :func:`parse_addresses` is lenient and keeps the first address of such an item; what
+    identifies a sender must not depend on which of two readers (ours, or the receiving
+    server that checked the domain) guessed right.
+    """
+    found: list[str] = []
+    item: list[str] = []
+    for token in (*_TOKEN.findall(value), ","):
+        if token not in (",", ";"):
+            item.append(token)
+            continue
+        if item:
+            words = [t for t in item if not t.startswith("(")]
+            angle = [i for i, t in enumerate(words) if t.startswith("<")]
+            if angle:
+                clean = len(angle) == 1 and angle[0] == len(words) - 1 and not any(
+                    "@" in t or t.endswith(":") for t in words[:-1] if not t.startswith('"'))
+                found.append(words[-1].strip("<>").strip() if clean else "")
+            else:
+                found.append(words[0] if len(words) == 1 else "")
+        item = []
+    return found
+
+
 def address_list(values: Sequence[str], hints: Sequence[str | None] = ()) -> tuple[str, ...]:
     """Lower-cased addresses (those with an '@') from several header values, without repeats."""
     found: dict[str, None] = {}

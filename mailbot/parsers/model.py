@@ -104,14 +104,14 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     kind: MailKind
     kind_reason: str  # why `kind` was chosen, e.g. "Auto-Submitted: auto-replied"
-    request_numbers: tuple[str, ...]  # normalised, e.g. "ТП-2026-000123"
-    incident_numbers: tuple[str, ...]  # normalised, e.g. "INC-000045"
+    request_numbers: tuple[str, ...]  # in the subject, normalised, e.g. "ТП-2026-000123"
+    incident_numbers: tuple[str, ...]  # in the subject, normalised, e.g. "INC-000045"
     dsn: DsnReport | None = None
     mdn: MdnReport | None = None
     headers: tuple[tuple[str, str], ...] = ()  # all headers, decoded, in order
     defects: tuple[str, ...] = ()  # what was wrong with the input and repaired
     size: int = 0  # raw size in bytes
-    from_header: tuple[str, ...] = ()  # every address written in From: (lower-cased, as written)
+    from_header: tuple[str, ...] = ()  # every mailbox of From: (lower-cased; '' for an ambiguous one)
 
     @property
     def author(self) -> str:

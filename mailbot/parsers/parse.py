@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
 
-from .addresses import address_list, first_mailbox, parse_addresses
+from .addresses import address_list, first_mailbox, parse_addresses, written_addresses
 from .attachments import AttachmentSink
 from .body import html_to_text
 from .headers import clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
@@ -112,15 +112,16 @@ def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
         date=parse_date(headers.get("date")), return_path=return_path,
         text=text, html=html, new_text=new_text(text), attachments=tuple(sink.items),
         kind=kind, kind_reason=reason,
-        request_numbers=numbers_in((subject, text), options.request_prefix, find_request_numbers),
-        incident_numbers=numbers_in((subject, text), options.incident_prefix, find_incident_numbers),
+        # numbers name a request only in the subject: never in the text, which quotes anything
+        request_numbers=numbers_in((subject,), options.request_prefix, find_request_numbers),
+        incident_numbers=numbers_in((subject,), options.incident_prefix, find_incident_numbers),
         dsn=_dsn(kind, content, text, headers, {from_addr, *to, *cc, *map(str.lower, options.own_addresses)}),
         mdn=mdn_report(content.disposition, content.original_ids) if kind is MailKind.MDN else None,
         headers=headers.decoded,
         defects=tuple(dict.fromkeys([*defects, *content.defects])),
         size=len(raw),
         from_header=tuple(addr.lower() for value in headers.unfolded("from")
-                          for _, addr in parse_addresses(value, hints)),
+                          for addr in written_addresses(value)),
     )
 
 

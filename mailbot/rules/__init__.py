@@ -12,20 +12,22 @@ from .base import Context, Rule
 from .confirmation import ConfirmationDetection
 from .contact import ContactDetails
 from .contract import ContractCheck
-from .conversation import ThreadMatch
-from .hygiene import AcknowledgementRateLimit, AutomaticMail, OwnMail
-from .identity import SenderIdentity, StaffAuthentication
+from .authentication import StaffAuthentication
+from .conversation import ReplyOwnership, ThreadMatch
+from .hygiene import AcknowledgementRateLimit, AutomaticMail, AutoReplyCap, OwnMail
+from .identity import SenderIdentity
 from .known_errors import KnownErrorSearch, searched_problems
 from .level import LevelClassification
 from .staff import StaffCommands
-from .verdict import Action, Confirmation, Role, Verdict
+from .verdict import Action, Confirmation, Role, Untrusted, Verdict
 
 PIPELINE: tuple[Rule, ...] = (
     OwnMail(),
     AutomaticMail(),
     SenderIdentity(),
-    StaffAuthentication(),
     ThreadMatch(),
+    StaffAuthentication(),
+    ReplyOwnership(),
     StaffCommands(),
     ContactDetails(),
     ContractCheck(),
@@ -33,6 +35,7 @@ PIPELINE: tuple[Rule, ...] = (
     KnownErrorSearch(),
     ConfirmationDetection(),
     AcknowledgementRateLimit(),
+    AutoReplyCap(),
 )
 
 
@@ -55,5 +58,5 @@ def decide(mail: ParsedMail, context: Context, rules: tuple[Rule, ...] = PIPELIN
     return verdict
 
 
-__all__ = ["Action", "Confirmation", "Context", "MANUAL_INTAKE", "PIPELINE", "Role", "Verdict", "decide",
-           "searched_problems"]
+__all__ = ["Action", "Confirmation", "Context", "MANUAL_INTAKE", "PIPELINE", "Role", "Untrusted",
+           "Verdict", "decide", "searched_problems"]

@@ -1,4 +1,11 @@
-"""The regulation's first intake step: the company name and the full name (ФИО) of the person."""
+"""The regulation's first intake step: the company name and the full name (ФИО) of the person.
+
+What a sender writes about himself is validated before it is stored or echoed
+in our mail: a company is one the CRM knows (matched by name, never taken as
+written), and a ФИО is :func:`is_full_name` (2–4 words of letters, hyphens and
+initials allowed, at most 100 characters). Anything else is no name: the
+customer is asked, or ТП1 settles it.
+"""
 from __future__ import annotations
 
 import re
@@ -13,16 +20,33 @@ FULL_NAME = re.compile(
     rf"(?<![А-Яа-яЁё])(?:{_CAP}\s+{_CAP}\s+{PATRONYMIC}|{_CAP}\s+[А-ЯЁ]\.\s?[А-ЯЁ]\.)(?![А-Яа-яЁё])")
 LABELLED_NAME = re.compile(r"^\s*(?:ФИО|Ф\.И\.О\.|Имя|Контактное лицо)\s*[:\-–]\s*(.+?)\s*$",
                            re.IGNORECASE | re.MULTILINE)
+MAX_NAME = 100
+# A word of letters (any alphabet) with inner hyphens ("Салтыков-Щедрин"), or initials ("И.", "И.О.").
+_NAME_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*|(?:[^\W\d_]\.){1,2}")
 DISPLAY_NAME = re.compile(r"^[А-ЯЁA-Z][а-яёa-z]+(?:[ -][А-ЯЁA-Z][а-яёa-z.]+){1,2}$")
+_INITIALS = re.compile(r"([^\W\d_]\.)\s+(?=[^\W\d_]\.)")  # "И. О." is written as one word "И.О."
+
+
+def is_full_name(text: str) -> bool:
+    """2–4 words of letters (hyphens allowed, initials as "И." or "И.О."), at most 100
+    characters: no digits, no URLs, no punctuation that could carry a message."""
+    words = _INITIALS.sub(r"\1", text.strip()).split()
+    return (0 < len(text) <= MAX_NAME and 2 <= len(words) <= 4
+            and all(_NAME_WORD.fullmatch(w) for w in words)
+            and any(len(w) > 1 and not w.endswith(".") for w in words))
 
 
 def find_full_name(text: str) -> str:
-    """A person's full name written in ``text`` ("ФИО: …", or Фамилия Имя Отчество / Фамилия И. О.)."""
+    """A person's full name written in ``text`` ("ФИО: …", or Фамилия Имя Отчество / Фамилия И. О.),
+    '' when there is none that :func:`is_full_name` accepts."""
     labelled = LABELLED_NAME.search(text)
-    if labelled and len(labelled.group(1).split()) >= 2:
-        return " ".join(labelled.group(1).split())
+    if labelled:
+        name = " ".join(labelled.group(1).split())
+        if is_full_name(name):
+            return name
     match = FULL_NAME.search(text)
-    return " ".join(match.group(0).split()) if match else ""
+    name = " ".join(match.group(0).split()) if match else ""
+    return name if is_full_name(name) else ""
 
 
 class ContactDetails(Rule):
@@ -31,7 +55,7 @@ class ContactDetails(Rule):
     Read from the first mail (its signature) and from the answer to our
     question. The company must be named in the text (its CRM name or an
     alias), unless the mail domain already told it; the full name comes from
-    the text or, failing that, from a display name that looks like a name.
+    the text or, failing that, from a display name that looks like one.
     """
 
     name = "contact-details"
@@ -47,7 +71,8 @@ class ContactDetails(Rule):
             if found:
                 verdict.organization = found[0]
                 verdict.role = Role.CUSTOMER
+        display = " ".join(mail.from_name.split())
         verdict.contact_name = find_full_name(text) or (
-            mail.from_name if DISPLAY_NAME.match(mail.from_name.strip()) else "")
+            display if DISPLAY_NAME.match(display) and is_full_name(display) else "")
         company = verdict.organization.name if verdict.organization else "unknown company"
         verdict.note(self.name, f"{company}; name {verdict.contact_name or 'unknown'}")

@@ -1,16 +1,19 @@
-"""Which request a message belongs to."""
+"""Which request a message belongs to, and whether its sender may act on it."""
 from __future__ import annotations
 
+from ..models import Request
 from ..parsers import MailKind, ParsedMail
 from .base import Context, Rule
-from .verdict import Action, Verdict
+from .verdict import Action, Role, Untrusted, Verdict
 
 
 class ThreadMatch(Rule):
     """A request number in the subject, then In-Reply-To/References, attach the mail to a request.
 
-    Automatic mail (auto-replies, bulk) that belongs to no request is ignored:
-    it never opens a request.
+    Numbers are read from the subject only, never from the text: a number
+    quoted or typed in the body of a new mail does not file it into that request
+    (the parser finds none there). Automatic mail (auto-replies, bulk) that
+    belongs to no request is ignored: it never opens a request.
     """
 
     name = "thread-match"
@@ -21,7 +24,7 @@ class ThreadMatch(Rule):
         for number in mail.request_numbers:
             request = lookup.request_by_number(number)
             if request is not None:
-                verdict.note(self.name, f"request {number} named in the mail")
+                verdict.note(self.name, f"request {number} named in the subject")
                 break
         if request is None:
             request = lookup.request_by_message_ids(mail.thread_ids)
@@ -31,3 +34,38 @@ class ThreadMatch(Rule):
             verdict.request, verdict.action = request, Action.APPEND
         elif mail.kind is not MailKind.HUMAN:
             verdict.stop(self.name, Action.IGNORE, "automatic mail outside any request")
+
+
+def belongs_to(author: str, verdict: Verdict, request: Request) -> bool:
+    """Is the sender the request's requester, or a registered contact of its organisation?"""
+    if author and author == request.requester_email:
+        return True
+    contact = verdict.contact
+    return (contact is not None and contact.registered and request.organization_id is not None
+            and contact.organization_id == request.organization_id)
+
+
+class ReplyOwnership(Rule):
+    """A customer's mail acts on a request only when it is theirs.
+
+    Confirmations, refusals, contact details and reopenings come from the
+    requester or a registered (CRM or staff-vouched) contact of the request's
+    organisation. Anyone else's mail is kept on the request as a note from an
+    unknown sender, staff are told, nothing changes, and the sender gets
+    nothing that could reveal the request. Automatic mail (auto-replies) never
+    acts anyway and simply joins the trail.
+    """
+
+    name = "reply-ownership"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        request = verdict.request
+        if (verdict.action is not Action.APPEND or request is None or verdict.role is Role.STAFF
+                or mail.kind is not MailKind.HUMAN or belongs_to(mail.author, verdict, request)):
+            return
+        who = mail.author or "an invalid From: address"
+        verdict.untrusted = Untrusted.STRANGER
+        verdict.untrusted_reason = (f"{who} is neither the requester nor a registered contact "
+                                    "of the request's organisation")
+        verdict.may_auto_reply = False
+        verdict.stop(self.name, Action.NOTE, f"{verdict.untrusted_reason}: kept as a note, nothing done")

@@ -43,9 +43,9 @@ class AutomaticMail(Rule):
         elif mail.return_path == "":
             verdict.may_auto_reply = False
             verdict.note(self.name, "null return path")
-        elif mail.from_addr.partition("@")[0] in AUTOMATIC_SENDERS or not mail.from_addr:
+        elif mail.author.partition("@")[0] in AUTOMATIC_SENDERS:
             verdict.may_auto_reply = False
-            verdict.note(self.name, f"automatic sender {mail.from_addr!r}")
+            verdict.note(self.name, f"automatic sender {mail.author!r}")
 
 
 class AcknowledgementRateLimit(Rule):
@@ -55,9 +55,34 @@ class AcknowledgementRateLimit(Rule):
 
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         limit = context.config.support.ack_limit_per_hour
-        if verdict.action is not Action.NEW_REQUEST or not verdict.may_auto_reply or not mail.from_addr:
+        if verdict.action is not Action.NEW_REQUEST or not verdict.may_auto_reply or not mail.author:
             return  # only a new request is answered automatically
-        sent = context.lookup.automatic_replies_last_hour(mail.from_addr, context.now)
+        sent = context.lookup.automatic_replies_last_hour(mail.author, context.now)
         if sent >= limit:
             verdict.may_auto_reply = False
-            verdict.note(self.name, f"{sent} automatic mails to {mail.from_addr} in the last hour")
+            verdict.note(self.name, f"{sent} automatic mails to {mail.author} in the last hour")
+
+
+class AutoReplyCap(Rule):
+    """At most ``support.unknown_auto_reply_limit_per_hour`` automatic mails per hour to addresses
+    that are not registered contacts, all such addresses together (backscatter).
+
+    Forged senders make the bot write to addresses that never wrote to it; the
+    per-sender limit does not stop one mail to each of a thousand victims. Past
+    the cap the request is still registered, nothing automatic goes out, and
+    ТП1 is told once an hour.
+    """
+
+    name = "auto-reply-cap"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        if not verdict.intake or not verdict.may_auto_reply or not mail.author:
+            return
+        if verdict.contact is not None and verdict.contact.registered:
+            return
+        limit = context.config.support.unknown_auto_reply_limit_per_hour
+        sent = context.lookup.automatic_to_unregistered_last_hour(context.now)
+        if sent >= limit:
+            verdict.may_auto_reply, verdict.auto_reply_cap_reached = False, True
+            verdict.note(self.name, f"{sent} automatic mails to unregistered addresses in the last "
+                         f"hour (limit {limit}): none to {mail.author}")

@@ -16,6 +16,7 @@ class Action(str, enum.Enum):
     APPEND = "append"  # add the message to an existing request
     REPORT = "report"  # a DSN or MDN about mail we sent
     STAFF_HELP = "staff_help"  # staff mail that names no request: explain how to answer
+    NOTE = "note"  # keep the message (on its request, if any) and tell staff; change nothing
     IGNORE = "ignore"  # keep the message, do nothing else
 
 
@@ -24,6 +25,13 @@ class Role(str, enum.Enum):
     STAFF = "staff"
     CUSTOMER = "customer"  # a known contact, or a sender from a known company
     UNKNOWN = "unknown"
+
+
+class Untrusted(str, enum.Enum):
+    """Why a mail may not act (:attr:`Action.NOTE`)."""
+
+    UNAUTHENTICATED_STAFF = "unauthenticated_staff"  # a staff address, not vouched for
+    STRANGER = "stranger"  # neither the requester nor a registered contact of its organisation
 
 
 class Confirmation(str, enum.Enum):
@@ -48,6 +56,9 @@ class Verdict:
     confirmation: Confirmation | None = None
     incident_matches: list[IncidentMatch] = field(default_factory=list)
     may_auto_reply: bool = True
+    untrusted: Untrusted | None = None  # with Action.NOTE: why the mail may not act
+    untrusted_reason: str = ""
+    auto_reply_cap_reached: bool = False  # automatic mail to unknown addresses is at its hourly cap
     final: bool = False  # no later rule may change the verdict
     reasons: list[str] = field(default_factory=list)
 

@@ -22,6 +22,7 @@ from ..lookup import IncidentMatch, Lookup
 from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
 from ..outbox import InvalidRecipient, Outgoing, Queue, enqueue
 from ..render import Rendered, render
+from ..rules.contact import is_full_name
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
 from .assign import choose_assignee
@@ -49,9 +50,9 @@ class Workflow:
         self._customer_text: dict[Request, str] = {}  # the customer's latest words
 
     def heard(self, request: Request, message: Message) -> None:
-        """Note the customer's words in an incoming message of ``request`` (saves reading them back)."""
-        if message.sender == request.requester_email:
-            self._customer_text[request] = message.body
+        """Note the customer's words (the requester's, or a registered colleague's) in an incoming
+        message of ``request``: the staff notification shows them (saves reading them back)."""
+        self._customer_text[request] = message.body
 
     @property
     def calendar(self) -> WorkingCalendar:
@@ -71,8 +72,14 @@ class Workflow:
         return request
 
     def identify(self, request: Request, organization: OrganizationInfo,
-                 contact: ContactInfo | None, full_name: str, actor: str) -> None:
-        """Link the request to its organisation and contact, creating the contact when new."""
+                 contact: ContactInfo | None, full_name: str, actor: str,
+                 by_staff: bool = False) -> None:
+        """Link the request to its organisation and contact, creating the contact when new.
+
+        A contact created from what a sender wrote about himself is ``source = 'mail'``:
+        it may act on its own requests, not on its organisation's (only CRM contacts and
+        those a staff member linked, ``by_staff``, may).
+        """
         request.organization_id = organization.id
         if contact is not None:
             full_name = contact.full_name or full_name
@@ -80,11 +87,13 @@ class Workflow:
             row = self.lookup.directory.contact_row(request.requester_email)
             if row is None:
                 row = Contact(email=request.requester_email, full_name=full_name,
-                              organization_id=organization.id)
+                              organization_id=organization.id, source="staff" if by_staff else "mail")
                 self.session.add(row)
             elif contact is None:  # not yet a contact of this organisation in the CRM
                 row.organization_id = organization.id
                 row.full_name = row.full_name or full_name
+                if by_staff and not row.registered:
+                    row.source = "staff"
             request.contact = row
         request.requester_name = full_name or request.requester_name
         record(self.session, request, "identified", actor=actor, at=self.now,
@@ -195,7 +204,12 @@ class Workflow:
         if not request.requester_email:
             return None
         in_reply_to, references = thread if thread and thread[0] else self.customer_thread(request)
-        content = render(template, **self.context(request, staff=staff, **context))
+        row = self.lookup.directory.contact_row(request.requester_email)
+        registered = row is not None and row.registered
+        name = request.requester_name if registered or is_full_name(request.requester_name) else ""
+        content = render(template, **self.context(
+            request, staff=staff, customer_name=name, echo_subject=registered or not automatic,
+            **context))
         from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
         return self._send(Outgoing(
             kind=template, to=(request.requester_email,), content=content, request=request,
@@ -215,6 +229,25 @@ class Workflow:
         files, attached = self.files_for_staff(message)
         content = render(template, with_html=False, **self.context(request, files=files, **context))
         return self._mail_staff(template, to, content, request, attached)
+
+    def alert(self, about: str, template: str, *, request: Request | None = None,
+              to: str | None = None, message: Message | None = None, **context) -> bool:
+        """Tell staff (the request's assignee or ТП1; ``to``) something about ``about`` (a
+        sender, the auto-reply cap) at most once an hour; whether it was told now.
+
+        Each alert is an event (kind ``alert``), so the hour counts across batches and daemons.
+        """
+        if self.lookup.alerted_within_hour(about, self.now):
+            return False
+        if request is not None:
+            self.notify_staff(request, template, to=to, **context)
+        else:
+            content = render(template, with_html=False, support=self.config.support, request=None,
+                             **context)
+            self._mail_staff(template, to or self.config.support.tp1_address, content)
+        record(self.session, request, "alert", actor="system", at=self.now, message=message,
+               about=about, template=template)
+        return True
 
     def help_staff(self, address: str, **context) -> str | None:
         """Explain to a staff member how to answer (their mail named no request)."""

@@ -10,7 +10,7 @@ from ..config import Config
 from ..lookup import Lookup
 from ..models import Message, Request
 from ..parsers import MailKind, ParsedMail
-from ..rules import Action, Confirmation, Role, Verdict
+from ..rules import Action, Confirmation, Role, Untrusted, Verdict
 from ..status import Status
 from .actions import Thread, Workflow
 from .reports import apply_report
@@ -19,6 +19,7 @@ from .states import record
 from .trail import record_incoming
 
 ANSWERED = (Status.AWAITING_CUSTOMER.value, Status.RESOLVED.value)
+AUTO_REPLY_CAP = "auto-reply-cap"  # the subject of the alert that the backscatter cap was reached
 
 
 @dataclass
@@ -34,15 +35,46 @@ class Intake:
         self.workflow = Workflow(self.session, self.config, self.now, self.lookup)
 
     def apply(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict) -> Message:
+        if verdict.action is Action.NOTE:
+            return self.untrusted(inbound_id, mail, verdict)
         if verdict.action is Action.NEW_REQUEST:
-            return self.new_request(inbound_id, mail, verdict, channel="email")
-        if verdict.action is Action.APPEND and verdict.request is not None:
-            return self.append(inbound_id, mail, verdict, verdict.request)
-        message = record_incoming(self.session, mail, inbound_id, None, self.now)
-        if verdict.action is Action.REPORT:
-            apply_report(self.workflow, mail, message)
-        elif verdict.action is Action.STAFF_HELP:
-            self.workflow.help_staff(mail.from_addr, mail=mail)
+            message = self.new_request(inbound_id, mail, verdict, channel="email")
+        elif verdict.action is Action.APPEND and verdict.request is not None:
+            message = self.append(inbound_id, mail, verdict, verdict.request)
+        else:
+            message = record_incoming(self.session, mail, inbound_id, None, self.now)
+            if verdict.action is Action.REPORT:
+                apply_report(self.workflow, mail, message)
+            elif verdict.action is Action.STAFF_HELP:
+                self.workflow.help_staff(mail.author, mail=mail)
+        if verdict.auto_reply_cap_reached:
+            self.workflow.alert(AUTO_REPLY_CAP, "staff_auto_reply_cap", to=self.config.support.tp1_address,
+                                message=message, limit=self.config.support.unknown_auto_reply_limit_per_hour,
+                                number=message.request.number if message.request else None)
+        return message
+
+    # ------------------------------------------------------------ mail that may not act
+
+    def untrusted(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict) -> Message:
+        """Kept on its request (when it names one) as a note; staff told (once per sender and
+        hour); nothing changes and nothing goes to the sender.
+
+        Unauthenticated staff mail goes to ТП1 (the group watches for forgeries); a
+        stranger's mail on a request to its assignee (or ТП1).
+        """
+        request, sender = verdict.request, mail.author or "unknown"
+        message = record_incoming(self.session, mail, inbound_id, request, self.now)
+        staff = verdict.untrusted is Untrusted.UNAUTHENTICATED_STAFF
+        record(self.session, request, f"{verdict.untrusted.value}_mail", actor=sender, at=self.now,
+               message=message, reason=verdict.untrusted_reason, reasons=verdict.reasons)
+        context = {"mail": mail, "reason": verdict.untrusted_reason, "text": mail.new_text or mail.text}
+        if staff:
+            self.workflow.alert(f"staff:{sender}", "staff_unauthenticated", request=request,
+                                to=self.config.support.tp1_address, message=message,
+                                staff=verdict.staff, settings=self.config.staff, **context)
+        else:
+            self.workflow.alert(f"sender:{sender}", "staff_stranger", request=request,
+                                message=message, **context)
         return message
 
     # ------------------------------------------------------------ customers
@@ -53,12 +85,12 @@ class Intake:
         flow = self.workflow
         contact = verdict.contact
         request = flow.create_request(
-            channel=channel, subject=mail.subject, email=mail.from_addr,
-            name=(contact.full_name if contact and contact.full_name else verdict.contact_name
-                  or mail.from_name), thread_message_id=mail.message_id, level=verdict.level)
+            channel=channel, subject=mail.subject, email=mail.author,
+            name=(contact.full_name if contact and contact.full_name else verdict.contact_name),
+            thread_message_id=mail.message_id, level=verdict.level)
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
         flow.heard(request, message)
-        actor = mail.from_addr or "staff"
+        actor = mail.author or ("unknown" if channel == "email" else "staff")
         record(self.session, request, "created", actor=actor, at=self.now, message=message,
                channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons)
         thread = _thread(mail)
@@ -75,8 +107,9 @@ class Intake:
     def append(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict,
                request: Request) -> Message:
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
-        self.workflow.heard(request, message)
-        actor = verdict.staff.login if verdict.staff else (mail.from_addr or "unknown")
+        if verdict.role is not Role.STAFF:
+            self.workflow.heard(request, message)
+        actor = verdict.staff.login if verdict.staff else (mail.author or "unknown")
         record(self.session, request, "message_in", actor=actor, at=self.now,
                message=message, mail_kind=mail.kind.value, reasons=verdict.reasons)
         if verdict.role is Role.STAFF and verdict.commands is not None:
@@ -88,7 +121,7 @@ class Intake:
     def customer_reply(self, mail: ParsedMail, verdict: Verdict, request: Request,
                        message: Message) -> None:
         """A customer writes again: contact details, a confirmation, or more about the problem."""
-        flow, actor = self.workflow, mail.from_addr or "unknown"
+        flow, actor = self.workflow, mail.author or "unknown"
         if request.status == Status.AWAITING_CONTACT_INFO.value:
             if verdict.identified:
                 flow.identify(request, verdict.organization, verdict.contact,
@@ -96,7 +129,8 @@ class Intake:
                 flow.admit(request, contract_ok=verdict.contract is not None, actor=actor,
                            message=message, may_auto_reply=verdict.may_auto_reply)
             else:
-                flow.notify_staff(request, "staff_event", event="contact_unknown", mail=mail)
+                flow.notify_staff(request, "staff_event", event="contact_unknown", mail=mail,
+                                  found=verdict.organization)
             return
         if verdict.confirmation is Confirmation.CONFIRMED and request.status in ANSWERED:
             request.confirmation = "confirmed"

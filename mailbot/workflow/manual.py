@@ -58,7 +58,7 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
         from_name=given.contact_name, reply_to=None, to=(), cc=(), date=None, return_path=None,
         text=given.text, html=None, new_text=given.text, attachments=(), kind=MailKind.HUMAN,
         kind_reason=f"registered by staff ({given.channel})", request_numbers=(),
-        incident_numbers=())
+        incident_numbers=(), from_header=(email,) if email else ())
     verdict = Verdict(action=Action.NEW_REQUEST, role=Role.CUSTOMER, contact=contact,
                       organization=organization, contact_name=given.contact_name)
     verdict = decide(mail, Context(config, lookup, now), MANUAL_INTAKE, verdict)

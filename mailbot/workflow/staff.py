@@ -92,7 +92,7 @@ class StaffReply:
             flow.link_incident(request, flow.lookup.incident_by_number(command.argument), login)
         elif command.name == "organization":
             flow.identify(request, self._organization(command.argument), None,
-                          request.requester_name, actor=login)
+                          request.requester_name, actor=login, by_staff=True)
             if request.status == Status.AWAITING_CONTACT_INFO.value:
                 contract = flow.lookup.directory.active_contract(request.organization_id, flow.now)
                 flow.admit(request, contract_ok=contract is not None, actor=login,

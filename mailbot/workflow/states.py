@@ -56,7 +56,7 @@ def record(session: Session, request: Request | None, kind: str, *, actor: str, 
     """Write one audit event (into the session's :class:`Journal` when it has one)."""
     event = {"request": request, "message": message, "at": at, "actor": actor, "kind": kind,
              "from_status": from_status, "to_status": to_status, "details": details}
-    journal = session.info.get(Journal.KEY)
+    journal = Journal.of(session)
     if journal is not None:
         journal.events.append(event)
     else:
@@ -81,6 +81,11 @@ class Journal:
         self.session = session
         self.events: list[dict[str, Any]] = []
         session.info[self.KEY] = self
+
+    @classmethod
+    def of(cls, session: Session) -> "Journal | None":
+        """The journal open on ``session``, if any."""
+        return session.info.get(cls.KEY)
 
     def write(self) -> None:
         """Insert the events recorded since the last write (after a flush, in its transaction)."""

@@ -21,7 +21,7 @@ def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
     message = Message(
         request=request, direction="in", inbound_id=inbound_id,
         message_id=mail.message_id, in_reply_to=mail.in_reply_to[0] if mail.in_reply_to else None,
-        kind=mail.kind.value, sender=mail.from_addr, recipients=list(mail.to + mail.cc),
+        kind=mail.kind.value, sender=mail.author, recipients=list(mail.to + mail.cc),
         subject=mail.subject, body=mail.new_text or mail.text, sent_at=mail.date, created_at=at,
         attachments=[AttachmentRow(filename=a.filename, content_type=a.content_type, size=a.size,
                                    sha256=a.sha256, inline=a.inline)
