@@ -17,6 +17,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -536,12 +537,20 @@ class PrivatePostgres:
         atexit.register(self.destroy)
         self.port = free_port()
         if os.geteuid() == 0:
-            from pgserver.utils import ensure_user_exists
+            from pgserver._commands import POSTGRES_BIN_PATH
+            from pgserver.utils import (ensure_folder_permissions, ensure_prefix_permissions,
+                                        ensure_user_exists)
 
             self._user = "pgserver"
             ensure_user_exists(self._user)
             self.dir.chmod(0o755)
             shutil.chown(self.dir, self._user)
+            # as pgserver does for its own server: the binaries' user must reach them, also
+            # from a checkout inside a 0700 directory (a mkdtemp, as .ci/run's copy)
+            ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            readable = stat.S_IRGRP | stat.S_IROTH
+            ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
         self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
 
