@@ -1,58 +1,100 @@
-"""Which assistance level (ОП1, ОП2, ОП3) a new request needs, from its words.
+"""Which assistance level (ОП1, ОП2, ОП3) a new request needs: what the customer asks support to do.
 
-The keyword lists are ``[classify]`` in the config (defaults from the
-regulation's definitions of the levels). Matching works on Russian Snowball
-stems, so inflected forms match: "перепривязки", "скриншоты", "сбоя". Two
-stemmer quirks are smoothed over: a fleeting vowel in "-ок"/"-ек" is dropped
-("ошибок" ~ "ошибка", "настроек" ~ "настройка"), and stems of six letters or
-more also match a stem at most two letters longer ("дистрибутива" ~
-"дистрибутив", "настроить" ~ "настройка"). A phrase matches as a sequence of
-stems in adjacent words ("не работает" matches "не работает", never a bare
-"работает"; "лог-файлы" is the two words "лог" and "файлы").
+The regulation's levels, read as the customer's intent:
 
-Decisions where the regulation is silent:
+- ОП3: something does not work as it should: a failure, an error, abnormal behaviour or an
+  outage, including its symptoms (restarts, hangs, lost or empty data, red or grey objects,
+  polling stopped, "crash").
+- ОП2: a file or a document to send or to receive (software, patches, drivers, manuals,
+  licence files, information letters; logs and screenshots sent on request; delivery
+  problems with what was sent: "ссылка не открывается", "письмо не пришло").
+- ОП1: a question about normal operation, installation, set-up or a typical procedure
+  (привязка, перепривязка, линковка, rights, reports, …).
 
-- When keywords of several levels match, the most severe level wins:
-  ОП3 > ОП2 > ОП1. The level picks the procedure and the staff, not only the
-  norm: a failure must reach the ОП3 procedure (known-error search, incident
-  link, the way to ОП4) and qualified staff, while files or settings named in
-  a failure report ("лог во вложении") are material, not the request itself.
-- A keyword right after a negation ("не", "нет", "без", "ни") does not count:
-  "установка прошла без ошибок" is no ОП3 request. Keywords that themselves
-  start with "не" ("не работает") are unaffected. A negation after the word
-  ("ошибок нет") is not recognised: "файла нет" is a request for a file.
-- No keyword: ``classify.default_level`` (ОП1, the level of typical requests).
-- ОП4 is never assigned at intake: the regulation opens it only from an open
-  ОП3 request.
+How (weighted cues, :func:`assess`): the text is cut into the subject and sentences; the
+closing formula and what follows it ("С уважением", signature) and quoted lines are
+dropped. Each cue found in a sentence (``[classify]`` ``op1_cues``/``op2_cues``/``op3_cues``,
+defaults in :mod:`mailbot.level_cues`) adds its weight to its level, times the place's
+weight: the subject ``subject_weight``, the first two sentences ``lead_weight``, sentences
+after the sixth ``tail_weight``. Besides single cues, a sentence counts as
+
+- an ОП2 intent (``intent_weight``) when it holds a request to send (``request_verbs``:
+  "пришлите", "нужен", "где скачать") and something to send (``transfer_objects``:
+  "драйвер", "руководство", "патч"), or a delivery problem (``delivery_problems``) next to
+  a delivery noun (``delivery_nouns``: "письмо", "вложение", "ссылка"); a sentence about a
+  delivery problem loses its failure cues ("ссылка не работает" is no failure);
+- an ОП1 how-to question (``howto_weight``): "как" + a verb ("как настроить", "как
+  привязать"), unless the verb asks for a repair (``repair_verbs``: "как исправить").
+
+Failure cues are not failures after a negation ("без ошибок", "не зависает") or before
+"нет" ("ошибок нет"), and weigh ``hypothetical_factor`` after a hypothetical marker in the
+same sentence ("чтобы при отказе …", "если основной упадёт", "можно ли, чтобы при
+зависании …", and after a how-to question).
+
+The level with the highest score wins (ОП3's score times ``op3_bias``). Decisions:
+
+- Material does not set the level: a screenshot or a log mentioned in a question weighs
+  little ("прикладываю", 0.5), so "Скриншот окна ниже. Как привязать объект?" is ОП1.
+- Mixed intent: a failure plus a request for a patch, a distribution or a licence file is
+  ОП3 ("падает, пришлите патч"): the failure is what must be solved (known-error search,
+  incident), and a missed failure is the costly error. A failure word that only names what
+  a requested file is about ("пришлите патч, исправляющий ошибку из письма №45") weighs less
+  than the request and stays ОП2.
+- Unsure (:attr:`Assessment.unsure`): no cue at all, a best score below ``min_score``, or a
+  runner-up within ``min_margin`` of the best. The staff notification then asks ТП1 to
+  confirm the level (``#уровень ОПn``), and the acknowledgement promises the longest norm
+  of the candidate levels with a note that a specialist sets the level.
+- No cue at all: ``default_level`` (ОП1), unsure, every level a candidate.
+- ОП4 is never assigned at intake: the regulation opens it only from an open ОП3 request.
+
+Words are matched per :func:`mailbot.level_cues.parse_cue`: any form of a word (Russian
+Snowball stems; words of up to three letters exactly), a prefix (``завис*``) or an exact
+word (``=завис``).
 """
 from __future__ import annotations
 
 import functools
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import snowballstemmer
 
 from ..config import ClassifyConfig
+from ..level_cues import parse_cue, words
 from ..parsers import ParsedMail
 from .base import Context, Rule
 from .verdict import Action, Verdict
 
-NEGATIONS = frozenset({"не", "нет", "без", "ни"})
-WORD = re.compile(r"[0-9a-zа-я]+")
-FLEETING_AFTER_CONSONANT = re.compile(r"(?<=[^аеиоуыэюяй])[ое]к$")  # ошибок → ошибк
-FLEETING_AFTER_VOWEL = re.compile(r"(?<=[аеиоуыэюя])ек$")  # настроек → настройк
-PREFIX_MIN, PREFIX_SLACK = 6, 2
+LEVELS = (1, 2, 3)
+NEGATIONS = frozenset({"не", "нет", "без", "ни", "никаких", "никакой", "никакого", "нету",
+                       "no", "without"})
+NEGATED_AFTER = frozenset({"нет", "нету"})  # "ошибок нет"
+NOT_SEEN = frozenset({"было", "выявлено", "обнаружено", "возникало", "возникает",
+                      "наблюдается", "замечено", "замечали", "появлялось"})  # "сбоев не было"
+INFINITIVE = re.compile(r"(ть|ти|чь)(ся|сь)?$")
+HOWTO_FILLERS = frozenset({"мне", "нам", "правильно", "лучше", "можно", "бы", "же", "теперь",
+                           "именно", "быстро", "корректно"})
+GREETING = frozenset({"добрый", "доброе", "день", "вечер", "утро", "здравствуйте", "привет",
+                      "коллеги", "уважаемые", "уважаемая", "уважаемый", "техническая",
+                      "поддержка", "служба", "специалисты", "hello", "hi", "dear", "team",
+                      "support", "добрый", "всем", "здравствуй"})
+CLOSING = re.compile(
+    r"^\s*(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|best regards|"
+    r"kind regards|regards|заранее (?:спасибо|благодар)|спасибо\W*$|thanks?\W*$|--\s*$)",
+    re.IGNORECASE)
+SENTENCE_BREAK = re.compile(r"(?<=[.!?…;])\s+|\n\s*\n|\n(?=\s*(?:[-–—•*]|\d{1,2}[.)])\s)")
 
 _stemmer = snowballstemmer.stemmer("russian")
 _stemmer_lock = threading.Lock()  # a Snowball stemmer object is not thread-safe
+FLEETING_AFTER_CONSONANT = re.compile(r"(?<=[^аеиоуыэюяй])[ое]к$")  # ошибок → ошибк
+FLEETING_AFTER_VOWEL = re.compile(r"(?<=[аеиоуыэюя])ек$")  # настроек → настройк
 
 
 @functools.lru_cache(maxsize=100_000)
 def stem(word: str) -> str:
-    """The canonical stem of one lower-case word."""
+    """The canonical stem of one lower-case word (a fleeting vowel in -ок/-ек dropped)."""
     with _stemmer_lock:
         result = _stemmer.stemWord(word)
     if len(result) >= 5:
@@ -60,84 +102,342 @@ def stem(word: str) -> str:
     return result
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words of ``text`` (ё as е); hyphens and punctuation separate words."""
-    return WORD.findall(text.lower().replace("ё", "е"))
+# ---------------------------------------------------------------- matching words
 
 
 @dataclass(frozen=True)
-class _Keyword:
-    level: int
+class _Token:
+    word: str
+    stem: str
+
+
+@dataclass(frozen=True)
+class _Place:
+    """The alternatives at one word place of a cue."""
+
+    stems: frozenset[str]
+    words: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    def matches(self, token: _Token) -> bool:
+        return (token.stem in self.stems or token.word in self.words
+                or token.word.startswith(self.prefixes))
+
+
+@dataclass(frozen=True)
+class _Pattern:
     text: str  # as configured
-    stems: tuple[str, ...]
-    negative: bool  # starts with a negation itself ("не работает")
+    places: tuple[_Place, ...]
+    weight: float
+    alone: bool
 
 
-class _Matcher:
-    """The keywords of one config, with stems computed once."""
+def _compile(text: str) -> _Pattern:
+    syntax = parse_cue(text)
+    places = []
+    for alternatives in syntax.places:
+        stems, exact, prefixes = set(), set(), []
+        for kind, word in alternatives:
+            if kind == "prefix":
+                prefixes.append(word)
+            elif kind == "word" or len(word) <= 3:
+                exact.add(word)
+            else:
+                stems.add(stem(word))
+        places.append(_Place(frozenset(stems), frozenset(exact), tuple(prefixes)))
+    return _Pattern(text, tuple(places), syntax.weight, syntax.alone)
+
+
+class _PatternSet:
+    """Patterns indexed by their first place, so that a text is scanned once."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.by_stem: dict[str, list[_Pattern]] = {}
+        self.by_word: dict[str, list[_Pattern]] = {}
+        self.by_prefix: dict[str, list[_Pattern]] = {}
+        for pattern in map(_compile, texts):
+            first = pattern.places[0]
+            for key in first.stems:
+                self.by_stem.setdefault(key, []).append(pattern)
+            for key in first.words:
+                self.by_word.setdefault(key, []).append(pattern)
+            for key in first.prefixes:
+                self.by_prefix.setdefault(key, []).append(pattern)
+        self.longest_prefix = max(map(len, self.by_prefix), default=0)
+
+    def find(self, tokens: Sequence[_Token]) -> Iterator[tuple[_Pattern, int, int]]:
+        """(pattern, start, end) of every match, the best-weighted one per start word."""
+        for i, token in enumerate(tokens):
+            candidates = [*self.by_stem.get(token.stem, ()), *self.by_word.get(token.word, ())]
+            for k in range(1, min(len(token.word), self.longest_prefix) + 1):
+                candidates.extend(self.by_prefix.get(token.word[:k], ()))
+            best = None
+            for pattern in candidates:
+                end = i + len(pattern.places)
+                if end <= len(tokens) and all(
+                        place.matches(t) for place, t in zip(pattern.places, tokens[i:end])):
+                    if best is None or pattern.weight > best[0].weight:
+                        best = (pattern, i, end)
+            if best:
+                yield best
+
+
+class _Lexicon:
+    """The compiled ``[classify]`` cues of one config."""
 
     def __init__(self, config: ClassifyConfig) -> None:
-        lists = {1: config.op1_keywords, 2: config.op2_keywords, 3: config.op3_keywords}
-        self.by_first: dict[str, list[_Keyword]] = {}
-        for level, keywords in lists.items():
-            for text in keywords:
-                tokens = words(text)
-                if tokens:
-                    keyword = _Keyword(level, text, tuple(map(stem, tokens)), tokens[0] in NEGATIONS)
-                    self.by_first.setdefault(keyword.stems[0], []).append(keyword)
-        self.stems = frozenset(s for ks in self.by_first.values() for k in ks for s in k.stems)
-        self.shorter: dict[str, set[str]] = {}  # a keyword stem cut by 1–2 letters -> the stems
-        for s in self.stems:
-            for cut in range(1, PREFIX_SLACK + 1):
-                if len(s) - cut >= PREFIX_MIN:
-                    self.shorter.setdefault(s[:-cut], set()).add(s)
-
-    def keyword_stems(self, token_stem: str) -> tuple[str, ...]:
-        """The keyword stems a word's stem stands for: equal, or one a short extension of the other."""
-        found = set(self.shorter.get(token_stem, ()))
-        for cut in range(0, PREFIX_SLACK + 1):
-            prefix = token_stem[:len(token_stem) - cut]
-            if (cut == 0 or len(prefix) >= PREFIX_MIN) and prefix in self.stems:
-                found.add(prefix)
-        return tuple(sorted(found))
-
-    def matches(self, tokens: list[str]) -> Iterable[_Keyword]:
-        resolved = [self.keyword_stems(stem(t)) for t in tokens]
-        for i, here in enumerate(resolved):
-            for first in here:
-                for keyword in self.by_first.get(first, ()):
-                    if self._matches_at(keyword, resolved, i) and not (
-                            i and tokens[i - 1] in NEGATIONS and not keyword.negative):
-                        yield keyword
-
-    @staticmethod
-    def _matches_at(keyword: _Keyword, resolved: list[tuple[str, ...]], i: int) -> bool:
-        end = i + len(keyword.stems)
-        return end <= len(resolved) and all(
-            s in r for s, r in zip(keyword.stems, resolved[i:end]))
+        self.cues = {1: _PatternSet(config.op1_cues), 2: _PatternSet(config.op2_cues),
+                     3: _PatternSet(config.op3_cues)}
+        self.request_verbs = _PatternSet(config.request_verbs)
+        self.need_words = _PatternSet(config.need_words)
+        self.transfer_objects = _PatternSet(config.transfer_objects)
+        self.delivery_problems = _PatternSet(config.delivery_problems)
+        self.delivery_nouns = _PatternSet(config.delivery_nouns)
+        self.document_nouns = _PatternSet(config.document_nouns)
+        self.not_failures = _PatternSet(config.not_failures)
+        self.hypothetical = _PatternSet(config.hypothetical_markers)
+        self.repair_verbs = _PatternSet(config.repair_verbs)
 
 
 @functools.lru_cache(maxsize=8)
-def _matcher(config: ClassifyConfig) -> _Matcher:
-    return _Matcher(config)
+def _lexicon(config: ClassifyConfig) -> _Lexicon:
+    return _Lexicon(config)
 
 
-def classify(text: str, config: ClassifyConfig) -> tuple[int, str]:
-    """The level (1–3) of a request with this text, and a reason naming the matched keywords."""
-    found: dict[int, list[str]] = {}
-    for keyword in _matcher(config).matches(words(text)):
-        if keyword.text not in found.setdefault(keyword.level, []):
-            found[keyword.level].append(keyword.text)
-    if not found:
-        return config.default_level, f"no keyword matched, default level {config.default_level}"
-    level = max(found)
-    reason = f"level {level}: {', '.join(found[level])}"
-    lower = [f"level {lvl}: {', '.join(found[lvl])}" for lvl in sorted(found, reverse=True)[1:]]
-    return level, reason + (f" (also matched {'; '.join(lower)})" if lower else "")
+# ---------------------------------------------------------------- the text
+
+
+@functools.lru_cache(maxsize=100_000)
+def _token(word: str) -> _Token:
+    return _Token(word, stem(word))
+
+
+def _tokens(text: str) -> list[_Token]:
+    return [_token(w) for w in words(text)]
+
+
+def _body_lines(body: str) -> Iterator[str]:
+    """The lines of the text, up to a closing formula; quoted lines left out."""
+    seen_text = False
+    for line in body.splitlines():
+        if seen_text and CLOSING.match(line):
+            return
+        if not line.lstrip().startswith(">"):
+            seen_text = seen_text or bool(line.strip())
+            yield line
+
+
+def _sentences(problem: str, config: ClassifyConfig) -> Iterator[tuple[str, float, list[_Token]]]:
+    """(text, place weight, words) of the subject and of each sentence of the text."""
+    subject, _, body = problem.partition("\n")
+    if tokens := _tokens(subject):
+        yield subject, config.subject_weight, tokens
+    counted = 0
+    for piece in SENTENCE_BREAK.split("\n".join(_body_lines(body))):
+        tokens = _tokens(piece)
+        if not tokens or all(t.word in GREETING for t in tokens):
+            continue
+        counted += 1
+        yield piece, (config.lead_weight if counted <= 2 else 1.0 if counted <= 6
+                      else config.tail_weight), tokens
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+@dataclass(frozen=True)
+class Cue:
+    """A cue found in the mail: its level, the mail's own words, what it added to the score."""
+
+    level: int
+    words: str
+    score: float
+    intent: str = ""  # "send", "delivery": such a cue counts once per mail
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The proposed level, how sure, and why."""
+
+    level: int
+    unsure: bool
+    candidates: tuple[int, ...]  # the levels in doubt, best first (only ``level`` when sure)
+    scores: tuple[float, float, float]  # ОП1, ОП2, ОП3
+    cues: tuple[Cue, ...]  # strongest first
+
+    def cues_of(self, level: int) -> list[str]:
+        return list(dict.fromkeys(c.words for c in self.cues if c.level == level))
+
+    @property
+    def reason(self) -> str:
+        """One line for the audit trail: level, scores, cues, doubt."""
+        scores = " / ".join(f"ОП{lvl} {s:g}" for lvl, s in zip(LEVELS, self.scores))
+        found = "; ".join(f"ОП{lvl}: {', '.join(self.cues_of(lvl))}"
+                          for lvl in (3, 2, 1) if self.cues_of(lvl)) or "no cue"
+        doubt = (f"; unsure: {' or '.join(f'ОП{c}' for c in self.candidates)}"
+                 if self.unsure else "")
+        return f"ОП{self.level} ({scores}) by {found}{doubt}"
+
+
+def _howto(tokens: Sequence[_Token], lexicon: _Lexicon) -> int | None:
+    """Where a how-to question ("как настроить", "где задаются") starts in the sentence."""
+    repairs = {start for _, start, _ in lexicon.repair_verbs.find(tokens)}
+    requests = {start for _, start, _ in lexicon.request_verbs.find(tokens)}
+    for i, token in enumerate(tokens):
+        if token.word not in ("как", "how", "где"):
+            continue
+        for j in range(i + 1, min(i + 4, len(tokens))):
+            if tokens[j].word in HOWTO_FILLERS:
+                continue
+            if token.word == "где":
+                if j not in requests:
+                    return i
+            elif j not in repairs and (INFINITIVE.search(tokens[j].word) or token.word == "how"):
+                return i
+            break
+    return None
+
+
+def _negated(tokens: Sequence[_Token], start: int, end: int) -> bool:
+    """A failure cue right after a negation or right before "нет" / "не было"."""
+    starts_negative = tokens[start].word in NEGATIONS
+    before = start and tokens[start - 1].word in NEGATIONS and not starts_negative
+    after = end < len(tokens) and (
+        tokens[end].word in NEGATED_AFTER
+        or (tokens[end].word == "не" and end + 1 < len(tokens)
+            and tokens[end + 1].word in NOT_SEEN))
+    return bool(before or after)
+
+
+def _near(spans: Sequence[tuple[int, int]], start: int, end: int, window: int) -> bool:
+    return any(s - window <= end - 1 and start <= e - 1 + window for s, e in spans)
+
+
+def _words(tokens: Sequence[_Token], start: int, end: int) -> str:
+    return " ".join(t.word for t in tokens[start:end])
+
+
+@dataclass
+class _Sentence:
+    """One sentence (or the subject) being read: its words, its place's weight, its cues."""
+
+    text: str
+    tokens: list[_Token]
+    place: float
+    subject: bool
+    lexicon: _Lexicon
+    config: ClassifyConfig
+
+    def __post_init__(self) -> None:
+        self.objects = self._find(self.lexicon.transfer_objects)
+        self.requests = self._find(self.lexicon.request_verbs)
+        self.needs = [(s, e) for s, e in self._find(self.lexicon.need_words)
+                      if not (e < len(self.tokens) and self.tokens[e].word == "ли")]  # "нужно ли"
+        self.cues: list[Cue] = []
+
+    def _find(self, patterns: _PatternSet) -> list[tuple[int, int]]:
+        return [(start, end) for _, start, end in patterns.find(self.tokens)]
+
+    def read(self, object_before: str | None) -> None:
+        """Find the cues; ``object_before``: something to send named in the sentence before."""
+        tokens, config = self.tokens, self.config
+        self._intent_to_send(object_before)
+        howto = _howto(tokens, self.lexicon)
+        hypothetical = [s for _, s, _ in self.lexicon.hypothetical.find(tokens)]
+        if howto is not None:
+            hypothetical.append(howto)
+            self.add(1, _words(tokens, howto, howto + 2), config.howto_weight)
+
+        hypothetical_from = min(hypothetical, default=len(tokens))
+        topic_from = self._document_topic_from()
+        excluded = [(s, e) for _, s, e in self.lexicon.not_failures.find(tokens)]
+        for level, patterns in self.lexicon.cues.items():
+            for pattern, start, end in patterns.find(tokens):
+                weight = pattern.weight
+                if level != 2 and start >= topic_from:
+                    continue  # the topic of a document asked for
+                if level == 3:
+                    if _negated(tokens, start, end) or _near(excluded, start, end, 0):
+                        continue
+                    if start > hypothetical_from:
+                        weight *= config.hypothetical_factor
+                self.add(level, _words(tokens, start, end), weight)
+        if self.text.rstrip().endswith("?") and not any(c.level == 3 for c in self.cues):
+            self.add(1, "?", config.question_weight)  # a question, not about a failure
+        self._delivery_problem()
+
+    def add(self, level: int, words: str, weight: float, intent: str = "") -> None:
+        self.cues.append(Cue(level, words, round(weight * self.place, 2), intent))
+
+    def first_object(self) -> str | None:
+        return _words(self.tokens, *self.objects[0]) if self.objects else None
+
+    def _intent_to_send(self, object_before: str | None) -> None:
+        if self.objects and (self.requests or self.needs):
+            request = _words(self.tokens, *(self.requests or self.needs)[0])
+            thing = self.first_object()
+        elif self.requests and object_before:
+            request, thing = _words(self.tokens, *self.requests[0]), object_before
+        else:
+            return
+        self.add(2, f"{request} … {thing}", self.config.intent_weight, "send")
+
+    def _document_topic_from(self) -> int:
+        """Where the topic of a document asked for (or named in the subject) starts."""
+        if not (self.subject or self.requests or self.needs):
+            return len(self.tokens)
+        documents = [e for _, _, e in self.lexicon.document_nouns.find(self.tokens)]
+        return min(documents, default=len(self.tokens))
+
+    def _delivery_problem(self) -> None:
+        nouns = [(s, e) for _, s, e in self.lexicon.delivery_nouns.find(self.tokens)]
+        for pattern, start, end in self.lexicon.delivery_problems.find(self.tokens):
+            if pattern.alone or _near(nouns, start, end, self.config.delivery_window):
+                self.cues = [c for c in self.cues if c.level != 3]
+                self.add(2, _words(self.tokens, start, end), self.config.intent_weight, "delivery")
+                return
+
+
+def _once_per_intent(cues: list[Cue]) -> list[Cue]:
+    """Every cue, but of each intent only the strongest: a request repeated is one request."""
+    best: dict[str, Cue] = {}
+    for cue in cues:
+        if cue.intent and (cue.intent not in best or cue.score > best[cue.intent].score):
+            best[cue.intent] = cue
+    return [c for c in cues if not c.intent or best[c.intent] is c]
+
+
+def assess(problem: str, config: ClassifyConfig) -> Assessment:
+    """The level of a request whose subject is the first line of ``problem`` and whose new
+    text is the rest (``ParsedMail.problem``)."""
+    lexicon = _lexicon(config)
+    cues: list[Cue] = []
+    object_before = None
+    subject = not problem.startswith("\n")
+    for index, (text, place, tokens) in enumerate(_sentences(problem, config)):
+        sentence = _Sentence(text, tokens, place, subject and index == 0, lexicon, config)
+        sentence.read(object_before)
+        cues.extend(sentence.cues)
+        object_before = sentence.first_object()
+    cues = _once_per_intent(cues)
+    scores = {level: round(sum(c.score for c in cues if c.level == level), 2)
+              for level in LEVELS}
+    weighed = {**scores, 3: scores[3] * config.op3_bias}
+    ranked = sorted(LEVELS, key=lambda level: (weighed[level], level), reverse=True)
+    best, second = ranked[0], ranked[1]
+    ordered = tuple(sorted(cues, key=lambda c: -c.score))
+    if weighed[best] == 0:
+        default = config.default_level
+        others = sorted(set(LEVELS) - {default}, reverse=True)
+        return Assessment(default, True, (default, *others), (0.0, 0.0, 0.0), ())
+    unsure = (weighed[best] < config.min_score
+              or weighed[second] > weighed[best] * (1 - config.min_margin))
+    candidates = (best, second) if unsure else (best,)  # ties go to the higher level
+    return Assessment(best, unsure, candidates, (scores[1], scores[2], scores[3]), ordered)
 
 
 class LevelClassification(Rule):
-    """Propose ОП1, ОП2 or ОП3 for a new request from its subject and new text (:func:`classify`).
+    """Propose ОП1, ОП2 or ОП3 for a new request from its subject and new text (:func:`assess`).
 
     ОП4 is never proposed: it is opened only from an open ОП3 request.
     """
@@ -147,8 +447,10 @@ class LevelClassification(Rule):
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         if verdict.action is not Action.NEW_REQUEST:
             return
-        verdict.level, verdict.level_reason = classify(mail.problem, context.config.classify)
+        assessment = assess(mail.problem, context.config.classify)
+        verdict.level, verdict.level_reason = assessment.level, assessment.reason
+        verdict.level_assessment = assessment
         verdict.note(self.name, verdict.level_reason)
 
 
-__all__ = ["LevelClassification", "classify"]
+__all__ = ["Assessment", "Cue", "LevelClassification", "assess"]
