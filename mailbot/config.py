@@ -134,6 +134,7 @@ class ClassifyConfig:
     op3_cues: tuple[str, ...] = level_cues.OP3_CUES
     request_verbs: tuple[str, ...] = level_cues.REQUEST_VERBS
     need_words: tuple[str, ...] = level_cues.NEED_WORDS
+    give_verbs: tuple[str, ...] = level_cues.GIVE_VERBS
     transfer_objects: tuple[str, ...] = level_cues.TRANSFER_OBJECTS
     delivery_problems: tuple[str, ...] = level_cues.DELIVERY_PROBLEMS
     delivery_nouns: tuple[str, ...] = level_cues.DELIVERY_NOUNS
@@ -142,6 +143,7 @@ class ClassifyConfig:
     hypothetical_markers: tuple[str, ...] = level_cues.HYPOTHETICAL_MARKERS
     repair_verbs: tuple[str, ...] = level_cues.REPAIR_VERBS
     intent_weight: float = 3.0  # a request to send + something to send; a delivery problem
+    give_weight: float = 1.5  # the customer sends something
     howto_weight: float = 2.5  # "как" + a verb
     question_weight: float = 1.0  # a sentence ending with "?" (a question, ОП1)
     subject_weight: float = 1.5  # cues in the subject count so many times
@@ -158,7 +160,7 @@ class ClassifyConfig:
         if self.default_level not in (1, 2, 3):
             raise ConfigError(f"classify.default_level: expected 1, 2 or 3, got {self.default_level!r}")
         for key in ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words",
-                    "transfer_objects",
+                    "give_verbs", "transfer_objects",
                     "delivery_problems", "delivery_nouns", "document_nouns", "not_failures",
                     "hypothetical_markers", "repair_verbs"):
             for cue in getattr(self, key):

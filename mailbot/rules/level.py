@@ -84,6 +84,7 @@ CLOSING = re.compile(
     r"^\s*(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|best regards|"
     r"kind regards|regards|заранее (?:спасибо|благодар)|спасибо\W*$|thanks?\W*$|--\s*$)",
     re.IGNORECASE)
+WORD_CACHE = 50_000  # words remembered per pattern set
 SENTENCE_BREAK = re.compile(r"(?<=[.!?…;])\s+|\n\s*\n|\n(?=\s*(?:[-–—•*]|\d{1,2}[.)])\s)")
 
 _stemmer = snowballstemmer.stemmer("russian")
@@ -126,13 +127,14 @@ class _Place:
 
 @dataclass(frozen=True)
 class _Pattern:
+    group: str  # the ``[classify]`` key it comes from ("op3_cues", "request_verbs", …)
     text: str  # as configured
     places: tuple[_Place, ...]
     weight: float
     alone: bool
 
 
-def _compile(text: str) -> _Pattern:
+def _compile(group: str, text: str) -> _Pattern:
     syntax = parse_cue(text)
     places = []
     for alternatives in syntax.places:
@@ -145,58 +147,62 @@ def _compile(text: str) -> _Pattern:
             else:
                 stems.add(stem(word))
         places.append(_Place(frozenset(stems), frozenset(exact), tuple(prefixes)))
-    return _Pattern(text, tuple(places), syntax.weight, syntax.alone)
+    return _Pattern(group, text, tuple(places), syntax.weight, syntax.alone)
 
 
-class _PatternSet:
-    """Patterns indexed by their first place, so that a text is scanned once."""
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.by_stem: dict[str, list[_Pattern]] = {}
-        self.by_word: dict[str, list[_Pattern]] = {}
-        self.by_prefix: dict[str, list[_Pattern]] = {}
-        for pattern in map(_compile, texts):
-            first = pattern.places[0]
-            for key in first.stems:
-                self.by_stem.setdefault(key, []).append(pattern)
-            for key in first.words:
-                self.by_word.setdefault(key, []).append(pattern)
-            for key in first.prefixes:
-                self.by_prefix.setdefault(key, []).append(pattern)
-        self.longest_prefix = max(map(len, self.by_prefix), default=0)
-
-    def find(self, tokens: Sequence[_Token]) -> Iterator[tuple[_Pattern, int, int]]:
-        """(pattern, start, end) of every match, the best-weighted one per start word."""
-        for i, token in enumerate(tokens):
-            candidates = [*self.by_stem.get(token.stem, ()), *self.by_word.get(token.word, ())]
-            for k in range(1, min(len(token.word), self.longest_prefix) + 1):
-                candidates.extend(self.by_prefix.get(token.word[:k], ()))
-            best = None
-            for pattern in candidates:
-                end = i + len(pattern.places)
-                if end <= len(tokens) and all(
-                        place.matches(t) for place, t in zip(pattern.places, tokens[i:end])):
-                    if best is None or pattern.weight > best[0].weight:
-                        best = (pattern, i, end)
-            if best:
-                yield best
+Match = tuple[_Pattern, int, int]  # a pattern and the words it covers: tokens[start:end]
+GROUPS = ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words", "give_verbs",
+          "transfer_objects", "delivery_problems", "delivery_nouns", "document_nouns",
+          "not_failures", "hypothetical_markers", "repair_verbs")
 
 
 class _Lexicon:
-    """The compiled ``[classify]`` cues of one config."""
+    """Every ``[classify]`` pattern of one config, indexed by its first word place, so that a
+    sentence is scanned once for all of them."""
 
     def __init__(self, config: ClassifyConfig) -> None:
-        self.cues = {1: _PatternSet(config.op1_cues), 2: _PatternSet(config.op2_cues),
-                     3: _PatternSet(config.op3_cues)}
-        self.request_verbs = _PatternSet(config.request_verbs)
-        self.need_words = _PatternSet(config.need_words)
-        self.transfer_objects = _PatternSet(config.transfer_objects)
-        self.delivery_problems = _PatternSet(config.delivery_problems)
-        self.delivery_nouns = _PatternSet(config.delivery_nouns)
-        self.document_nouns = _PatternSet(config.document_nouns)
-        self.not_failures = _PatternSet(config.not_failures)
-        self.hypothetical = _PatternSet(config.hypothetical_markers)
-        self.repair_verbs = _PatternSet(config.repair_verbs)
+        self.by_stem: dict[str, list[_Pattern]] = {}
+        self.by_word: dict[str, list[_Pattern]] = {}
+        self.by_prefix: dict[str, list[_Pattern]] = {}
+        for group in GROUPS:
+            for pattern in (_compile(group, text) for text in getattr(config, group)):
+                first = pattern.places[0]
+                for key in first.stems:
+                    self.by_stem.setdefault(key, []).append(pattern)
+                for key in first.words:
+                    self.by_word.setdefault(key, []).append(pattern)
+                for key in first.prefixes:
+                    self.by_prefix.setdefault(key, []).append(pattern)
+        self.longest_prefix = max(map(len, self.by_prefix), default=0)
+        self._starting: dict[str, tuple[_Pattern, ...]] = {}
+
+    def starting(self, token: _Token) -> tuple[_Pattern, ...]:
+        """The patterns whose first place this word fits (remembered: words recur)."""
+        found = self._starting.get(token.word)
+        if found is None:
+            candidates = [*self.by_stem.get(token.stem, ()), *self.by_word.get(token.word, ())]
+            for k in range(1, min(len(token.word), self.longest_prefix) + 1):
+                candidates.extend(self.by_prefix.get(token.word[:k], ()))
+            found = tuple(p for p in candidates if p.places[0].matches(token))
+            if len(self._starting) >= WORD_CACHE:
+                self._starting.clear()
+            self._starting[token.word] = found
+        return found
+
+    def find(self, tokens: Sequence[_Token]) -> dict[str, list[Match]]:
+        """Per group, the matches in ``tokens``: the best-weighted one per group and start word."""
+        found: dict[str, list[Match]] = {group: [] for group in GROUPS}
+        for i, token in enumerate(tokens):
+            best: dict[str, Match] = {}
+            for pattern in self.starting(token):
+                end = i + len(pattern.places)
+                if end <= len(tokens) and all(
+                        place.matches(t) for place, t in zip(pattern.places[1:], tokens[i + 1:end])):
+                    if pattern.group not in best or pattern.weight > best[pattern.group][0].weight:
+                        best[pattern.group] = (pattern, i, end)
+            for group, match in best.items():
+                found[group].append(match)
+        return found
 
 
 @functools.lru_cache(maxsize=8)
@@ -279,10 +285,10 @@ class Assessment:
         return f"ОП{self.level} ({scores}) by {found}{doubt}"
 
 
-def _howto(tokens: Sequence[_Token], lexicon: _Lexicon) -> int | None:
+def _howto(tokens: Sequence[_Token], found: dict[str, list[Match]]) -> int | None:
     """Where a how-to question ("как настроить", "где задаются") starts in the sentence."""
-    repairs = {start for _, start, _ in lexicon.repair_verbs.find(tokens)}
-    requests = {start for _, start, _ in lexicon.request_verbs.find(tokens)}
+    repairs = {start for _, start, _ in found["repair_verbs"]}
+    requests = {start for _, start, _ in found["request_verbs"]}
     for i, token in enumerate(tokens):
         if token.word not in ("как", "how", "где"):
             continue
@@ -329,41 +335,50 @@ class _Sentence:
     config: ClassifyConfig
 
     def __post_init__(self) -> None:
-        self.objects = self._find(self.lexicon.transfer_objects)
-        self.requests = self._find(self.lexicon.request_verbs)
-        self.needs = [(s, e) for s, e in self._find(self.lexicon.need_words)
-                      if not (e < len(self.tokens) and self.tokens[e].word == "ли")]  # "нужно ли"
+        self.found = self.lexicon.find(self.tokens)
+        self.objects = self._spans("transfer_objects")
+        self.requests = self._spans("request_verbs")
+        self.needs = [(s, e) for s, e in self._spans("need_words") if not self._asks_or_acts(e)]
         self.cues: list[Cue] = []
 
-    def _find(self, patterns: _PatternSet) -> list[tuple[int, int]]:
-        return [(start, end) for _, start, end in patterns.find(self.tokens)]
+    def _asks_or_acts(self, end: int) -> bool:
+        """"нужно ли …" asks, "нужно настроить …" is about doing, not about a thing to send."""
+        following = self.tokens[end].word if end < len(self.tokens) else ""
+        return following == "ли" or bool(INFINITIVE.search(following))
+
+    def _spans(self, group: str) -> list[tuple[int, int]]:
+        return [(start, end) for _, start, end in self.found[group]]
 
     def read(self, object_before: str | None) -> None:
         """Find the cues; ``object_before``: something to send named in the sentence before."""
         tokens, config = self.tokens, self.config
-        self._intent_to_send(object_before)
-        howto = _howto(tokens, self.lexicon)
-        hypothetical = [s for _, s, _ in self.lexicon.hypothetical.find(tokens)]
-        if howto is not None:
+        sends = self._intent_to_send(object_before)
+        howto = _howto(tokens, self.found)
+        hypothetical = [s for s, _ in self._spans("hypothetical_markers")]
+        if howto is not None and not sends:
             hypothetical.append(howto)
             self.add(1, _words(tokens, howto, howto + 2), config.howto_weight)
 
         hypothetical_from = min(hypothetical, default=len(tokens))
         topic_from = self._document_topic_from()
-        excluded = [(s, e) for _, s, e in self.lexicon.not_failures.find(tokens)]
-        for level, patterns in self.lexicon.cues.items():
-            for pattern, start, end in patterns.find(tokens):
+        excluded = self._spans("not_failures")
+        for level in LEVELS:
+            for pattern, start, end in self.found[f"op{level}_cues"]:
                 weight = pattern.weight
                 if level != 2 and start >= topic_from:
                     continue  # the topic of a document asked for
+                if level == 1 and sends:
+                    continue  # "можно ли получить …?": a polite request, not a question
                 if level == 3:
                     if _negated(tokens, start, end) or _near(excluded, start, end, 0):
                         continue
                     if start > hypothetical_from:
                         weight *= config.hypothetical_factor
                 self.add(level, _words(tokens, start, end), weight)
-        if self.text.rstrip().endswith("?") and not any(c.level == 3 for c in self.cues):
+        if (self.text.rstrip().endswith("?") and not sends
+                and not any(c.level == 3 for c in self.cues)):
             self.add(1, "?", config.question_weight)  # a question, not about a failure
+        self._intent_to_give()
         self._delivery_problem()
 
     def add(self, level: int, words: str, weight: float, intent: str = "") -> None:
@@ -372,26 +387,36 @@ class _Sentence:
     def first_object(self) -> str | None:
         return _words(self.tokens, *self.objects[0]) if self.objects else None
 
-    def _intent_to_send(self, object_before: str | None) -> None:
+    def _intent_to_send(self, object_before: str | None) -> bool:
         if self.objects and (self.requests or self.needs):
             request = _words(self.tokens, *(self.requests or self.needs)[0])
             thing = self.first_object()
         elif self.requests and object_before:
             request, thing = _words(self.tokens, *self.requests[0]), object_before
         else:
-            return
+            return False
         self.add(2, f"{request} … {thing}", self.config.intent_weight, "send")
+        return True
+
+    def _intent_to_give(self) -> None:
+        """The customer sends something: weak evidence alone, more with a thing named."""
+        if gives := self._spans("give_verbs"):
+            verb = _words(self.tokens, *gives[0])
+            if self.objects:
+                self.add(2, f"{verb} … {self.first_object()}", self.config.give_weight, "give")
+            else:
+                self.add(2, verb, self.config.give_weight / 2, "give")
 
     def _document_topic_from(self) -> int:
         """Where the topic of a document asked for (or named in the subject) starts."""
         if not (self.subject or self.requests or self.needs):
             return len(self.tokens)
-        documents = [e for _, _, e in self.lexicon.document_nouns.find(self.tokens)]
+        documents = [e for _, e in self._spans("document_nouns")]
         return min(documents, default=len(self.tokens))
 
     def _delivery_problem(self) -> None:
-        nouns = [(s, e) for _, s, e in self.lexicon.delivery_nouns.find(self.tokens)]
-        for pattern, start, end in self.lexicon.delivery_problems.find(self.tokens):
+        nouns = self._spans("delivery_nouns")
+        for pattern, start, end in self.found["delivery_problems"]:
             if pattern.alone or _near(nouns, start, end, self.config.delivery_window):
                 self.cues = [c for c in self.cues if c.level != 3]
                 self.add(2, _words(self.tokens, start, end), self.config.intent_weight, "delivery")
