@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/classify.py [--data FILE.toml ...] [--errors tune|check|all]
 
-Without ``--data`` it reads the labelled set (tests/data/levels/*.toml but fresh.toml) and
+Without ``--data`` it reads the labelled set (tests/data/levels/*.toml) and
 prints the figures for the whole set, its tune split (what the cues were tuned on) and its
 check split (one sample in five, never looked at while tuning). With ``--data`` it reads
 those files only (the same format; e.g. a hold-out set) and prints their figures. Every

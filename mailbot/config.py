@@ -145,16 +145,17 @@ class ClassifyConfig:
     intent_weight: float = 3.0  # a request to send + something to send; a delivery problem
     give_weight: float = 1.5  # the customer sends something
     howto_weight: float = 2.5  # "как" + a verb
-    question_weight: float = 1.0  # a sentence ending with "?" (a question, ОП1)
+    question_weight: float = 1.5  # a sentence ending with "?" (a question, ОП1)
     subject_weight: float = 1.5  # cues in the subject count so many times
     lead_weight: float = 1.25  # … in the first two sentences of the text
     tail_weight: float = 0.75  # … after the sixth sentence
     hypothetical_factor: float = 0.25  # failure cues after "если", "чтобы", "можно ли", …
     delivery_window: int = 3  # words between a delivery problem and its noun
     op3_bias: float = 1.0  # ОП3's score is multiplied by this before the comparison
-    min_score: float = 2.0  # a best score below this is unsure
+    weak_score: float = 1.5  # a best score below this is too weak to choose by: default_level
+    min_score: float = 2.5  # a best score below this is unsure
     min_margin: float = 0.3  # a runner-up above (1 - this) × the best score is unsure
-    default_level: int = 1  # when no cue is found
+    default_level: int = 3  # no cue, or too weak ones: a possible failure (ТП1 confirms)
 
     def __post_init__(self) -> None:
         if self.default_level not in (1, 2, 3):

@@ -45,9 +45,9 @@ class Sample:
 
 
 def load(paths: Iterable[Path] | None = None) -> list[Sample]:
-    """The samples of ``paths`` (default: every tests/data/levels/*.toml except fresh.toml)."""
+    """The samples of ``paths`` (default: every tests/data/levels/*.toml)."""
     if paths is None:
-        paths = sorted(p for p in LEVEL_DIR.glob("*.toml") if p.name != "fresh.toml")
+        paths = sorted(LEVEL_DIR.glob("*.toml"))
     samples = []
     for path in paths:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))

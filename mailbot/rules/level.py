@@ -74,8 +74,14 @@ NEGATED_AFTER = frozenset({"нет", "нету"})  # "ошибок нет"
 NOT_SEEN = frozenset({"было", "выявлено", "обнаружено", "возникало", "возникает",
                       "наблюдается", "замечено", "замечали", "появлялось"})  # "сбоев не было"
 INFINITIVE = re.compile(r"(ть|ти|чь)(ся|сь)?$")
+VERB_LIKE = re.compile(r"((ть|ти|чь|ет|ит|ют|ут|ат|ят)(ся|сь)?|[аеио]н[аоы]?)$")  # задаётся, описана
+WHICH = frozenset({"какой", "какая", "какое", "какие", "каких", "какую", "каким", "каком",
+                   "сколько", "which"})  # + an infinitive: "какие порты открыть"
+INTERROGATIVES = WHICH | {"что", "зачем", "почему", "когда", "what"}
+INDEFINITE = frozenset({"то", "либо", "нибудь"})  # "какая-то ошибка" asks nothing
 HOWTO_FILLERS = frozenset({"мне", "нам", "правильно", "лучше", "можно", "бы", "же", "теперь",
-                           "именно", "быстро", "корректно"})
+                           "именно", "быстро", "корректно", "его", "ее", "их", "это", "им",
+                           "вообще", "сейчас", "потом"})
 GREETING = frozenset({"добрый", "доброе", "день", "вечер", "утро", "здравствуйте", "привет",
                       "коллеги", "уважаемые", "уважаемая", "уважаемый", "техническая",
                       "поддержка", "служба", "специалисты", "hello", "hi", "dear", "team",
@@ -290,17 +296,24 @@ def _howto(tokens: Sequence[_Token], found: dict[str, list[Match]]) -> int | Non
     repairs = {start for _, start, _ in found["repair_verbs"]}
     requests = {start for _, start, _ in found["request_verbs"]}
     for i, token in enumerate(tokens):
-        if token.word not in ("как", "how", "где"):
-            continue
-        for j in range(i + 1, min(i + 4, len(tokens))):
-            if tokens[j].word in HOWTO_FILLERS:
-                continue
-            if token.word == "где":
-                if j not in requests:
+        if token.word == "где":  # "где задаются уставки", "где в меню описана …"; not "где скачать"
+            for j in range(i + 1, min(i + 4, len(tokens))):
+                if j in requests:
+                    break
+                if VERB_LIKE.search(tokens[j].word) and tokens[j].word not in HOWTO_FILLERS:
                     return i
-            elif j not in repairs and (INFINITIVE.search(tokens[j].word) or token.word == "how"):
-                return i
-            break
+        elif (token.word in WHICH and i < 4
+              and not (i + 1 < len(tokens) and tokens[i + 1].word in INDEFINITE)):
+            if any(INFINITIVE.search(t.word) or VERB_LIKE.search(t.word)
+                   for t in tokens[i + 1:i + 6]):
+                return i  # "какие порты открыть", "в каком меню меняется"
+        elif token.word in ("как", "how"):
+            for j in range(i + 1, min(i + 4, len(tokens))):
+                if tokens[j].word in HOWTO_FILLERS:
+                    continue
+                if j not in repairs and (INFINITIVE.search(tokens[j].word) or token.word == "how"):
+                    return i
+                break
     return None
 
 
@@ -338,7 +351,8 @@ class _Sentence:
         self.found = self.lexicon.find(self.tokens)
         self.objects = self._spans("transfer_objects")
         self.requests = self._spans("request_verbs")
-        self.needs = [(s, e) for s, e in self._spans("need_words") if not self._asks_or_acts(e)]
+        self.needs = [] if self.tokens[0].word in INTERROGATIVES else [  # "какая лицензия нужна"
+            (s, e) for s, e in self._spans("need_words") if not self._asks_or_acts(e)]
         self.cues: list[Cue] = []
 
     def _asks_or_acts(self, end: int) -> bool:
@@ -349,8 +363,9 @@ class _Sentence:
     def _spans(self, group: str) -> list[tuple[int, int]]:
         return [(start, end) for _, start, end in self.found[group]]
 
-    def read(self, object_before: str | None) -> None:
-        """Find the cues; ``object_before``: something to send named in the sentence before."""
+    def read(self, object_before: str | None) -> bool:
+        """Find the cues; ``object_before``: something to send named in the sentence before.
+        True when this sentence asks to send something."""
         tokens, config = self.tokens, self.config
         sends = self._intent_to_send(object_before)
         howto = _howto(tokens, self.found)
@@ -380,6 +395,7 @@ class _Sentence:
             self.add(1, "?", config.question_weight)  # a question, not about a failure
         self._intent_to_give()
         self._delivery_problem()
+        return sends
 
     def add(self, level: int, words: str, weight: float, intent: str = "") -> None:
         self.cues.append(Cue(level, words, round(weight * self.place, 2), intent))
@@ -437,13 +453,15 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     text is the rest (``ParsedMail.problem``)."""
     lexicon = _lexicon(config)
     cues: list[Cue] = []
-    object_before = None
+    before: _Sentence | None = None
     subject = not problem.startswith("\n")
     for index, (text, place, tokens) in enumerate(_sentences(problem, config)):
         sentence = _Sentence(text, tokens, place, subject and index == 0, lexicon, config)
-        sentence.read(object_before)
-        cues.extend(sentence.cues)
-        object_before = sentence.first_object()
+        if sentence.read(before.first_object() if before else None) and before and before.objects:
+            before.cues = [c for c in before.cues if c.level != 1]  # "Есть ли X? Пришлите"
+        cues.extend(before.cues if before else ())
+        before = sentence
+    cues.extend(before.cues if before else ())
     cues = _once_per_intent(cues)
     scores = {level: round(sum(c.score for c in cues if c.level == level), 2)
               for level in LEVELS}
@@ -451,14 +469,16 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     ranked = sorted(LEVELS, key=lambda level: (weighed[level], level), reverse=True)
     best, second = ranked[0], ranked[1]
     ordered = tuple(sorted(cues, key=lambda c: -c.score))
-    if weighed[best] == 0:
+    found = (scores[1], scores[2], scores[3])
+    if weighed[best] < config.weak_score:  # nothing, or too little to choose by
         default = config.default_level
-        others = sorted(set(LEVELS) - {default}, reverse=True)
-        return Assessment(default, True, (default, *others), (0.0, 0.0, 0.0), ())
+        others = [level for level in ranked if level != default and weighed[level]] or [
+            level for level in sorted(LEVELS, reverse=True) if level != default]
+        return Assessment(default, True, (default, *others), found, ordered)
     unsure = (weighed[best] < config.min_score
               or weighed[second] > weighed[best] * (1 - config.min_margin))
     candidates = (best, second) if unsure else (best,)  # ties go to the higher level
-    return Assessment(best, unsure, candidates, (scores[1], scores[2], scores[3]), ordered)
+    return Assessment(best, unsure, candidates, found, ordered)
 
 
 class LevelClassification(Rule):
