@@ -152,6 +152,7 @@ class ClassifyConfig:
     hypothetical_factor: float = 0.25  # failure cues after "если", "чтобы", "можно ли", …
     delivery_window: int = 3  # words between a delivery problem and its noun
     op3_bias: float = 1.0  # ОП3's score is multiplied by this before the comparison
+    failure_over_file: float = 1.5  # … and by this against ОП2 (a failure + a file: ОП3)
     weak_score: float = 1.5  # a best score below this is too weak to choose by: default_level
     min_score: float = 2.5  # a best score below this is unsure
     min_margin: float = 0.3  # a runner-up above (1 - this) × the best score is unsure
@@ -172,7 +173,8 @@ class ClassifyConfig:
         for key in ("hypothetical_factor", "min_margin"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"classify.{key}: expected a number from 0 to 1, got {getattr(self, key)!r}")
-        for key in ("subject_weight", "lead_weight", "tail_weight", "op3_bias"):
+        for key in ("subject_weight", "lead_weight", "tail_weight", "op3_bias",
+                    "failure_over_file"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"classify.{key}: must be positive, got {getattr(self, key)!r}")
 

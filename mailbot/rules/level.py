@@ -31,7 +31,8 @@ Failure cues are not failures after a negation ("без ошибок", "не з�
 same sentence ("чтобы при отказе …", "если основной упадёт", "можно ли, чтобы при
 зависании …", and after a how-to question).
 
-The level with the highest score wins (ОП3's score times ``op3_bias``). Decisions:
+The level with the highest score wins (ОП3's score times ``op3_bias``, and times
+``failure_over_file`` when ОП2 leads ОП1). Decisions:
 
 - Material does not set the level: a screenshot or a log mentioned in a question weighs
   little ("прикладываю", 0.5), so "Скриншот окна ниже. Как привязать объект?" is ОП1.
@@ -278,7 +279,19 @@ class Assessment:
     cues: tuple[Cue, ...]  # strongest first
 
     def cues_of(self, level: int) -> list[str]:
+        """The mail's words that spoke for ``level``, strongest first, each once."""
         return list(dict.fromkeys(c.words for c in self.cues if c.level == level))
+
+    def details(self) -> dict:
+        """For the audit trail (the "created" event), and :meth:`from_details`."""
+        return {"level": self.level, "unsure": self.unsure, "candidates": list(self.candidates),
+                "scores": list(self.scores),
+                "cues": [[c.level, c.words, c.score, c.intent] for c in self.cues]}
+
+    @classmethod
+    def from_details(cls, details: dict) -> Assessment:
+        return cls(details["level"], details["unsure"], tuple(details["candidates"]),
+                   tuple(details["scores"]), tuple(Cue(*cue) for cue in details["cues"]))
 
     @property
     def reason(self) -> str:
@@ -466,6 +479,8 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     scores = {level: round(sum(c.score for c in cues if c.level == level), 2)
               for level in LEVELS}
     weighed = {**scores, 3: scores[3] * config.op3_bias}
+    if weighed[2] > weighed[1]:  # a failure and a file: the failure weighs more (mixed intent)
+        weighed[3] *= config.failure_over_file
     ranked = sorted(LEVELS, key=lambda level: (weighed[level], level), reverse=True)
     best, second = ranked[0], ranked[1]
     ordered = tuple(sorted(cues, key=lambda c: -c.score))
