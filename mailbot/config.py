@@ -138,6 +138,7 @@ class ClassifyConfig:
     transfer_objects: tuple[str, ...] = level_cues.TRANSFER_OBJECTS
     delivery_problems: tuple[str, ...] = level_cues.DELIVERY_PROBLEMS
     delivery_nouns: tuple[str, ...] = level_cues.DELIVERY_NOUNS
+    arrival_problems: tuple[str, ...] = level_cues.ARRIVAL_PROBLEMS
     document_nouns: tuple[str, ...] = level_cues.DOCUMENT_NOUNS
     not_failures: tuple[str, ...] = level_cues.NOT_FAILURES
     hypothetical_markers: tuple[str, ...] = level_cues.HYPOTHETICAL_MARKERS
@@ -163,7 +164,8 @@ class ClassifyConfig:
             raise ConfigError(f"classify.default_level: expected 1, 2 or 3, got {self.default_level!r}")
         for key in ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words",
                     "give_verbs", "transfer_objects",
-                    "delivery_problems", "delivery_nouns", "document_nouns", "not_failures",
+                    "delivery_problems", "delivery_nouns", "arrival_problems", "document_nouns",
+                    "not_failures",
                     "hypothetical_markers", "repair_verbs"):
             for cue in getattr(self, key):
                 try:

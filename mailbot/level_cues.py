@@ -7,6 +7,7 @@ A cue is one or more words that must follow each other (:func:`parse_cue`), each
 - ``завис*``: any word that starts so;
 - ``=завис``: exactly this word (``=висит|висят``: exactly one of these);
 - ``не могу|можем скачать``: any of the alternatives at that place;
+- ``подтвердите ~ получение``: ``~`` stands for up to two words of any kind;
 
 (words of up to three letters are always matched exactly)
 
@@ -29,8 +30,8 @@ def words(text: str) -> list[str]:
 @dataclass(frozen=True)
 class CueSyntax:
     """A cue as written: per word place its alternatives as (kind, text), kind being
-    "stem" (any form), "prefix" or "word" (exactly); its weight; whether it stands alone
-    (a leading "!", used by DELIVERY_PROBLEMS)."""
+    "stem" (any form), "prefix", "word" (exactly) or "gap" (``~``); its weight; whether it
+    stands alone (a leading "!", used by DELIVERY_PROBLEMS)."""
 
     places: tuple[tuple[tuple[str, str], ...], ...]
     weight: float
@@ -47,6 +48,11 @@ def parse_cue(text: str) -> CueSyntax:
     alone = phrase.startswith("!")
     places = []
     for place in phrase.removeprefix("!").split():
+        if place == "~":
+            if not places:
+                raise ValueError("a cue cannot start with ~")
+            places.append((("gap", ""),))
+            continue
         alternatives = []
         exact = place.startswith("=")
         for alternative in place.removeprefix("=").split("|"):
@@ -114,7 +120,9 @@ OP3_CUES: tuple[str, ...] = (
     "не могу|можем|может зайти|войти|подключ*|запуст*|открыть|сохранить|сквитир*|"
     "распечатать|авторизоват* = 2.5",
     # lost, missing, wrong data; what a failure looks like on the screen
-    "нет связ* = 3", "связ* нет = 3", "нет данн* = 2.5", "данн* нет = 2.5", "нет ответ* = 2.5",
+    "нет связ* = 3", "связ* ~ нет = 3", "нет данн* = 2.5", "данн*|значени*|показани* ~ нет = 2.5",
+    "нет ответ* = 2.5", "нет лиценз*|ключ* = 2.5", "=почему = 1",
+    "=работало|работал|работала|работали = 1",
     "нет значен* = 2", "нет доступ* = 2", "нет звук* = 2", "no carrier = 2", "пропал* = 3",
     "пропада* = 3", "исчез* = 3", "исчеза* = 3", "потерял* = 2.5", "потеря* = 2", "теря* = 2",
     "=пустой|пустые|пустая|пустое|пустым|пусто|пустых|пустую = 2", "красн* = 1.5",
@@ -143,11 +151,10 @@ OP3_CUES: tuple[str, ...] = (
 # something to send" (REQUEST_VERBS, TRANSFER_OBJECTS) and "a delivery problem next to a
 # delivery noun" (DELIVERY_PROBLEMS, DELIVERY_NOUNS) weigh ``intent_weight``.
 OP2_CUES: tuple[str, ...] = (
-    "подтверд* получ* = 3", "подтверд* доставк* = 3", "подтверд* что дошл*|получен* = 3",
-    "подтверд* пожалуйста что дошл*|получен* = 3", "подтверждаем получение = 3",
+    "подтверд* ~ получ*|доставк*|дошл*|скачал* = 3", "подтверд* пожалуйста что дошл*|получ* = 3",
     "=пришлите|вышлите|отправьте|направьте|скиньте|киньте|перешлите|выложите|предоставьте|"
     "send = 1.5", "прикладыва* = 0.5", "прилага* = 0.5",
-    "как просил* ваш* = 1.5", "по вашей просьбе = 1.5", "по запросу ваш* = 1.5",
+    "как просил* ваш* = 1.5", "по ~ просьбе|запросу = 1.5",
     "запрашивал* ваш* = 1.5", "вы запрашивали|просили = 1.5", "запрошенн* = 1.5",
     "как просили|просил|просила|договаривались|договорились = 1.5",
     "поставк* = 1",
@@ -172,7 +179,7 @@ OP1_CUES: tuple[str, ...] = (
     "измени*|поменя*|смени* = 1", "перенос*|перенести|перенесем = 1", "импорт* = 1",
     "права = 1", "=роли|роль|ролей = 1", "учетн* запис* = 1", "учетк* = 1",
     "квитирован* = 0.5", "шаблон* = 0.5", "штатн* = 2", "работа* нормально|отлично|штатно = 2",
-    "=все работает = 2", "=нормально = 1", "требовани* = 1", "рекомендац* = 1.5",
+    "=все =работает = 2", "нормальн* = 1", "допустим* = 1", "требовани* = 1", "рекомендац* = 1.5",
     "=порядок = 1.5", "планиру* = 1.5", "помощ* в|с настройк*|установк*|привязк*|линковк* = 2",
     "опечатк* = 1.5", "=хотим|хотели|хотелось = 1", "=how = 2",
     "=configure = 1.5",
@@ -196,7 +203,8 @@ NEED_WORDS: tuple[str, ...] = (
 # attached to a question or a failure report weighs less than the question or the failure.
 GIVE_VERBS: tuple[str, ...] = (
     "=направляем|направляю|высылаем|высылаю|отправляем|отправляю|передаем|передаю|пересылаем",
-    "=пересылаю|прикладываем|прикладываю|прилагаем|прилагаю",
+    "=пересылаю|прикладываем|прикладываю|прилагаем|прилагаю|отправили|выслали|направили",
+    "=передали|переслали|выложили",
 )
 TRANSFER_OBJECTS: tuple[str, ...] = (
     "дистрибутив*", "=дистр", "установщик*", "инсталлят*", "установочн*", "патч*",
@@ -209,7 +217,7 @@ TRANSFER_OBJECTS: tuple[str, ...] = (
     "материал*", "=sdk|api|pdf|zip|exe|msi", "ссылк*", "дамп*", "=копию|копия|копии", "=акт",
     "протокол*", "перечень", "список изменений", "release*", "manual*", "=package",
     "installer*", "=notes", "=журналы|журналов", "=лог|логи|логов|логами", "скриншот*",
-    "скрин*", "=данные", "поставк*",
+    "скрин*", "поставк*", "=базу",
 )
 
 # Documents: in the subject, or in a sentence asking to send one, what follows the document's
@@ -226,12 +234,14 @@ DOCUMENT_NOUNS: tuple[str, ...] = (
 # ``intent_weight`` for ОП2, and the failure cues of its sentence do not count. Those
 # starting with "!" need no noun ("архив не распаковывается").
 DELIVERY_PROBLEMS: tuple[str, ...] = (
-    "не пришл*", "не приход*", "не дошл*", "не доход*", "не открыва*", "не открыл*",
-    "поврежд*", "не работа*", "=404", "удалил*", "доступ запрещ*", "не получил*",
-    "не действу*", "!не распаковыва*", "!не скачива*",
+    "не приход*", "не открыва*", "не открыл*", "поврежд*", "не работа*", "=404", "удалил*",
+    "доступ запрещ*", "не действу*", "!не распаковыва*", "!не скачива*",
     "!не могу|можем|получается|удается|удалось скачать",
 )
 DELIVERY_NOUNS: tuple[str, ...] = ("письм*", "вложени*", "ссылк*", "рассылк*")
+# What was sent did not arrive: with one of TRANSFER_OBJECTS or DELIVERY_NOUNS anywhere in the
+# sentence, the same ("обещанное обновление мы так и не получили").
+ARRIVAL_PROBLEMS: tuple[str, ...] = ("не пришл*", "не дошл*", "не доход*", "не получил*")
 
 # Phrases in which a failure word is no failure ("по ошибке удалил", "ошибка в документации",
 # "журнал сбоев связи", "коды ошибок").

@@ -6,55 +6,55 @@ The regulation's levels, read as the customer's intent:
   outage, including its symptoms (restarts, hangs, lost or empty data, red or grey objects,
   polling stopped, "crash").
 - ОП2: a file or a document to send or to receive (software, patches, drivers, manuals,
-  licence files, information letters; logs and screenshots sent on request; delivery
-  problems with what was sent: "ссылка не открывается", "письмо не пришло").
-- ОП1: a question about normal operation, installation, set-up or a typical procedure
+  licence files, information letters; logs and screenshots sent on request; a delivery
+  problem with what was sent: "ссылка не открывается", "письмо не пришло").
+- ОП1: a question on normal operation, installation, set-up or a typical procedure
   (привязка, перепривязка, линковка, rights, reports, …).
 
-How (weighted cues, :func:`assess`): the text is cut into the subject and sentences; the
-closing formula and what follows it ("С уважением", signature) and quoted lines are
-dropped. Each cue found in a sentence (``[classify]`` ``op1_cues``/``op2_cues``/``op3_cues``,
-defaults in :mod:`mailbot.level_cues`) adds its weight to its level, times the place's
-weight: the subject ``subject_weight``, the first two sentences ``lead_weight``, sentences
-after the sixth ``tail_weight``. Besides single cues, a sentence counts as
+How (weighted cues, :func:`assess`; every list and weight is ``[classify]`` in the config,
+defaults and the cue syntax in :mod:`mailbot.level_cues`): the text is cut into the subject
+and sentences; the closing formula ("С уважением", "Спасибо") with what follows it, and
+quoted lines, are dropped. Each cue found in a sentence adds its weight to its level, times
+the place's weight (the subject ``subject_weight``, the first two sentences ``lead_weight``,
+sentences after the sixth ``tail_weight``). Besides single cues a sentence counts as
 
-- an ОП2 intent (``intent_weight``) when it holds a request to send (``request_verbs``:
-  "пришлите", "нужен", "где скачать") and something to send (``transfer_objects``:
-  "драйвер", "руководство", "патч"), or a delivery problem (``delivery_problems``) next to
-  a delivery noun (``delivery_nouns``: "письмо", "вложение", "ссылка"); a sentence about a
-  delivery problem loses its failure cues ("ссылка не работает" is no failure);
-- an ОП1 how-to question (``howto_weight``): "как" + a verb ("как настроить", "как
-  привязать"), unless the verb asks for a repair (``repair_verbs``: "как исправить").
+- a request to send (ОП2, ``intent_weight``, once per mail): a request verb with something
+  to send in the sentence or the one before ("пришлите … драйвер"; "Есть ли сборка? Если
+  есть, пришлите"), or a need word with it in the sentence ("нужен драйвер", not "нужно ли",
+  not "нужно настроить"); a polite question around it does not count for ОП1;
+- a delivery problem (ОП2, ``intent_weight``, once per mail): "не открывается", "повреждён"
+  next to "письмо", "вложение", "ссылка"; "не получили" with anything sent; the failure
+  cues of that sentence do not count;
+- the customer sending something (ОП2, ``give_weight``, half without a thing named);
+- a how-to question (ОП1, ``howto_weight``): "как" + a verb, "где" + a verb, "какие …" + a
+  verb, not "как исправить" (``repair_verbs``);
+- a question (ОП1, ``question_weight``): ends with "?", names no failure, is no "почему …?".
 
-Failure cues are not failures after a negation ("без ошибок", "не зависает") or before
-"нет" ("ошибок нет"), and weigh ``hypothetical_factor`` after a hypothetical marker in the
-same sentence ("чтобы при отказе …", "если основной упадёт", "можно ли, чтобы при
-зависании …", and after a how-to question).
+Failure cues do not count after a negation ("без ошибок") or before "нет" ("ошибок нет"),
+inside ``not_failures`` ("по ошибке", "ошибка в документации", "сбой питания"), and weigh
+``hypothetical_factor`` after a hypothetical marker in the sentence ("чтобы при отказе",
+"если упадёт", after a how-to question). What follows a document's name in the subject, or in
+a sentence asking for it, is its topic and counts for neither ОП1 nor ОП3 ("пришлите
+инструкцию по перепривязке").
 
-The level with the highest score wins (ОП3's score times ``op3_bias``, and times
-``failure_over_file`` when ОП2 leads ОП1). Decisions:
+Decisions (docs/workflow.md has them with the measurements):
 
-- Material does not set the level: a screenshot or a log mentioned in a question weighs
-  little ("прикладываю", 0.5), so "Скриншот окна ниже. Как привязать объект?" is ОП1.
-- Mixed intent: a failure plus a request for a patch, a distribution or a licence file is
-  ОП3 ("падает, пришлите патч"): the failure is what must be solved (known-error search,
-  incident), and a missed failure is the costly error. A failure word that only names what
-  a requested file is about ("пришлите патч, исправляющий ошибку из письма №45") weighs less
-  than the request and stays ОП2.
-- Unsure (:attr:`Assessment.unsure`): no cue at all, a best score below ``min_score``, or a
-  runner-up within ``min_margin`` of the best. The staff notification then asks ТП1 to
-  confirm the level (``#уровень ОПn``), and the acknowledgement promises the longest norm
-  of the candidate levels with a note that a specialist sets the level.
-- No cue at all: ``default_level`` (ОП1), unsure, every level a candidate.
+- The best score wins; ОП3 weighs ``op3_bias`` times, and ``failure_over_file`` times more
+  against ОП2: a failure plus a request for a patch or a distribution is ОП3 (the failure is
+  what must be solved, and a missed failure is the costly error).
+- Material does not set the level: a screenshot or a log mentioned weighs 0.5.
+- No cue, or none reaching ``weak_score``: ``default_level`` (ОП3), unsure: failure reports
+  have the most varied wording; ТП1 confirms.
+- Unsure (:attr:`Assessment.unsure`): besides, a best score below ``min_score`` or a runner-up
+  within ``min_margin`` of it. The workflow then asks ТП1 to confirm the level (``#уровень``),
+  counts the deadline from the shortest norm of the candidates and promises the customer the
+  longest.
 - ОП4 is never assigned at intake: the regulation opens it only from an open ОП3 request.
-
-Words are matched per :func:`mailbot.level_cues.parse_cue`: any form of a word (Russian
-Snowball stems; words of up to three letters exactly), a prefix (``завис*``) or an exact
-word (``=завис``).
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -80,18 +80,19 @@ WHICH = frozenset({"какой", "какая", "какое", "какие", "ка
                    "сколько", "which"})  # + an infinitive: "какие порты открыть"
 INTERROGATIVES = WHICH | {"что", "зачем", "почему", "когда", "what"}
 INDEFINITE = frozenset({"то", "либо", "нибудь"})  # "какая-то ошибка" asks nothing
+WHY = frozenset({"почему", "отчего", "why"})  # "почему тренды пустые?" asks about a fault
 HOWTO_FILLERS = frozenset({"мне", "нам", "правильно", "лучше", "можно", "бы", "же", "теперь",
                            "именно", "быстро", "корректно", "его", "ее", "их", "это", "им",
                            "вообще", "сейчас", "потом"})
 GREETING = frozenset({"добрый", "доброе", "день", "вечер", "утро", "здравствуйте", "привет",
                       "коллеги", "уважаемые", "уважаемая", "уважаемый", "техническая",
                       "поддержка", "служба", "специалисты", "hello", "hi", "dear", "team",
-                      "support", "добрый", "всем", "здравствуй"})
+                      "support", "всем", "здравствуй"})
 CLOSING = re.compile(
     r"^\s*(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|best regards|"
     r"kind regards|regards|заранее (?:спасибо|благодар)|спасибо\W*$|thanks?\W*$|--\s*$)",
     re.IGNORECASE)
-WORD_CACHE = 50_000  # words remembered per pattern set
+WORD_CACHE = 50_000  # words whose starting patterns are remembered, per config
 SENTENCE_BREAK = re.compile(r"(?<=[.!?…;])\s+|\n\s*\n|\n(?=\s*(?:[-–—•*]|\d{1,2}[.)])\s)")
 
 _stemmer = snowballstemmer.stemmer("russian")
@@ -141,10 +142,17 @@ class _Pattern:
     alone: bool
 
 
-def _compile(group: str, text: str) -> _Pattern:
+ANY_WORD = _Place(frozenset(), frozenset(), ("",))
+
+
+def _compile(group: str, text: str) -> list[_Pattern]:
+    """The patterns of one cue: one, or one per gap length when it has ``~``."""
     syntax = parse_cue(text)
-    places = []
+    places: list[tuple[tuple[_Place, ...], ...]] = []  # per place: its choices of places
     for alternatives in syntax.places:
+        if alternatives[0][0] == "gap":
+            places.append(((), (ANY_WORD,), (ANY_WORD, ANY_WORD)))
+            continue
         stems, exact, prefixes = set(), set(), []
         for kind, word in alternatives:
             if kind == "prefix":
@@ -153,14 +161,15 @@ def _compile(group: str, text: str) -> _Pattern:
                 exact.add(word)
             else:
                 stems.add(stem(word))
-        places.append(_Place(frozenset(stems), frozenset(exact), tuple(prefixes)))
-    return _Pattern(group, text, tuple(places), syntax.weight, syntax.alone)
+        places.append(((_Place(frozenset(stems), frozenset(exact), tuple(prefixes)),),))
+    return [_Pattern(group, text, tuple(p for part in choice for p in part), syntax.weight,
+                     syntax.alone) for choice in itertools.product(*places)]
 
 
 Match = tuple[_Pattern, int, int]  # a pattern and the words it covers: tokens[start:end]
 GROUPS = ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words", "give_verbs",
-          "transfer_objects", "delivery_problems", "delivery_nouns", "document_nouns",
-          "not_failures", "hypothetical_markers", "repair_verbs")
+          "transfer_objects", "delivery_problems", "delivery_nouns", "arrival_problems",
+          "document_nouns", "not_failures", "hypothetical_markers", "repair_verbs")
 
 
 class _Lexicon:
@@ -172,7 +181,7 @@ class _Lexicon:
         self.by_word: dict[str, list[_Pattern]] = {}
         self.by_prefix: dict[str, list[_Pattern]] = {}
         for group in GROUPS:
-            for pattern in (_compile(group, text) for text in getattr(config, group)):
+            for pattern in (p for text in getattr(config, group) for p in _compile(group, text)):
                 first = pattern.places[0]
                 for key in first.stems:
                     self.by_stem.setdefault(key, []).append(pattern)
@@ -265,7 +274,7 @@ class Cue:
     level: int
     words: str
     score: float
-    intent: str = ""  # "send", "delivery": such a cue counts once per mail
+    intent: str = ""  # "send", "give", "delivery": of each, the strongest cue counts, once
 
 
 @dataclass(frozen=True)
@@ -279,8 +288,15 @@ class Assessment:
     cues: tuple[Cue, ...]  # strongest first
 
     def cues_of(self, level: int) -> list[str]:
-        """The mail's words that spoke for ``level``, strongest first, each once."""
-        return list(dict.fromkeys(c.words for c in self.cues if c.level == level))
+        """The mail's words that spoke for ``level``, strongest first, each once (and not
+        again when part of a phrase already listed: "пришлите … патч", then not "патч")."""
+        listed: list[str] = []
+        for cue in self.cues:
+            if cue.level == level and not any(
+                    cue.words in words.replace(" … ", " ").split(" ") or cue.words == words
+                    for words in listed):
+                listed.append(cue.words)
+        return listed
 
     def details(self) -> dict:
         """For the audit trail (the "created" event), and :meth:`from_details`."""
@@ -318,7 +334,7 @@ def _howto(tokens: Sequence[_Token], found: dict[str, list[Match]]) -> int | Non
         elif (token.word in WHICH and i < 4
               and not (i + 1 < len(tokens) and tokens[i + 1].word in INDEFINITE)):
             if any(INFINITIVE.search(t.word) or VERB_LIKE.search(t.word)
-                   for t in tokens[i + 1:i + 6]):
+                   for t in tokens[i + 1:i + 9]):
                 return i  # "какие порты открыть", "в каком меню меняется"
         elif token.word in ("как", "how"):
             for j in range(i + 1, min(i + 4, len(tokens))):
@@ -386,7 +402,6 @@ class _Sentence:
         if howto is not None and not sends:
             hypothetical.append(howto)
             self.add(1, _words(tokens, howto, howto + 2), config.howto_weight)
-
         hypothetical_from = min(hypothetical, default=len(tokens))
         topic_from = self._document_topic_from()
         excluded = self._spans("not_failures")
@@ -404,7 +419,8 @@ class _Sentence:
                         weight *= config.hypothetical_factor
                 self.add(level, _words(tokens, start, end), weight)
         if (self.text.rstrip().endswith("?") and not sends
-                and not any(c.level == 3 for c in self.cues)):
+                and not any(c.level == 3 for c in self.cues)
+                and not any(t.word in WHY for t in tokens)):
             self.add(1, "?", config.question_weight)  # a question, not about a failure
         self._intent_to_give()
         self._delivery_problem()
@@ -444,12 +460,16 @@ class _Sentence:
         return min(documents, default=len(self.tokens))
 
     def _delivery_problem(self) -> None:
+        """A problem with what support sent: an ОП2 request to send it again."""
         nouns = self._spans("delivery_nouns")
-        for pattern, start, end in self.found["delivery_problems"]:
-            if pattern.alone or _near(nouns, start, end, self.config.delivery_window):
-                self.cues = [c for c in self.cues if c.level != 3]
-                self.add(2, _words(self.tokens, start, end), self.config.intent_weight, "delivery")
-                return
+        problems = [(p, s, e) for p, s, e in self.found["delivery_problems"]
+                    if p.alone or _near(nouns, s, e, self.config.delivery_window)]
+        if self.objects or nouns:
+            problems += self.found["arrival_problems"]
+        if problems:  # the sentence is about the delivery: its failure words are too
+            _, start, end = problems[0]
+            self.cues = [c for c in self.cues if c.level != 3]
+            self.add(2, _words(self.tokens, start, end), self.config.intent_weight, "delivery")
 
 
 def _once_per_intent(cues: list[Cue]) -> list[Cue]:
