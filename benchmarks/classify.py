@@ -58,12 +58,13 @@ def main() -> int:
     config = load_config(None, environ={}).classify
     samples = load(args.data)
     problems = [s.mail.problem for s in samples]  # parsed before timing
+    uncached = assess.__wrapped__  # time the work, not the cache of repeated texts
     started = time.perf_counter()
-    results: list[Assessment] = [assess(p, config) for p in problems]
+    results: list[Assessment] = [uncached(p, config) for p in problems]
     cold = time.perf_counter() - started
     started = time.perf_counter()
     for problem in problems:
-        assess(problem, config)
+        uncached(problem, config)
     warm = time.perf_counter() - started
     found = [(a.level, a.unsure) for a in results]
     groups = [("all", samples)] if args.data else [

@@ -144,7 +144,9 @@ OP3_CUES: tuple[str, ...] = (
     "not working = 3", "doesn t work = 3", "does not work = 3", "is down = 2",
     "=stopped = 3", "=hangs|freezes|frozen = 3", "=broken = 2.5", "cannot|can t connect = 2.5",
     "=empty = 2", "=missing = 2", "=lost = 2", "=slow = 1.5", "=wrong = 1.5", "=bug = 2.5",
-    "=offline = 2.5", "=unable = 2.5", "=since = 1",
+    "=offline = 2.5", "=unable = 2.5", "=since = 1", "=unreachable|unavailable = 2.5",
+    "=fails|fail = 2.5", "does not|doesn t start|open|load|respond = 3", "no data = 2.5",
+    "cannot|can t log|open|start|see = 2.5", "stopped working = 3",
 )
 
 # ОП2: files or data to send or receive. Besides these, the intents "a request to send +
@@ -182,7 +184,7 @@ OP1_CUES: tuple[str, ...] = (
     "=все =работает = 2", "нормальн* = 1", "допустим* = 1", "требовани* = 1", "рекомендац* = 1.5",
     "=порядок = 1.5", "планиру* = 1.5", "помощ* в|с настройк*|установк*|привязк*|линковк* = 2",
     "опечатк* = 1.5", "=хотим|хотели|хотелось = 1", "=how = 2",
-    "=configure = 1.5",
+    "=configure = 1.5", "=question|questions = 1.5",
 )
 
 # ОП2 intent: one of REQUEST_VERBS and one of TRANSFER_OBJECTS in the same sentence, or the

@@ -280,8 +280,9 @@ def test_a_thousand_mails_are_classified_in_well_under_a_second():
     samples = levelset.load()
     texts = [f"{s.mail.problem}\n{i}. С уважением, Иванов Иван, ООО «Завод», тел. +7 495 000-{i:04d}"
              for i, s in enumerate(samples * 2)][:1000]
-    assess(texts[0], CONFIG)  # the cues are compiled once per config
+    work = assess.__wrapped__  # not the cache of repeated texts
+    work(texts[0], CONFIG)  # the cues are compiled once per config
     started = time.perf_counter()
     for text in texts:
-        assess(text, CONFIG)
-    assert time.perf_counter() - started < 0.75
+        work(text, CONFIG)
+    assert time.perf_counter() - started < 0.5

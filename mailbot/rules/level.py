@@ -191,6 +191,7 @@ class _Lexicon:
                     self.by_prefix.setdefault(key, []).append(pattern)
         self.longest_prefix = max(map(len, self.by_prefix), default=0)
         self._starting: dict[str, tuple[_Pattern, ...]] = {}
+        self._fitting: dict[tuple[str, str], tuple[_Pattern, ...]] = {}
 
     def starting(self, token: _Token) -> tuple[_Pattern, ...]:
         """The patterns whose first place this word fits (remembered: words recur)."""
@@ -205,15 +206,31 @@ class _Lexicon:
             self._starting[token.word] = found
         return found
 
+    def fitting(self, token: _Token, following: _Token | None) -> tuple[_Pattern, ...]:
+        """The patterns whose first two places these two words fit (one-place patterns: the
+        first word), remembered per pair of words."""
+        key = (token.word, following.word if following else "")
+        found = self._fitting.get(key)
+        if found is None:
+            found = tuple(p for p in self.starting(token) if len(p.places) == 1 or (
+                following is not None and p.places[1].matches(following)))
+            if len(self._fitting) >= WORD_CACHE:
+                self._fitting.clear()
+            self._fitting[key] = found
+        return found
+
     def find(self, tokens: Sequence[_Token]) -> dict[str, list[Match]]:
         """Per group, the matches in ``tokens``: the best-weighted one per group and start word."""
         found: dict[str, list[Match]] = {group: [] for group in GROUPS}
+        count = len(tokens)
         for i, token in enumerate(tokens):
+            if not self.starting(token):
+                continue
             best: dict[str, Match] = {}
-            for pattern in self.starting(token):
+            for pattern in self.fitting(token, tokens[i + 1] if i + 1 < count else None):
                 end = i + len(pattern.places)
-                if end <= len(tokens) and all(
-                        place.matches(t) for place, t in zip(pattern.places[1:], tokens[i + 1:end])):
+                if end <= count and all(place.matches(t) for place, t in
+                                        zip(pattern.places[2:], tokens[i + 2:end])):
                     if pattern.group not in best or pattern.weight > best[pattern.group][0].weight:
                         best[pattern.group] = (pattern, i, end)
             for group, match in best.items():
@@ -481,6 +498,7 @@ def _once_per_intent(cues: list[Cue]) -> list[Cue]:
     return [c for c in cues if not c.intent or best[c.intent] is c]
 
 
+@functools.lru_cache(maxsize=1024)  # a batch's known-error search asked first, the rule then
 def assess(problem: str, config: ClassifyConfig) -> Assessment:
     """The level of a request whose subject is the first line of ``problem`` and whose new
     text is the rest (``ParsedMail.problem``)."""
