@@ -286,3 +286,12 @@ def test_a_thousand_mails_are_classified_in_well_under_a_second():
     for text in texts:
         work(text, CONFIG)
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_huge_text_costs_no_more_than_its_start():
+    """No single mail stops intake: a megabyte of text is read only as far as its request."""
+    words = " ".join(f"слово{i}" for i in range(150_000))
+    started = time.perf_counter()
+    found = assess.__wrapped__(f"АРМ зависает\nАРМ зависает. {words}", CONFIG)
+    assert time.perf_counter() - started < 0.5
+    assert found.level == 3

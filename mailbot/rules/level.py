@@ -39,6 +39,7 @@ a sentence asking for it, is its topic and counts for neither ОП1 nor ОП3 ("
 
 Decisions (docs/workflow.md has them with the measurements):
 
+- Only the subject and the first 20,000 characters of the text are read (``MAX_TEXT``).
 - The best score wins; ОП3 weighs ``op3_bias`` times, and ``failure_over_file`` times more
   against ОП2: a failure plus a request for a patch or a distribution is ОП3 (the failure is
   what must be solved, and a missed failure is the costly error).
@@ -92,6 +93,7 @@ CLOSING = re.compile(
     r"^\s*(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|best regards|"
     r"kind regards|regards|заранее (?:спасибо|благодар)|спасибо\W*$|thanks?\W*$|--\s*$)",
     re.IGNORECASE)
+MAX_TEXT = 20_000  # characters of the subject and of the text that are read
 WORD_CACHE = 50_000  # words whose starting patterns are remembered, per config
 SENTENCE_BREAK = re.compile(r"(?<=[.!?…;])\s+|\n\s*\n|\n(?=\s*(?:[-–—•*]|\d{1,2}[.)])\s)")
 
@@ -267,8 +269,11 @@ def _body_lines(body: str) -> Iterator[str]:
 
 
 def _sentences(problem: str, config: ClassifyConfig) -> Iterator[tuple[str, float, list[_Token]]]:
-    """(text, place weight, words) of the subject and of each sentence of the text."""
+    """(text, place weight, words) of the subject and of each sentence of the text (its first
+    ``MAX_TEXT`` characters: the request is stated at the start, and a pasted log or a
+    hostile megabyte would only cost time)."""
     subject, _, body = problem.partition("\n")
+    subject, body = subject[:MAX_TEXT], body[:MAX_TEXT]
     if tokens := _tokens(subject):
         yield subject, config.subject_weight, tokens
     counted = 0
