@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import level_cues
+
 
 class ConfigError(Exception):
     """A config value is missing or wrong; the message names the key."""
@@ -127,21 +129,59 @@ class SlaConfig:
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    """Keywords (words or phrases, any inflection) that put a new request on ОП1, ОП2 or ОП3."""
+    """How a new request's level (ОП1–ОП3) is found: weighted cues (syntax and defaults in
+    :mod:`mailbot.level_cues`, method in :mod:`mailbot.rules.level`)."""
 
-    op1_keywords: tuple[str, ...] = ("привязка", "перепривязка", "линковка", "установка",
-                                     "настройка", "штатное функционирование")
-    op2_keywords: tuple[str, ...] = ("файл", "патч", "документация", "информационное письмо",
-                                     "лог", "скриншот", "отправка", "обновление ПО",
-                                     "дистрибутив")
-    op3_keywords: tuple[str, ...] = ("сбой", "отказ", "не работает", "ошибка", "авария",
-                                     "критический", "нештатная работа", "не запускается",
-                                     "не запустился", "перестал работать")
-    default_level: int = 1  # when no keyword matches
+    op1_cues: tuple[str, ...] = level_cues.OP1_CUES
+    op2_cues: tuple[str, ...] = level_cues.OP2_CUES
+    op3_cues: tuple[str, ...] = level_cues.OP3_CUES
+    request_verbs: tuple[str, ...] = level_cues.REQUEST_VERBS
+    need_words: tuple[str, ...] = level_cues.NEED_WORDS
+    give_verbs: tuple[str, ...] = level_cues.GIVE_VERBS
+    transfer_objects: tuple[str, ...] = level_cues.TRANSFER_OBJECTS
+    delivery_problems: tuple[str, ...] = level_cues.DELIVERY_PROBLEMS
+    delivery_nouns: tuple[str, ...] = level_cues.DELIVERY_NOUNS
+    arrival_problems: tuple[str, ...] = level_cues.ARRIVAL_PROBLEMS
+    document_nouns: tuple[str, ...] = level_cues.DOCUMENT_NOUNS
+    not_failures: tuple[str, ...] = level_cues.NOT_FAILURES
+    hypothetical_markers: tuple[str, ...] = level_cues.HYPOTHETICAL_MARKERS
+    repair_verbs: tuple[str, ...] = level_cues.REPAIR_VERBS
+    intent_weight: float = 3.0  # a request to send + something to send; a delivery problem
+    give_weight: float = 1.5  # the customer sends something
+    howto_weight: float = 2.5  # "как" + a verb
+    question_weight: float = 1.5  # a sentence ending with "?" (a question, ОП1)
+    subject_weight: float = 1.5  # cues in the subject count so many times
+    lead_weight: float = 1.25  # … in the first two sentences of the text
+    tail_weight: float = 0.75  # … after the sixth sentence
+    hypothetical_factor: float = 0.25  # failure cues after "если", "чтобы", "можно ли", …
+    delivery_window: int = 3  # words between a delivery problem and its noun
+    op3_bias: float = 1.0  # ОП3's score is multiplied by this before the comparison
+    failure_over_file: float = 1.5  # … and by this against ОП2 (a failure + a file: ОП3)
+    weak_score: float = 1.5  # a best score below this is too weak to choose by: default_level
+    min_score: float = 2.5  # a best score below this is unsure
+    min_margin: float = 0.3  # a runner-up above (1 - this) × the best score is unsure
+    default_level: int = 3  # no cue, or too weak ones: a possible failure (ТП1 confirms)
 
     def __post_init__(self) -> None:
         if self.default_level not in (1, 2, 3):
             raise ConfigError(f"classify.default_level: expected 1, 2 or 3, got {self.default_level!r}")
+        for key in ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words",
+                    "give_verbs", "transfer_objects",
+                    "delivery_problems", "delivery_nouns", "arrival_problems", "document_nouns",
+                    "not_failures",
+                    "hypothetical_markers", "repair_verbs"):
+            for cue in getattr(self, key):
+                try:
+                    level_cues.parse_cue(cue)
+                except ValueError as exc:
+                    raise ConfigError(f"classify.{key}: {cue!r}: {exc}") from None
+        for key in ("hypothetical_factor", "min_margin"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"classify.{key}: expected a number from 0 to 1, got {getattr(self, key)!r}")
+        for key in ("subject_weight", "lead_weight", "tail_weight", "op3_bias",
+                    "failure_over_file"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"classify.{key}: must be positive, got {getattr(self, key)!r}")
 
 
 HOST_OR_NETWORK = re.compile(r"^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?$")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from ..config import Config
 from ..parsers import ParsedMail
 from .base import Context, Rule
-from .level import classify
+from .level import assess
 from .verdict import Action, Verdict
 
 
@@ -16,7 +16,7 @@ def searched_problems(mails: Iterable[ParsedMail], config: Config) -> list[str]:
     whose text is ОП3. :meth:`Lookup.prepare` searches them for a batch in one query; a mail
     that becomes ОП3 otherwise is searched when its rule asks."""
     new = (mail.problem for mail in mails if not mail.thread_ids and not mail.request_numbers)
-    return [problem for problem in new if classify(problem, config.classify)[0] == 3]
+    return [problem for problem in new if assess(problem, config.classify).level == 3]
 
 
 class KnownErrorSearch(Rule):

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..crm import ContactInfo, ContractInfo, OrganizationInfo
 from ..lookup import IncidentMatch
 from ..models import Request, Staff
 from ..parsers.commands import CommandBlock
 from ..status import Status
+
+if TYPE_CHECKING:
+    from .level import Assessment
 
 
 class Action(str, enum.Enum):
@@ -52,6 +56,7 @@ class Verdict:
     request: Request | None = None
     level: int | None = None  # ОП1–ОП3 proposed for a new request
     level_reason: str = ""
+    level_assessment: Assessment | None = None  # how sure, and why (rules/level.py)
     commands: CommandBlock | None = None  # staff commands and the answer text
     confirmation: Confirmation | None = None
     incident_matches: list[IncidentMatch] = field(default_factory=list)

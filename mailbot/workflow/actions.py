@@ -19,15 +19,16 @@ from sqlalchemy.orm import Session
 from ..config import Config
 from ..crm import ContactInfo, OrganizationInfo
 from ..lookup import IncidentMatch, Lookup
-from ..models import AttachmentRow, Contact, Incident, Message, Request, Staff
+from ..models import AttachmentRow, Contact, Event, Incident, Message, Request, Staff
 from ..outbox import InvalidRecipient, Outgoing, Queue, enqueue
 from ..render import Rendered, render
 from ..rules.contact import is_full_name
+from ..rules.level import Assessment
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
 from .assign import choose_assignee
 from .numbering import next_request_number
-from .states import change_status, record
+from .states import Journal, change_status, record
 
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Workflow:
     def __post_init__(self) -> None:
         self.lookup = self.lookup or Lookup(self.session, self.config.timezone)
         self._customer_text: dict[Request, str] = {}  # the customer's latest words
+        self._assessments: dict[Request, Assessment | None] = {}  # how the level was found
 
     def heard(self, request: Request, message: Message) -> None:
         """Note the customer's words (the requester's, or a registered colleague's) in an incoming
@@ -61,7 +63,9 @@ class Workflow:
     # ------------------------------------------------------------ creating
 
     def create_request(self, *, channel: str, subject: str, email: str, name: str,
-                       thread_message_id: str | None, level: int | None) -> Request:
+                       thread_message_id: str | None, level: int | None,
+                       assessment: Assessment | None = None) -> Request:
+        """A new request; ``assessment``: how its level was found (None: set by staff)."""
         year = self.now.astimezone(ZoneInfo(self.config.timezone)).year
         request = Request(
             number=next_request_number(self.lookup, self.config.support.request_prefix, year),
@@ -69,6 +73,7 @@ class Workflow:
             status=Status.NEW.value, level=level, thread_message_id=thread_message_id,
             confirmation="none", received_at=self.now, created_at=self.now, updated_at=self.now)
         self.session.add(request)
+        self._assessments[request] = assessment
         return request
 
     def identify(self, request: Request, organization: OrganizationInfo,
@@ -116,10 +121,11 @@ class Workflow:
         assignee = choose_assignee(self.lookup, request.level, self.config.staff)
         if assignee is not None:
             self.assign(request, assignee, actor="system")
+        level = self.level_context(request)
         if may_auto_reply:
-            self.tell_customer(request, "ack", automatic=True, thread=mail_thread)
+            self.tell_customer(request, "ack", automatic=True, thread=mail_thread, **level)
         self.notify_staff(request, "staff_new_request", matches=list(matches),
-                          message=message)
+                          message=message, **level)
 
     def ask_contact_info(self, request: Request, *, actor: str, message: Message | None,
                          may_auto_reply: bool, mail_thread: Thread) -> None:
@@ -127,22 +133,61 @@ class Workflow:
                       at=self.now, message=message)
         if may_auto_reply and request.requester_email:
             self.tell_customer(request, "ask_contact_info", automatic=True, thread=mail_thread)
-        self.notify_staff(request, "staff_new_request", message=message)
+        self.notify_staff(request, "staff_new_request", message=message,
+                          **self.level_context(request))
 
     # ------------------------------------------------------------ staff operations
 
     def set_level(self, request: Request, level: int, actor: str) -> None:
-        """A staff change of level recomputes the deadline and is recorded."""
+        """A staff change (or confirmation) of level recomputes the deadline and is recorded."""
         old = request.level
         request.level = level
+        self._assessments[request] = None  # staff decided: no doubt left
         record(self.session, request, "level", actor=actor, at=self.now, old=old, new=level)
         if request.status not in (Status.REJECTED.value, Status.AWAITING_CONTACT_INFO.value):
             self.set_deadline(request)
 
     def set_deadline(self, request: Request) -> None:
+        """The reaction deadline of the level; while the level is unsure (rules/level.py), of
+        the candidate level with the shortest norm: ТП1 confirms the level in time for any."""
         if request.level:
-            request.due_at = deadline(request.level, request.received_at, self.calendar,
-                                      self.config.sla)
+            assessment = self.level_assessment(request)
+            levels = assessment.candidates if assessment and assessment.unsure else (request.level,)
+            request.due_at = min(deadline(level, request.received_at, self.calendar,
+                                          self.config.sla) for level in levels)
+
+    def level_assessment(self, request: Request) -> Assessment | None:
+        """How the request's level was found, while no staff member has set it; None then.
+
+        Known in memory in the step that created the request; later (an admission
+        after the contact question) from the trail: the "created" event, unless a
+        "level" event (a staff decision) followed it.
+        """
+        if request in self._assessments:
+            return self._assessments[request]
+        journal = self.session.info.get(Journal.KEY)
+        pending = [(e["kind"], e["details"]) for e in (journal.events if journal else ())
+                   if e["request"] is request and e["kind"] in ("created", "level")]
+        stored = self.session.execute(
+            select(Event.kind, Event.details).where(
+                Event.request_id == request.id, Event.kind.in_(("created", "level")))
+            .order_by(Event.id.desc()).limit(1)).first() if request.id else None
+        kind, details = (pending or [stored or (None, {})])[-1]
+        found = details.get("level") if kind == "created" else None
+        self._assessments[request] = Assessment.from_details(found) if found else None
+        return self._assessments[request]
+
+    def level_context(self, request: Request) -> dict:
+        """For the acknowledgement and the staff notification: how the level was found and,
+        while unsure, the longest norm of the candidate levels (what the customer is
+        promised) with its deadline."""
+        assessment = self.level_assessment(request)
+        if assessment is None or not assessment.unsure:
+            return {"assessment": assessment}
+        longest = max(assessment.candidates, key=self.config.sla.norm)
+        due = deadline(longest, request.received_at, self.calendar, self.config.sla)
+        return {"assessment": assessment, "promised_norm": self.config.sla.norm(longest),
+                "promised_due": due.astimezone(ZoneInfo(self.config.timezone))}
 
     def assign(self, request: Request, staff: Staff, actor: str) -> None:
         request.assignee_id = staff.id

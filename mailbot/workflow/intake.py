@@ -87,12 +87,14 @@ class Intake:
         request = flow.create_request(
             channel=channel, subject=mail.subject, email=mail.author,
             name=(contact.full_name if contact and contact.full_name else verdict.contact_name),
-            thread_message_id=mail.message_id, level=verdict.level)
+            thread_message_id=mail.message_id, level=verdict.level,
+            assessment=verdict.level_assessment)
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
         flow.heard(request, message)
         actor = mail.author or ("unknown" if channel == "email" else "staff")
         record(self.session, request, "created", actor=actor, at=self.now, message=message,
-               channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons)
+               channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons,
+               level=verdict.level_assessment.details() if verdict.level_assessment else None)
         thread = _thread(mail)
         if not verdict.identified:
             flow.ask_contact_info(request, actor="system", message=message,

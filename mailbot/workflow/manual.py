@@ -64,6 +64,7 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
     verdict = decide(mail, Context(config, lookup, now), MANUAL_INTAKE, verdict)
     if given.level:
         verdict.level, verdict.level_reason = given.level, "set by staff"
+        verdict.level_assessment = None
     verdict.may_auto_reply = bool(email)
     message = Intake(session, config, now).new_request(None, mail, verdict, channel=given.channel)
     return message.request

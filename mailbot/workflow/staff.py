@@ -87,7 +87,8 @@ class StaffReply:
         elif command.name == "assign":
             staff = flow.lookup.staff_by_login_or_email(command.argument)
             flow.assign(request, staff, login)
-            flow.notify_staff(request, "staff_new_request", to=staff.email)
+            flow.notify_staff(request, "staff_new_request", to=staff.email,
+                              **flow.level_context(request))
         elif command.name == "incident":
             flow.link_incident(request, flow.lookup.incident_by_number(command.argument), login)
         elif command.name == "organization":
