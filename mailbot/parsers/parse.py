@@ -1,9 +1,11 @@
 """parse_mail: raw bytes in, one immutable ParsedMail out; never raises except MailTooLarge."""
 from __future__ import annotations
 
+import itertools
 import re
+import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 
@@ -27,6 +29,11 @@ from .reply import new_text
 from .reports import dsn_report, mdn_report
 
 _SUBJECT_SPACE = re.compile(r"[ \t]+")
+_NESTING = re.compile(rb"(?i)content-type:[ \t]*(?:message|multipart)/")
+# A message with this many nested parts (or more) is parsed in a thread of its own: the email
+# package recurses once or more per level, and the stack a fresh thread starts with is the
+# same whoever calls (a worker process, the daemon, a deep call chain), so the result is too.
+_DEEP_PARTS = 24
 _ANGLE = re.compile(r"<([^<>]*)>")
 
 
@@ -41,11 +48,32 @@ def parse_mail(raw: bytes, options: ParseOptions = ParseOptions()) -> ParsedMail
     if len(raw) > options.max_message_bytes:
         raise MailTooLarge(f"message has {len(raw)} bytes, limit {options.max_message_bytes}")
     try:
+        if sum(1 for _ in itertools.islice(_NESTING.finditer(raw), _DEEP_PARTS)) >= _DEEP_PARTS:
+            return _in_fresh_thread(_parse, raw, options)
         return _parse(raw, options)
     except MailTooLarge:
         raise
     except Exception as exc:  # noqa: BLE001 - the promise is "never raise"; the defect says what broke
         return _unparsed(raw, exc)
+
+
+def _in_fresh_thread(parse: Callable[[bytes, ParseOptions], ParsedMail], raw: bytes,
+                     options: ParseOptions) -> ParsedMail:
+    """``parse(raw, options)`` at the bottom of a new thread's stack (its exception raised here)."""
+    outcome: list[ParsedMail | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(parse(raw, options))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="parse-nested", daemon=True)
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 @dataclass(frozen=True)
