@@ -61,6 +61,7 @@ class App:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until then, SIGTERM stops as Ctrl+C does
     dev = None
     config = app.config
     if config.embedded_mail:
@@ -72,9 +73,8 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         except DevMailError as exc:
             raise Fail(str(exc), EX_UNAVAILABLE) from None
         print(dev.describe(), flush=True)
-    sessions = app.ready_sessions()
-    daemon = Daemon(config, sessions, app.clock)
     try:
+        daemon = Daemon(config, app.ready_sessions(), app.clock)
         if args.once:
             result = asyncio.run(daemon.run_once())
             print(f"processed {result.processed}, quarantined {result.quarantined}")
@@ -82,6 +82,8 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         print(f"mailbot is watching {config.imap.username} at {config.imap.host}:"
               f"{config.imap.port} ({', '.join(config.imap.folders)}); Ctrl+C stops it", flush=True)
         asyncio.run(_run_until_signal(daemon))
+        return EX_OK
+    except KeyboardInterrupt:  # a stop asked for before the daemon's loop took the signals
         return EX_OK
     finally:
         if dev:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
+from .parsing import ParsingStopped
 from .processor import BatchResult, Processor
 from .scheduler import make_scheduler
 from .transport.imap import FolderSync, ImapWatcher, connect
@@ -22,6 +24,9 @@ from .transport.notify import INBOUND, Listener
 from .transport.smtp import SmtpSender
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0  # seconds the processor and the sender have to finish what they are doing on stop
+WATCHERS_JOIN = 2.0  # seconds, all together, for the IMAP watchers to leave (a FETCH is not waited for)
 
 
 class Daemon:
@@ -35,6 +40,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound = asyncio.Event()
         self._outbound = asyncio.Event()
+        self._work: asyncio.Future | None = None  # the processor's and the sender's loops
 
     def folder_syncs(self) -> list[FolderSync]:
         return [FolderSync(self.config.imap, folder, self.sessions, self._stored,
@@ -86,13 +92,18 @@ class Daemon:
         scheduler.start()
         self._inbound.set()
         self._outbound.set()
+        self._work = asyncio.gather(self._process_loop(), self._send_loop())
         try:
-            await asyncio.gather(self._process_loop(), self._send_loop())
+            await self._work
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
         finally:
             self.stopping.set()
             scheduler.shutdown(wait=False)
+            deadline = time.monotonic() + WATCHERS_JOIN
             for thread in watchers:
-                thread.join(timeout=5)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self.processor.close()
 
     def _notified(self, channel: str) -> None:
@@ -108,14 +119,25 @@ class Daemon:
             self._loop.call_soon_threadsafe(self._outbound.set)
 
     def stop(self) -> None:
+        """Stop within seconds, whatever is under way (called in the event loop, on a signal).
+
+        A parse under way is abandoned (its batch rolls back, its mail stays pending); the
+        processor and the sender get STOP_GRACE seconds to finish their step, then are
+        cancelled (an outbox row being sent is leased: it is sent again later).
+        """
         self.stopping.set()
+        self.processor.stop_parsing()
         self.wake()
+        if self._loop is not None and self._work is not None:
+            self._loop.call_later(STOP_GRACE, self._work.cancel)
 
     async def _process_loop(self) -> None:
         while not self.stopping.is_set():
             await self._wait(self._inbound)
             try:
                 result = await asyncio.to_thread(self.processor.run_pending)
+            except ParsingStopped:
+                break  # stopping: the batch was rolled back, its mail stays pending
             except Exception:
                 log.exception("processing failed; retrying shortly")
                 await asyncio.sleep(1.0)

@@ -84,7 +84,10 @@ _READY = "ready"  # a worker's first word: it has started and takes jobs
 
 def _serve(conn: Connection) -> None:
     """A worker's life: parse each message of each job, send each result as it is done."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the daemon, which stops us
+    # Ctrl+C reaches the whole process group, systemd's SIGTERM the whole cgroup: both are
+    # for the daemon, which then stops its workers (a worker dying first would be replaced)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)  # bulk work: the daemon's own (workflow, IMAP, sending) goes first
     conn.send(_READY)
     while True:
@@ -206,6 +209,7 @@ class Workers:
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._refusing = False  # closed for good: a submit fails at once
         self._up = threading.Event()  # the first workers have started
         _all_workers.add(self)
 
@@ -221,18 +225,23 @@ class Workers:
     def start(self, wait: bool = False) -> None:
         """Start the processes now (``wait``: until they are up); a closed pool starts again."""
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._closing = False
-                self._thread = threading.Thread(target=self._run, name="parse-workers", daemon=True)
-                self._thread.start()
+            self._refusing = False
+            self._start_locked()
         if wait:
             self._up.wait()
+
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="parse-workers", daemon=True)
+            self._thread.start()
 
     def submit(self, raws: list[bytes], options: ParseOptions, keep_files: bool = False) -> list[Future]:
         """Parse these messages in one worker; a future per message."""
         futures = [Future() for _ in raws]
-        self.start()
         with self._lock:
+            if not self._refusing:
+                self._start_locked()
             if self._closing:
                 for future in futures:
                     future.set_exception(ParsingStopped())
@@ -241,13 +250,18 @@ class Workers:
         self._wake()
         return futures
 
-    def close(self) -> None:
-        """Stop the processes; what was not parsed yet fails with ParsingStopped. Never blocks long."""
+    def close(self, wait: bool = True, refuse: bool = False) -> None:
+        """Stop the processes; what was not parsed yet fails with ParsingStopped.
+
+        A later submit starts them again, unless ``refuse`` (then only :meth:`start` does).
+        ``wait``: until they are gone (a second or so at most).
+        """
         with self._lock:
             self._closing = True
+            self._refusing = self._refusing or refuse
             thread = self._thread
         self._wake()
-        if thread is not None and thread is not threading.current_thread():
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
 
     def _wake(self) -> None:
@@ -458,10 +472,14 @@ class ParsePool:
 
     def close(self) -> None:
         """Stop the worker processes (started again when needed); parses under way fail with
-        ParsingStopped. Safe from any thread, and quick: the daemon calls it to stop."""
+        ParsingStopped."""
         with self._lock:
             self._ahead.clear()
         self.workers.close()
+
+    def stop(self) -> None:
+        """Stop the worker processes for good (until :meth:`start`), without waiting."""
+        self.workers.close(wait=False, refuse=True)
 
     def ahead(self, stored: dict[int, bytes]) -> None:
         """Start parsing mail just stored, by ``inbound`` id (thread-safe, never raises)."""

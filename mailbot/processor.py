@@ -109,6 +109,11 @@ class Processor:
         """Stop the parsing processes (started again when needed)."""
         self.parsing.close()
 
+    def stop_parsing(self) -> None:
+        """Stop the parsing processes for good, at once, from any thread: parses under way and
+        any later one fail with ParsingStopped (the daemon is stopping)."""
+        self.parsing.stop()
+
     def parse_ahead(self, stored: dict[int, bytes]) -> None:
         """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result."""
         self.parsing.ahead(stored)

@@ -7,6 +7,7 @@ permanent: the row is marked failed with the server's words.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import suppress
 from dataclasses import dataclass
@@ -115,8 +116,8 @@ class SmtpSender:
         return smtp
 
     async def _send_one(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed) -> int:
-        try:
-            data = self.wire(conn, item.id)
+        try:  # in a thread: reading files back parses mail again (mailbot.files), the loop goes on
+            data = await asyncio.to_thread(self.wire, conn, item.id)
         except LookupError as exc:  # a file it carries cannot be read: it can never be sent
             self._failed(conn, item, f"cannot compose: {exc}", permanent=True)
             return 0
