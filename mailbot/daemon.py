@@ -136,9 +136,9 @@ class Daemon:
             await self._wait(self._inbound)
             try:
                 result = await asyncio.to_thread(self.processor.run_pending)
-            except ParsingStopped:
-                break  # stopping: the batch was rolled back, its mail stays pending
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, ParsingStopped) and self.stopping.is_set():
+                    break  # the batch was rolled back, its mail stays pending
                 log.exception("processing failed; retrying shortly")
                 await asyncio.sleep(1.0)
                 continue

@@ -227,8 +227,8 @@ class Workers:
         with self._lock:
             self._refusing = False
             self._start_locked()
-        if wait:
-            self._up.wait()
+        if wait and not self._up.wait(60.0):
+            raise RuntimeError("the parsing processes did not start within 60 s")
 
     def _start_locked(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -540,7 +540,7 @@ def parse_keeping_files(raw: bytes, options: ParseOptions, timeout: float = DEFA
     For reading files back (:mod:`mailbot.files`): one worker per process, started on first
     use and kept. Raises :class:`ParseAborted` when the parse fails.
     """
-    global _readers
+    global _readers  # noqa: PLW0603 - one reader per process
     with _readers_lock:
         if _readers is None or _readers.timeout != timeout:
             if _readers is not None:
@@ -548,3 +548,13 @@ def parse_keeping_files(raw: bytes, options: ParseOptions, timeout: float = DEFA
             _readers = Workers(1, timeout)
         readers = _readers
     return readers.submit([raw], options, keep_files=True)[0].result()
+
+
+def stop_reading() -> None:
+    """Stop the reader's worker now, without waiting (the daemon is stopping); a read under way
+    fails with ParsingStopped, a later one starts a new worker."""
+    global _readers  # noqa: PLW0603
+    with _readers_lock:
+        readers, _readers = _readers, None
+    if readers is not None:
+        readers.close(wait=False, refuse=True)

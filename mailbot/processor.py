@@ -38,7 +38,7 @@ from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .outbox import Queue
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
-from .parsing import ParseAborted, ParsePool, ParsingStopped
+from .parsing import ParseAborted, ParsePool, ParsingStopped, stop_reading
 from .render import load_templates
 from .rules import Context, decide, searched_problems
 from .sla import make_calendar
@@ -111,8 +111,10 @@ class Processor:
 
     def stop_parsing(self) -> None:
         """Stop the parsing processes for good, at once, from any thread: parses under way and
-        any later one fail with ParsingStopped (the daemon is stopping)."""
+        any later one fail with ParsingStopped (the daemon is stopping); the one that reads
+        files back for the sender too."""
         self.parsing.stop()
+        stop_reading()
 
     def parse_ahead(self, stored: dict[int, bytes]) -> None:
         """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result."""

@@ -446,6 +446,7 @@ class SilentServer:
 
 def _assert_stops(daemon: RunningDaemon, sig: int = signal.SIGTERM, group: bool = False) -> float:
     code, seconds = daemon.stop(sig, group)
+    print(f"stopped in {seconds:.2f} s")
     assert code == 0, daemon.err.read_text()[-3000:]
     assert seconds < 5, seconds
     assert not daemon.tracebacks
