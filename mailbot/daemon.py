@@ -128,8 +128,15 @@ class Daemon:
         self.stopping.set()
         self.processor.stop_parsing()
         self.wake()
-        if self._loop is not None and self._work is not None:
-            self._loop.call_later(STOP_GRACE, self._work.cancel)
+        if self._loop is not None:
+            self._loop.call_later(STOP_GRACE, self._cancel_work)
+
+    def _cancel_work(self) -> None:
+        """Cancel the loops, and again each second: a cancelled send may wait in its cleanup
+        (QUIT to a server that no longer answers)."""
+        if self._work is not None and not self._work.done():
+            self._work.cancel()
+            self._loop.call_later(1.0, self._cancel_work)
 
     async def _process_loop(self) -> None:
         while not self.stopping.is_set():

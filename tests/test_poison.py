@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailbot.config import ConfigError, load_config
+from mailbot.config import ConfigError, load_config, with_overrides
 from mailbot.models import Inbound, Quarantine
 from mailbot.parsers import ParseOptions, parse_mail
 from mailbot.parsers.body import html_to_text, strip_tags
@@ -197,6 +197,24 @@ def test_the_parse_deadline_is_a_validated_setting(tmp_path):
     for wrong in ("0", "-1", "7200", "soon"):
         with pytest.raises(ConfigError, match="^limits.parse_timeout: "):
             load_config(None, environ={"MAILBOT_LIMITS_PARSE_TIMEOUT": wrong})
+
+
+def test_reading_files_back_is_bounded_too_and_a_parse_past_its_deadline_names_the_mail(desk, monkeypatch):
+    from mailbot import files
+    from mailbot.db import binary_cursor
+
+    with desk.sessions.begin() as session:
+        row = Inbound(dedup_key="mid:slow@zavod.example", source="test", raw=slow_mail(), size=1)
+        session.add(row)
+        session.flush()
+        inbound_id = row.id
+    monkeypatch.setattr(files, "READ_TIMEOUT", 1.0)
+    started = time.monotonic()
+    with desk.sessions() as session, binary_cursor(session) as cursor:
+        with pytest.raises(LookupError, match=f"the files of inbound {inbound_id} cannot be read: "
+                                              "parse timed out after 1 s"):
+            files.read(cursor, "0" * 64, inbound_id)
+    assert time.monotonic() - started < 1.0 + 3.0
 
 
 # ---------------------------------------------------------------- deeply nested messages
@@ -444,6 +462,45 @@ class SilentServer:
             conn.close()
 
 
+class StallingProxy:
+    """Relays IMAP to Dovecot until the client sends a FETCH, then holds the server's answer back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.sock = socket.create_server((LOCALHOST, self.port))
+        self.fetching = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self.sock.accept()[0]
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.conns += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client and b" FETCH " in data.upper():
+                    self.fetching.set()
+                if not from_client and self.fetching.is_set():
+                    continue  # the FETCH's answer never arrives
+                target.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
 def _assert_stops(daemon: RunningDaemon, sig: int = signal.SIGTERM, group: bool = False) -> float:
     code, seconds = daemon.stop(sig, group)
     print(f"stopped in {seconds:.2f} s")
@@ -488,11 +545,60 @@ def test_the_daemon_stops_within_seconds_in_the_middle_of_a_batch(desk, daemon_o
     assert statuses <= {"processed", "pending"}
 
 
-def test_the_daemon_stops_within_seconds_while_the_smtp_server_does_not_answer(desk, daemon_of, tmp_path):
+class StallingSmtp(SilentServer):
+    """An SMTP server that takes a mail's DATA and then never answers (nor answers QUIT)."""
+
+    def __init__(self) -> None:
+        self.in_data = threading.Event()
+        super().__init__()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self.sock.accept()[0]
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        replies = {b"EHLO": b"250 stall.example\r\n", b"HELO": b"250 stall.example\r\n",
+                   b"MAIL": b"250 ok\r\n", b"RCPT": b"250 ok\r\n", b"DATA": b"354 go on\r\n",
+                   b"RSET": b"250 ok\r\n", b"NOOP": b"250 ok\r\n"}
+        try:
+            conn.sendall(b"220 stall.example ESMTP\r\n")
+            stream = conn.makefile("rb")
+            for line in stream:
+                reply = replies.get(line[:4].upper())
+                if reply is None:
+                    continue
+                conn.sendall(reply)
+                if reply.startswith(b"354"):
+                    self.in_data.set()
+                    for _ in stream:  # the mail; no answer, ever
+                        pass
+                    return
+        except OSError:
+            return
+
+
+def test_the_daemon_stops_within_seconds_in_the_middle_of_sending(desk, daemon_of):
+    stalling = StallingSmtp()
+    try:
+        desk.config = with_overrides(desk.config, smtp={"port": stalling.port})
+        daemon = daemon_of()
+        desk.dovecot.append(desk.mailbox.user, mail("Добрый день!"))
+        assert stalling.in_data.wait(20), "the sender never sent"
+        time.sleep(0.5)
+        _assert_stops(daemon)
+    finally:
+        stalling.close()
+
+
+def test_the_daemon_stops_within_seconds_while_the_smtp_server_does_not_answer(desk, daemon_of):
     silent = SilentServer()
     try:
-        desk.config = desk.config.__class__(**{**desk.config.__dict__, "smtp": desk.config.smtp.__class__(
-            **{**desk.config.smtp.__dict__, "port": silent.port})})
+        desk.config = with_overrides(desk.config, smtp={"port": silent.port})
         daemon = daemon_of()
         desk.dovecot.append(desk.mailbox.user, mail("Добрый день!"))
         deadline = time.monotonic() + 20
@@ -507,8 +613,7 @@ def test_the_daemon_stops_within_seconds_while_the_smtp_server_does_not_answer(d
 def test_the_daemon_stops_within_seconds_while_the_imap_server_does_not_answer(desk, daemon_of):
     silent = SilentServer()
     try:
-        desk.config = desk.config.__class__(**{**desk.config.__dict__, "imap": desk.config.imap.__class__(
-            **{**desk.config.imap.__dict__, "port": silent.port})})
+        desk.config = with_overrides(desk.config, imap={"port": silent.port})
         daemon = daemon_of()
         deadline = time.monotonic() + 20
         while len(silent.conns) < 1:  # the watcher is connecting: it waits for a greeting
@@ -517,3 +622,16 @@ def test_the_daemon_stops_within_seconds_while_the_imap_server_does_not_answer(d
         _assert_stops(daemon)
     finally:
         silent.close()
+
+
+def test_the_daemon_stops_within_seconds_in_the_middle_of_a_fetch(desk, daemon_of):
+    proxy = StallingProxy(desk.config.imap.host, desk.config.imap.port)
+    try:
+        desk.config = with_overrides(desk.config, imap={"host": LOCALHOST, "port": proxy.port})
+        desk.dovecot.append(desk.mailbox.user, mail("Добрый день!"))
+        daemon = daemon_of()
+        assert proxy.fetching.wait(20), "the watcher never fetched"
+        time.sleep(0.5)
+        _assert_stops(daemon)
+    finally:
+        proxy.close()

@@ -108,13 +108,16 @@ def _feed(raw: bytes) -> Message:
     return parser.close()
 
 
+UNREADABLE = "MIME structure unreadable"
+
+
 def parse_message(raw: bytes) -> tuple[Message, list[str]]:
     """Parse once into an email.message tree (cut at KEPT_DEPTH); fall back to the header block alone."""
     try:
         message = _feed(raw)
         return message, (["parts nested deeper than %d levels cut" % KEPT_DEPTH] if _cut(message) else [])
     except Exception as exc:  # noqa: BLE001 - RecursionError on absurd nesting, and the like
-        defects = [f"MIME structure unreadable ({type(exc).__name__}); parsed headers only"]
+        defects = [f"{UNREADABLE} ({type(exc).__name__}); parsed headers only"]
     try:
         return email.parser.BytesParser().parsebytes(raw, headersonly=True), defects
     except Exception as exc:  # noqa: BLE001
@@ -136,6 +139,18 @@ def _cut(message: Message) -> bool:
         else:
             stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
     return cut
+
+
+def nesting_depth(message: Message, limit: int) -> int:
+    """How many levels of parts the tree has below its top (counted up to ``limit``)."""
+    deepest, stack = 0, [(message, 0)]
+    while stack and deepest < limit:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        payload = stored_payload(part)
+        if isinstance(payload, list):
+            stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+    return deepest
 
 
 def iter_parts(part: Message, depth: int = 0) -> Iterator[Message]:
