@@ -49,6 +49,9 @@ AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may proc
 WORKER_NICENESS = 10  # added to a worker's nice value (see _serve)
 DEFAULT_TIMEOUT = 30.0  # seconds a parse may take (limits.parse_timeout)
 CRASH_TRIES = 2  # workers a message may take down (killed from outside) before it fails
+# A message handed over alone and bigger than this is not kept in the daemon while a worker
+# parses it (it would be there twice): a worker dying on it is not given a second try.
+KEEP_BYTES = 1024 * 1024
 # Mail goes to the workers in chunks: each hand-off (and each result) needs a moment of the
 # daemon's busy interpreter. With one message per task the workflow waited 1.3-1.5 s for
 # parsing in the ingest benchmark while a CPU stood idle; in chunks of 16, 0.5-1.0 s, and
@@ -69,9 +72,9 @@ class ParseTimeout(ParseAborted):
 
 
 class ParseCrashed(ParseAborted):
-    def __init__(self, exitcode: int | None) -> None:
-        super().__init__(f"parsing process died {CRASH_TRIES} times on this message "
-                         f"(exit code {exitcode})")
+    def __init__(self, exitcode: int | None, tries: int) -> None:
+        super().__init__(f"parsing process died {'once' if tries == 1 else f'{tries} times'} "
+                         f"on this message (exit code {exitcode})")
 
 
 class ParsingStopped(Exception):
@@ -92,7 +95,8 @@ def _serve(conn: Connection) -> None:
     conn.send(_READY)
     while True:
         try:
-            raws, options, keep_files = conn.recv()
+            count, options, keep_files = conn.recv()
+            raws = [conn.recv_bytes() for _ in range(count)]
         except (EOFError, OSError):
             return  # the daemon has gone, or closed us
         for raw in raws:
@@ -148,7 +152,7 @@ class _Job:
     """Messages for one worker: their futures and raw bytes, in order."""
 
     futures: deque[Future]
-    raws: deque[bytes]
+    raws: deque[bytes | None]  # None: handed over and not kept (see KEEP_BYTES)
     options: ParseOptions
     keep_files: bool
     tries: deque[int] = field(default_factory=deque)  # workers each message has taken down
@@ -172,8 +176,13 @@ class _Worker:
         self.started = 0.0  # monotonic time its current message was handed over
 
     def give(self, job: _Job) -> None:
+        """Hand the job over; the raw mail as it is (pickling it would copy it once more)."""
         self.job, self.started = job, time.monotonic()
-        self.conn.send((list(job.raws), job.options, job.keep_files))
+        self.conn.send((len(job.raws), job.options, job.keep_files))
+        for raw in job.raws:
+            self.conn.send_bytes(raw)
+        if len(job.raws) == 1 and len(job.raws[0]) > KEEP_BYTES:
+            job.raws[0] = None
 
     def kill(self) -> None:
         self.process.kill()
@@ -360,8 +369,8 @@ class Workers:
             return
         if error is None:
             job.tries[0] += 1
-            if job.tries[0] >= CRASH_TRIES:
-                error = ParseCrashed(worker.process.exitcode)
+            if job.tries[0] >= CRASH_TRIES or job.raws[0] is None:
+                error = ParseCrashed(worker.process.exitcode, job.tries[0])
             log.warning("a parsing process died (exit code %s)%s", worker.process.exitcode,
                         "" if error else "; its message is parsed again")
         if error is not None:

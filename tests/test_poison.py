@@ -176,6 +176,19 @@ def test_a_message_that_takes_down_two_workers_fails_and_the_mail_beside_it_does
         workers.close()
 
 
+def test_a_big_message_handed_over_alone_is_not_kept_twice_and_fails_with_its_first_worker():
+    workers = Workers(1, timeout=60.0)
+    try:
+        workers.start(wait=True)
+        (future,) = workers.submit([slow_mail()], ParseOptions())  # 4 MB: only the worker holds it
+        time.sleep(0.5)
+        os.kill(workers.pids[0], signal.SIGKILL)
+        with pytest.raises(ParseCrashed, match="parsing process died once on this message"):
+            future.result(timeout=10)
+    finally:
+        workers.close()
+
+
 def test_workers_ignore_ctrl_c_and_sigterm_which_are_for_the_daemon():
     workers = Workers(1, timeout=10.0)
     try:
