@@ -110,7 +110,7 @@ def _serve(conn: Connection) -> None:
                 conn.send(result)
             except (EOFError, OSError):
                 return
-            except Exception as exc:  # noqa: BLE001 - an exception that does not pickle
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
                 conn.send(RuntimeError(f"{type(result).__name__}: {result}"))
 
 
