@@ -93,7 +93,7 @@ def test_html_of_any_shape_renders_in_linear_time(shape: str) -> None:
     started = time.perf_counter()
     text = html_to_text(html)
     stripped = strip_tags(html)
-    assert time.perf_counter() - started < 5.0, shape  # quadratic: minutes to hours
+    assert time.perf_counter() - started < 10.0, shape  # quadratic: minutes to hours
     if "Текст" in html[:20] or shape == "100,000 nested <div>":
         assert "Текст" in text and "Текст" in stripped
 
@@ -111,7 +111,7 @@ def test_hostile_plain_text_parses_in_linear_time(shape: str) -> None:
     started = time.perf_counter()
     parsed = parse_mail(mail(HOSTILE_TEXT[shape]))
     subject = parse_mail(mail("x", subject=HOSTILE_TEXT[shape][:20_000].replace("\n", " ")))
-    assert time.perf_counter() - started < 5.0, shape  # a backtracking pattern: minutes
+    assert time.perf_counter() - started < 10.0, shape  # a backtracking pattern: minutes
     assert parsed.from_addr == CUSTOMER and subject.from_addr == CUSTOMER
 
 
@@ -119,7 +119,7 @@ def test_hostile_plain_text_parses_in_linear_time(shape: str) -> None:
 def test_hostile_text_in_html_parses_in_linear_time(shape: str) -> None:
     started = time.perf_counter()
     parse_mail(mail(HOSTILE_TEXT[shape], "html"))
-    assert time.perf_counter() - started < 5.0, shape
+    assert time.perf_counter() - started < 10.0, shape
 
 
 def test_normal_html_keeps_its_structure() -> None:
@@ -397,7 +397,7 @@ def _wait_for_status(desk, raw: bytes, status: str, timeout: float = 20.0) -> No
 def test_a_mail_that_parses_past_the_deadline_is_quarantined_and_the_mail_behind_it_answered(
         desk, daemon_of):
     daemon = daemon_of(parse_timeout=3)
-    poison, slow, plain = script_poison(), slow_mail(8.0), mail("Добрый день! АРМ не запускается.")
+    poison, slow, plain = script_poison(), slow_mail(12.0), mail("Добрый день! АРМ не запускается.")
     for raw in (slow, poison, plain):
         desk.dovecot.append(desk.mailbox.user, raw)
     appended = time.monotonic()
@@ -412,7 +412,7 @@ def test_a_mail_that_parses_past_the_deadline_is_quarantined_and_the_mail_behind
     with desk.sessions() as session:
         item = session.scalars(select(Quarantine)).one()
         assert (item.stage, item.error) == ("parse", "parse timed out after 3 s (its worker process was killed)")
-    assert daemon.stop() == (0, pytest.approx(0, abs=5))
+    assert daemon.stop() == (0, pytest.approx(0, abs=8))
     assert not daemon.tracebacks
 
     # a restart does not hang on it: it is quarantined, not pending; new mail is answered
@@ -441,7 +441,7 @@ def test_a_nested_message_500_levels_deep_reaches_the_staff_and_can_be_saved(des
     (notice,) = [m for m in desk.sink.messages if "tp1@tecon.example" in m.rcpt_tos]
     attached = [p for p in notice.parsed().iter_attachments()]
     assert len(attached) == 1
-    assert daemon.stop() == (0, pytest.approx(0, abs=5))
+    assert daemon.stop() == (0, pytest.approx(0, abs=8))
 
     expected = _files(raw)[0][1]
     number = desk.request().number
@@ -518,7 +518,7 @@ def _assert_stops(daemon: RunningDaemon, sig: int = signal.SIGTERM, group: bool 
     code, seconds = daemon.stop(sig, group)
     print(f"stopped in {seconds:.2f} s")
     assert code == 0, daemon.err.read_text()[-3000:]
-    assert seconds < 5, seconds
+    assert seconds < 8, seconds  # measured 0.7-3.4 s
     assert not daemon.tracebacks
     return seconds
 
