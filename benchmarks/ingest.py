@@ -600,12 +600,16 @@ class CpuMeter:
         import psutil
 
         me = os.getpid()
+        try:  # the parsing processes are forked by multiprocessing's forkserver, a child of ours
+            ours = {child.pid for child in psutil.Process(me).children(recursive=True)}
+        except psutil.Error:
+            ours = set()
         for process in psutil.process_iter(["pid", "ppid", "name", "cmdline", "cpu_times"]):
             info = process.info
             if info["cpu_times"] is None:
                 continue
             name = info["name"] or ""
-            kind = ("mailbot" if info["pid"] == me else "parsing processes" if info["ppid"] == me
+            kind = ("mailbot" if info["pid"] == me else "parsing processes" if info["pid"] in ours
                     else _postgres_kind(info["cmdline"]) if name.startswith("postgres")
                     else "Dovecot" if name in ("dovecot", "imap", "imap-login", "auth", "anvil", "log",
                                                "config", "stats")

@@ -63,6 +63,7 @@ class App:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until then, SIGTERM stops as Ctrl+C does
     dev = None
     config = app.config
     if config.embedded_mail:
@@ -75,9 +76,8 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
             raise Fail(str(exc), EX_UNAVAILABLE) from None
         print(dev.describe(), flush=True)
     _log_staff_authentication(app.config)  # as configured (the development server's hint)
-    sessions = app.ready_sessions()
-    daemon = Daemon(config, sessions, app.clock)
     try:
+        daemon = Daemon(config, app.ready_sessions(), app.clock)
         if args.once:
             result = asyncio.run(daemon.run_once())
             print(f"processed {result.processed}, quarantined {result.quarantined}")
@@ -89,6 +89,8 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         except GiveUp as exc:  # a fresh process may fare better: systemd restarts a failed one
             log.critical("giving up: %s", exc)
             raise Fail(f"giving up: {exc}", EX_TEMPFAIL) from None
+        return EX_OK
+    except KeyboardInterrupt:  # a stop asked for before the daemon's loop took the signals
         return EX_OK
     finally:
         if dev:

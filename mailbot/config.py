@@ -80,6 +80,12 @@ class LimitsConfig:
     max_attachment_bytes: int = 25 * 1024 * 1024
     max_attachments: int = 50
     notify_attachment_bytes: int = 10 * 1024 * 1024  # files attached to a staff notification
+    parse_timeout: float = 30.0  # seconds one message may take to parse; then it is quarantined
+
+    def __post_init__(self) -> None:
+        if not 0 < self.parse_timeout <= 3600:
+            raise ConfigError("limits.parse_timeout: expected seconds between 0 and 3600, "
+                              f"got {self.parse_timeout!r}")
 
 
 @dataclass(frozen=True)

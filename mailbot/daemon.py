@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
+from .parsing import ParsingStopped
 from .processor import BatchResult, Processor
 from .scheduler import make_scheduler
 from .supervision import DatabaseHealth, Retry, Watchdog
@@ -31,6 +32,9 @@ from .workflow.actions import Workflow
 from .workflow.reports import apply_refusal
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0  # seconds the processor and the sender have to finish what they are doing on stop
+WORKERS_JOIN = 2.0  # seconds, all together, for the worker threads to leave (a FETCH is not waited for)
 
 
 class Daemon:
@@ -46,6 +50,7 @@ class Daemon:
         self._inbound = asyncio.Event()
         self._outbound = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._watchdog: Watchdog | None = None
 
     def folder_syncs(self) -> list[FolderSync]:
         return [FolderSync(self.config.imap, folder, self.sessions, self._stored,
@@ -97,21 +102,22 @@ class Daemon:
         self.processor.warm_up(workers=True)
         engine = self.sessions.kw["bind"]
         event.listen(engine, "connect", self._connected)
-        watchdog = self._watchdog()
+        watchdog = self._supervise()
         scheduler = make_scheduler(self)
         scheduler.start()
+        self._watchdog = watchdog
         self.wake()
         try:
             await watchdog.run()
         finally:
             self.stop()
             scheduler.shutdown(wait=False)
-            await watchdog.join()
+            await watchdog.join(WORKERS_JOIN)
             event.remove(engine, "connect", self._connected)
             self.processor.close()
             self.sender.close()
 
-    def _watchdog(self) -> Watchdog:
+    def _supervise(self) -> Watchdog:
         watchdog = Watchdog(self.stopping)
         for sync in self.folder_syncs():
             watchdog.thread(f"imap:{sync.folder}", ImapWatcher(sync, self.stopping, self.health).run)
@@ -138,10 +144,27 @@ class Daemon:
             self._loop.call_soon_threadsafe(self._outbound.set)
 
     def stop(self) -> None:
+        """Stop within seconds, whatever is under way (thread-safe; on a signal, or on giving up).
+
+        A parse under way is abandoned (its batch rolls back, its mail stays pending); the
+        processor and the sender get STOP_GRACE seconds to finish their step, then are
+        cancelled (a mail being sent stays claimed by this daemon: the next one takes it over
+        at once and sends it).
+        """
+        if self.stopping.is_set():
+            return
         self.stopping.set()
+        self.processor.stop_parsing()
         self.wake()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)
+            self._loop.call_soon_threadsafe(self._loop.call_later, STOP_GRACE, self._cancel_work)
+
+    def _cancel_work(self) -> None:
+        """Cancel the processor's and the sender's loops, and again each second: a cancelled send
+        may wait in its cleanup (QUIT to a server that no longer answers)."""
+        if self._watchdog is not None and self._watchdog.cancel_tasks():
+            self._loop.call_later(1.0, self._cancel_work)
 
     async def _process_loop(self) -> None:
         retry = Retry("processor", self.health)
@@ -150,6 +173,8 @@ class Daemon:
             try:
                 result = await asyncio.to_thread(self.processor.run_pending)
             except Exception as error:
+                if isinstance(error, ParsingStopped) and self.stopping.is_set():
+                    break  # the batch was rolled back, its mail stays pending
                 await self._pause(retry.failed(error))
                 self._inbound.set()
                 continue

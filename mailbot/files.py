@@ -8,6 +8,13 @@ the intake write 70 % more bytes than the raw mail alone.
 
 Databases from version 5 hold the files of the mail stored then in the file
 store, the ``files`` table, once per content; reading looks there first.
+
+Reading a file back parses mail anyone could have sent, so it is bounded like the
+intake: the parse runs in a worker process (:func:`mailbot.parsing.parse_keeping_files`)
+under READ_TIMEOUT, twice the default ``limits.parse_timeout`` (the message passed the
+intake's deadline once, so only a machine under heavy load should take longer). A parse
+that passes it raises LookupError, as an unreadable file does: the SMTP sender marks that
+mail failed with the reason instead of waiting on it.
 """
 from __future__ import annotations
 
@@ -17,12 +24,14 @@ from dataclasses import replace
 
 import psycopg
 
-from .parsers import ParseOptions, parse_mail
+from .parsers import ParseOptions
+from .parsing import DEFAULT_TIMEOUT, ParseAborted, parse_keeping_files
 
 # the limits were checked when the mail came in; reading a file back never refuses it
 _READ_OPTIONS = replace(ParseOptions(), max_message_bytes=sys.maxsize,
                         max_attachment_bytes=sys.maxsize, max_attachments=sys.maxsize)
 
+READ_TIMEOUT = 2 * DEFAULT_TIMEOUT  # seconds to parse one stored mail again for its files
 Wanted = tuple[str, int | None]  # a file's sha256 and the inbound mail it came in (None: none)
 
 
@@ -59,4 +68,8 @@ def _files_in_mail(cursor: psycopg.Cursor, inbound_id: int) -> dict[str, bytes]:
     row = cursor.execute("SELECT raw FROM inbound WHERE id = %s", (inbound_id,)).fetchone()
     if row is None:
         raise LookupError(f"inbound {inbound_id} does not exist")
-    return {a.sha256: a.data for a in parse_mail(row[0], _READ_OPTIONS).attachments}
+    try:
+        mail = parse_keeping_files(row[0], _READ_OPTIONS, READ_TIMEOUT)
+    except ParseAborted as exc:
+        raise LookupError(f"the files of inbound {inbound_id} cannot be read: {exc}") from None
+    return {a.sha256: a.data for a in mail.attachments}

@@ -1,58 +1,135 @@
-"""Parsing in worker processes, started as soon as mail is stored.
+"""Parsing in worker processes, each parse under a wall-clock deadline.
 
-Parsing is CPU-bound Python. The daemon hands every commit of new mail to
-:meth:`ParsePool.ahead`, so the workers parse it while the processor is still
-busy with the batch before; the processor then takes the results
-(:meth:`ParsePool.parsers`) for the rows it claims. A worker hands back the
-mail without the bytes of its files: they stay in the raw mail
-(:mod:`mailbot.files`), so they neither travel back nor wait in memory for
-their batch. A lone message (the usual case in the daemon) is parsed in the
-calling process: no hand-off delay. Should a worker die, the message is parsed
-in the calling process.
+Parsing is CPU-bound Python, and its input is mail anyone can send: every parse runs in
+a worker process (:class:`Workers`), never in the daemon's own, so that one that takes
+too long can be stopped. A message whose parse passes the deadline (``limits.parse_timeout``)
+has its worker killed and replaced at once; it fails with :class:`ParseTimeout` (the
+processor quarantines it) and the messages handed over with it are parsed again by another
+worker. A worker that dies otherwise (killed from outside) costs its message one more try
+in a new worker, then :class:`ParseCrashed`.
+
+The daemon hands every commit of new mail to :meth:`ParsePool.ahead`, so the workers parse
+it while the processor is still busy with the batch before; the processor then takes the
+results (:meth:`ParsePool.parsers`) for the rows it claims. A worker hands back the mail
+without the bytes of its files: they stay in the raw mail (:mod:`mailbot.files`), so they
+neither travel back nor wait in memory for their batch.
+
+Workers are forked from a server process that has imported the parsers (multiprocessing's
+``forkserver``): a new one is ready in milliseconds, and none inherits the daemon's threads.
+They ignore SIGINT (Ctrl+C reaches the whole process group: the daemon stops them).
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib.machinery import ModuleSpec
+from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
 from .parsers import ParsedMail, ParseOptions, parse_mail
 
 log = logging.getLogger(__name__)
 
-PARALLEL_MIN = 4  # fewer messages are parsed in the calling process
+PARALLEL_MIN = 4  # fewer messages ahead of their batch are left for the batch to hand over
 AHEAD_BYTES = 64 * 1024 * 1024  # mail being parsed ahead (raw) or parsed and not yet taken, at most
 AHEAD_TTL = 300.0  # seconds a result waits to be taken (another daemon may process the row)
-WORKER_NICENESS = 10  # added to a worker's nice value (see _worker_started)
+WORKER_NICENESS = 10  # added to a worker's nice value (see _serve)
+DEFAULT_TIMEOUT = 30.0  # seconds a parse may take (limits.parse_timeout)
+CRASH_TRIES = 2  # workers a message may take down (killed from outside) before it fails
+# A message handed over alone and bigger than this is not kept in the daemon while a worker
+# parses it (it would be there twice): a worker dying on it is not given a second try.
+KEEP_BYTES = 1024 * 1024
 # Mail goes to the workers in chunks: each hand-off (and each result) needs a moment of the
-# daemon's busy interpreter, and the pool keeps only one task in reserve per worker. With one
-# message per task the workflow waited 1.3-1.5 s for parsing in the ingest benchmark while a
-# CPU stood idle; in chunks of 16, 0.5-1.0 s, and all was processed 0.4-0.6 s sooner.
+# daemon's busy interpreter. With one message per task the workflow waited 1.3-1.5 s for
+# parsing in the ingest benchmark while a CPU stood idle; in chunks of 16, 0.5-1.0 s, and
+# all was processed 0.4-0.6 s sooner. Results come back one message at a time.
 CHUNK_MAILS = 16
 CHUNK_BYTES = 4 * 1024 * 1024
 
 Parse = Callable[[], ParsedMail]
 
 
+class ParseAborted(Exception):
+    """A parse that gave no result; the message says why, for the quarantine."""
+
+
+class ParseTimeout(ParseAborted):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"parse timed out after {seconds:g} s (its worker process was killed)")
+
+
+class ParseCrashed(ParseAborted):
+    def __init__(self, exitcode: int | None, tries: int) -> None:
+        super().__init__(f"parsing process died {'once' if tries == 1 else f'{tries} times'} "
+                         f"on this message (exit code {exitcode})")
+
+
+class ParsingStopped(Exception):
+    """The workers were stopped (the daemon is stopping) before this message was parsed."""
+
+
+# ---------------------------------------------------------------- in the worker process
+
+_READY = "ready"  # a worker's first word: it has started and takes jobs
+
+def _serve(conn: Connection) -> None:
+    """A worker's life: parse each message of each job, send each result as it is done."""
+    # Ctrl+C reaches the whole process group, systemd's SIGTERM the whole cgroup: both are
+    # for the daemon, which then stops its workers (a worker dying first would be replaced)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.nice(WORKER_NICENESS)  # bulk work: the daemon's own (workflow, IMAP, sending) goes first
+    conn.send(_READY)
+    while True:
+        try:
+            count, options, keep_files = conn.recv()
+            raws = [conn.recv_bytes() for _ in range(count)]
+        except (EOFError, OSError):
+            return  # the daemon has gone, or closed us
+        for raw in raws:
+            try:
+                result: ParsedMail | Exception = parse_mail(raw, options)
+                if not keep_files:
+                    result = _without_file_bytes(result)
+            except Exception as exc:  # noqa: BLE001 - raised again for this message in the daemon
+                result = exc
+            try:
+                conn.send(result)
+            except (EOFError, OSError):
+                return
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                conn.send(RuntimeError(f"{type(result).__name__}: {result}"))
+
+
+def _without_file_bytes(mail: ParsedMail) -> ParsedMail:
+    if not mail.attachments:
+        return mail
+    return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
+
+
+# ---------------------------------------------------------------- in the daemon
+
 @contextmanager
 def _main_module_not_rerun() -> Iterator[None]:
-    """Workers spawned now do not import the daemon's main module again.
+    """Workers started now do not import the daemon's main module again.
 
-    A spawned process re-runs the parent's ``__main__`` (the CLI, and with it
-    SQLAlchemy, IMAP and SMTP code: half a second per worker) unless its spec
-    names a ``*.__main__`` module; workers need only this package, so they are
-    started as if the daemon ran as ``python -m mailbot``.
+    A new process re-runs the parent's ``__main__`` (the CLI, and with it SQLAlchemy, IMAP
+    and SMTP code: half a second per worker) unless its spec names a ``*.__main__`` module;
+    workers need only this package, so they are started as if the daemon ran as
+    ``python -m mailbot``.
     """
     main = sys.modules["__main__"]
     saved = getattr(main, "__spec__", None)
@@ -63,26 +140,265 @@ def _main_module_not_rerun() -> Iterator[None]:
         main.__spec__ = saved
 
 
-def parse_in_worker(raws: list[bytes], options: ParseOptions) -> list[ParsedMail | Exception]:
-    """:func:`parse_mail` of each, the files without their bytes (which stay in the raw mail).
+def _context() -> multiprocessing.context.BaseContext:
+    """forkserver: a worker is forked from a clean process that has the parsers imported."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
-    A message that fails (too large) is handed back as its exception: it alone is quarantined,
-    not the chunk it came in.
+
+@dataclass
+class _Job:
+    """Messages for one worker: their futures and raw bytes, in order."""
+
+    futures: deque[Future]
+    raws: deque[bytes | None]  # None: handed over and not kept (see KEEP_BYTES)
+    options: ParseOptions
+    keep_files: bool
+    tries: deque[int] = field(default_factory=deque)  # workers each message has taken down
+
+    def __post_init__(self) -> None:
+        if not self.tries:
+            self.tries = deque(0 for _ in self.futures)
+
+
+class _Worker:
+    """One worker process and the job it is on."""
+
+    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), name="mailbot-parse", daemon=True)
+        with _main_module_not_rerun():
+            self.process.start()
+        child.close()
+        self.ready = False  # it said so (its startup does not count against a deadline)
+        self.job: _Job | None = None
+        self.started = 0.0  # monotonic time its current message was handed over
+
+    def give(self, job: _Job) -> None:
+        """Hand the job over; the raw mail as it is (pickling it would copy it once more)."""
+        self.job, self.started = job, time.monotonic()
+        self.conn.send((len(job.raws), job.options, job.keep_files))
+        for raw in job.raws:
+            self.conn.send_bytes(raw)
+        if len(job.raws) == 1 and len(job.raws[0]) > KEEP_BYTES:
+            job.raws[0] = None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(1.0)
+        self.conn.close()
+
+
+_all_workers: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, before multiprocessing ends its children: no worker is replaced meanwhile."""
+    for workers in list(_all_workers):
+        workers.close()
+
+
+class Workers:
+    """Worker processes and a thread that hands them jobs, takes results and keeps deadlines.
+
+    :meth:`submit` is thread-safe and returns one future per message; it fails with
+    :class:`ParseTimeout` or :class:`ParseCrashed` (the message alone), with
+    :class:`ParsingStopped` once :meth:`close` was called, or with the parser's own
+    exception (:class:`~mailbot.parsers.MailTooLarge`).
     """
-    parsed: list[ParsedMail | Exception] = []
-    for raw in raws:
+
+    def __init__(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.count = max(1, count)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._workers: list[_Worker] = []
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._refusing = False  # closed for good: a submit fails at once
+        self._up = threading.Event()  # the first workers have started
+        _all_workers.add(self)
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._closing
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (those started so far)."""
+        return [worker.process.pid for worker in list(self._workers)]
+
+    def start(self, wait: bool = False) -> None:
+        """Start the processes now (``wait``: until they are up); a closed pool starts again."""
+        with self._lock:
+            self._refusing = False
+            self._start_locked()
+        if wait and not self._up.wait(60.0):
+            raise RuntimeError("the parsing processes did not start within 60 s")
+
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="parse-workers", daemon=True)
+            self._thread.start()
+
+    def submit(self, raws: list[bytes], options: ParseOptions, keep_files: bool = False) -> list[Future]:
+        """Parse these messages in one worker; a future per message."""
+        futures = [Future() for _ in raws]
+        with self._lock:
+            if not self._refusing:
+                self._start_locked()
+            if self._closing:
+                for future in futures:
+                    future.set_exception(ParsingStopped())
+                return futures
+            self._queue.append(_Job(deque(futures), deque(raws), options, keep_files))
+        self._wake()
+        return futures
+
+    def close(self, wait: bool = True, refuse: bool = False) -> None:
+        """Stop the processes; what was not parsed yet fails with ParsingStopped.
+
+        A later submit starts them again, unless ``refuse`` (then only :meth:`start` does).
+        ``wait``: until they are gone (a second or so at most).
+        """
+        with self._lock:
+            self._closing = True
+            self._refusing = self._refusing or refuse
+            thread = self._thread
+        self._wake()
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+
+    def _wake(self) -> None:
         try:
-            parsed.append(_without_file_bytes(parse_mail(raw, options)))
-        except Exception as exc:  # noqa: BLE001 - raised again for this message by ParsePool._result
-            parsed.append(exc)
-    return parsed
+            self._wake_w.send_bytes(b".")
+        except OSError:
+            pass
+
+    # -------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        context = _context()
+        try:
+            while not self._closing:
+                self._fill(context)
+                if all(worker.ready for worker in self._workers):
+                    self._up.set()
+                self._assign()
+                self._step(self._until_deadline())
+        except Exception:  # noqa: BLE001 - never leave callers waiting
+            log.exception("the parsing processes failed")
+        finally:
+            self._stop_all()
+
+    def _fill(self, context: multiprocessing.context.BaseContext) -> None:
+        """As many workers as wanted (a dead or killed one is replaced here)."""
+        while len(self._workers) < self.count and not self._closing:
+            self._workers.append(_Worker(context))
+
+    def _assign(self) -> None:
+        for worker in self._workers:
+            if worker.job is not None or not worker.ready:
+                continue
+            with self._lock:
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+            try:
+                worker.give(job)
+            except OSError:  # it died in between: its job goes to another one
+                worker.job = None
+                with self._lock:
+                    self._queue.appendleft(job)
+
+    def _until_deadline(self) -> float | None:
+        busy = [w.started for w in self._workers if w.job is not None]
+        return max(0.0, min(busy) + self.timeout - time.monotonic()) if busy else None
+
+    def _step(self, timeout: float | None) -> None:
+        """Wait for results, a wake-up, a death or the nearest deadline; act on each."""
+        watched = {self._wake_r: None}
+        for worker in self._workers:
+            watched[worker.conn] = worker
+            watched[worker.process.sentinel] = worker
+        for ready in wait(list(watched), timeout):
+            worker = watched[ready]
+            if worker is None:
+                while self._wake_r.poll():
+                    self._wake_r.recv_bytes()
+            elif ready is worker.conn:
+                self._receive(worker)
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.job is not None and now - worker.started >= self.timeout:
+                self._replace(worker, ParseTimeout(self.timeout))
+            elif not worker.process.is_alive():
+                self._replace(worker, None)
+
+    def _receive(self, worker: _Worker) -> None:
+        """Every result the worker has sent so far."""
+        try:
+            if not worker.ready:
+                worker.ready = worker.conn.recv() == _READY
+            while worker.job is not None and worker.conn.poll():
+                result = worker.conn.recv()
+                job = worker.job
+                future = job.futures.popleft()
+                job.raws.popleft()
+                job.tries.popleft()
+                worker.started = time.monotonic()  # its next message starts now
+                if not job.futures:
+                    worker.job = None
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+        except (EOFError, OSError):
+            pass  # it died: seen below as a dead process
+
+    def _replace(self, worker: _Worker, error: ParseAborted | None) -> None:
+        """Kill the worker; its current message fails with ``error`` (None: it died, try again)."""
+        worker.kill()
+        self._workers.remove(worker)
+        job = worker.job
+        if job is None:
+            return
+        if error is None:
+            job.tries[0] += 1
+            if job.tries[0] >= CRASH_TRIES or job.raws[0] is None:
+                error = ParseCrashed(worker.process.exitcode, job.tries[0])
+            log.warning("a parsing process died (exit code %s)%s", worker.process.exitcode,
+                        "" if error else "; its message is parsed again")
+        if error is not None:
+            if isinstance(error, ParseTimeout):
+                log.warning("a parse took more than %g s: its process is killed and replaced", self.timeout)
+            job.raws.popleft()
+            job.tries.popleft()
+            job.futures.popleft().set_exception(error)
+        if job.futures:  # the rest of its job: at once, in another worker
+            with self._lock:
+                self._queue.appendleft(job)
+
+    def _stop_all(self) -> None:
+        with self._lock:
+            self._closing = True
+            workers, self._workers = self._workers, []
+            jobs = [w.job for w in workers if w.job is not None] + list(self._queue)
+            self._queue.clear()
+        for worker in workers:
+            worker.kill()
+        for job in jobs:
+            for future in job.futures:
+                if not future.done():
+                    future.set_exception(ParsingStopped())
+        self._up.clear()
 
 
-def _without_file_bytes(mail: ParsedMail) -> ParsedMail:
-    if not mail.attachments:
-        return mail
-    return replace(mail, attachments=tuple(a.kept() for a in mail.attachments))
-
+# ---------------------------------------------------------------- the processor's view
 
 def _chunks(items: list[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
     """Mail in hand-offs of at most CHUNK_MAILS messages and CHUNK_BYTES (at least one message)."""
@@ -98,14 +414,6 @@ def _chunks(items: list[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]
         yield chunk
 
 
-def _worker_started() -> None:
-    """A worker runs below the daemon's priority: parsing ahead is bulk work, and the
-    daemon's own (the workflow that waits for it, IMAP, sending) goes first. Measured on 2
-    CPUs with one message per hand-off, the ingest benchmark stored its mail 0.9 s sooner;
-    with chunked hand-offs the throughput is the same at nice 0, 4 and 10."""
-    os.nice(WORKER_NICENESS)
-
-
 def _held(mail: ParsedMail) -> int:
     """Bytes a parsed message holds while it waits for its batch (about)."""
     return (len(mail.text) + len(mail.html or "") + len(mail.new_text)
@@ -113,117 +421,87 @@ def _held(mail: ParsedMail) -> int:
 
 
 def default_workers() -> int:
-    """One parsing process per CPU, at most 4; none on a single CPU (parsing there is as fast).
+    """One parsing process per CPU, at least 1, at most 4.
 
-    Not one fewer than the CPUs: the daemon's own process waits for the database
-    often enough that the workers, PostgreSQL and it balance out (measured on 2
-    CPUs: 2 workers took the ingest benchmark from 11.7 s to 9.0 s).
+    Not one fewer than the CPUs: the daemon's own process waits for the database often
+    enough that the workers, PostgreSQL and it balance out (measured on 2 CPUs: 2 workers
+    took the ingest benchmark from 11.7 s to 9.0 s).
     """
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return 0 if cpus < 2 else min(4, cpus)
+    return max(1, min(4, cpus))
 
 
 class _Ahead(NamedTuple):
     """A message handed to the workers ahead of its batch."""
 
-    future: Future  # of its chunk: a ParsedMail (or the exception it raised) per message
-    index: int  # its place in the chunk
+    future: Future  # its ParsedMail (or the exception it raised)
     held: int  # bytes it holds: raw until parsed, then the parsed mail's (see _held)
     started: float  # monotonic time it was handed over
 
 
 class ParsePool:
-    """Worker processes that parse mail, and the results parsed ahead of their batch."""
+    """The processor's parsing: worker processes, and the results parsed ahead of their batch."""
 
-    def __init__(self, options: ParseOptions, workers: int | None = None) -> None:
+    def __init__(self, options: ParseOptions, workers: int | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.options = options
-        self.workers = default_workers() if workers is None else workers
-        self._pool: ProcessPoolExecutor | None = None
+        self.workers = Workers(default_workers() if workers is None else workers, timeout)
         self._lock = threading.RLock()  # a done callback may run at once, in the submitting thread
         self._ahead: dict[int, _Ahead] = {}  # by inbound id
-        self._starting: list[Future] = []  # one trivial task per worker: done once it is up
 
     @property
     def started(self) -> bool:
-        return self._pool is not None
-
-    @property
-    def parallel(self) -> bool:
-        """Whether there are worker processes to parse in."""
-        return self.workers >= 1
+        return self.workers.started
 
     def wanted(self, candidates: list[tuple[int, int]]) -> list[int]:
         """Which of these (id, size) the workers could parse ahead: not taken yet, within the budget."""
         with self._lock:
-            return self._wanted_locked(candidates)
-
-    def _wanted_locked(self, candidates: list[tuple[int, int]]) -> list[int]:
-        if not self._ready_locked():
-            return []  # the workers are still starting: the processor parses this mail itself
-        held = sum(entry.held for entry in self._ahead.values())
-        chosen = []
-        for inbound_id, size in candidates:
-            if inbound_id in self._ahead:
-                continue
-            if held + size > AHEAD_BYTES:
-                break  # the processor reads the rest from the database
-            chosen.append(inbound_id)
-            held += size
-        return chosen
+            held = sum(entry.held for entry in self._ahead.values())
+            chosen = []
+            for inbound_id, size in candidates:
+                if inbound_id in self._ahead:
+                    continue
+                if held + size > AHEAD_BYTES:
+                    break  # the processor reads the rest from the database
+                chosen.append(inbound_id)
+                held += size
+            return chosen
 
     def start(self, wait: bool = False) -> None:
-        """Start the worker processes now (``wait``: until they are up).
-
-        Workers take about half a second to start; until they are up, mail is
-        parsed in the calling process rather than waiting for them.
-        """
-        if self.parallel:
-            with self._lock:
-                self._pool_locked()
-                starting = list(self._starting)
-            if wait:
-                for future in starting:
-                    future.result()
+        """Start the worker processes now (``wait``: until they are up)."""
+        self.workers.start(wait)
 
     def expect(self, count: int) -> None:
-        """``count`` messages are coming: start the workers now if they will parse them
-        (measured: a 1,000-mail run processed all 0.35 s sooner than starting them with the
-        first stored mail)."""
-        if count >= PARALLEL_MIN:
-            try:
-                self.start()
-            except (RuntimeError, OSError) as exc:
-                with self._lock:
-                    self._failed_locked(exc)
+        """``count`` messages are coming: start the workers now (they take a moment)."""
+        if count:
+            self.start()
 
     def close(self) -> None:
-        """Stop the worker processes (started again when needed)."""
+        """Stop the worker processes (started again when needed); parses under way fail with
+        ParsingStopped."""
         with self._lock:
-            pool, self._pool = self._pool, None
             self._ahead.clear()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.workers.close()
+
+    def stop(self) -> None:
+        """Stop the worker processes for good (until :meth:`start`), without waiting."""
+        self.workers.close(wait=False, refuse=True)
 
     def ahead(self, stored: dict[int, bytes]) -> None:
         """Start parsing mail just stored, by ``inbound`` id (thread-safe, never raises)."""
-        if len(stored) < PARALLEL_MIN or not self.parallel:
-            return
+        if len(stored) < PARALLEL_MIN:
+            return  # the batch that takes it hands it over: as soon, one hand-off fewer
         now = time.monotonic()
         with self._lock:
             for key in [k for k, entry in self._ahead.items() if now - entry.started > AHEAD_TTL]:
                 del self._ahead[key]
-            try:
-                pool = self._pool_locked()
-                wanted = self._wanted_locked([(i, len(raw)) for i, raw in stored.items()])
-                placed = self._submit_locked(pool, [(i, stored[i]) for i in wanted])
-                for inbound_id, (future, index) in placed.items():
-                    self._ahead[inbound_id] = _Ahead(future, index, len(stored[inbound_id]), now)
-                    future.add_done_callback(partial(self._parsed_ahead, inbound_id))
-            except (BrokenProcessPool, RuntimeError, OSError) as exc:
-                self._failed_locked(exc)
+            wanted = self.wanted([(i, len(raw)) for i, raw in stored.items()])
+            for inbound_id, future in self._submit([(i, stored[i]) for i in wanted]).items():
+                self._ahead[inbound_id] = _Ahead(future, len(stored[inbound_id]), now)
+                future.add_done_callback(partial(self._parsed_ahead, inbound_id))
 
     def _parsed_ahead(self, inbound_id: int, future: Future) -> None:
         """A message parsed ahead holds its result now, no longer its raw bytes."""
@@ -232,74 +510,60 @@ class ParsePool:
         with self._lock:
             entry = self._ahead.get(inbound_id)
             if entry is not None and entry.future is future:
-                result = future.result()[entry.index]
-                held = _held(result) if isinstance(result, ParsedMail) else 0
-                self._ahead[inbound_id] = entry._replace(held=held)
+                self._ahead[inbound_id] = entry._replace(held=_held(future.result()))
 
-    def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]],
-                read: Callable[[int], bytes]) -> list[Parse]:
-        """For each ``inbound`` id, a call that returns its ParsedMail.
+    def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]]) -> list[Parse]:
+        """For each ``inbound`` id, a call that returns its ParsedMail (or raises why not).
 
-        Mail parsed ahead is taken from the workers; the bytes of the rest are
-        read (``read_many``) and the workers start on them now (parsed here while
-        the workers are still starting). ``read`` fetches one message's bytes
-        again should a worker die.
+        Mail parsed ahead is taken from the workers; the bytes of the rest are read
+        (``read_many``) and handed to the workers now.
         """
         with self._lock:
-            taken = {i: self._ahead.pop(i)[:2] for i in ids if i in self._ahead}
-        raws = read_many([i for i in ids if i not in taken])
-        inline = {i: partial(parse_mail, raws[i], self.options) for i in ids if i not in taken}
-        if len(inline) >= PARALLEL_MIN and self.parallel:
-            try:
-                with self._lock:
-                    pool = self._pool_locked()
-                    if self._ready_locked():  # else this batch is parsed here while they start
-                        taken.update(self._submit_locked(pool, [(i, raws[i]) for i in inline]))
-            except (BrokenProcessPool, RuntimeError, OSError) as exc:
-                with self._lock:
-                    self._failed_locked(exc)
-        return [partial(self._result, *taken[i], partial(self._parse_read, read, i)) if i in taken
-                else inline[i] for i in ids]
+            taken = {i: self._ahead.pop(i).future for i in ids if i in self._ahead}
+        rest = [i for i in ids if i not in taken]
+        raws = read_many(rest)
+        taken.update(self._submit([(i, raws[i]) for i in rest]))
+        return [partial(_result, taken[i]) for i in ids]
 
-    def _submit_locked(self, pool: ProcessPoolExecutor,
-                       items: list[tuple[int, bytes]]) -> dict[int, tuple[Future, int]]:
-        """Hand these (id, raw) to the workers; for each id, its chunk's future and its place in it."""
+    def _submit(self, items: list[tuple[int, bytes]]) -> dict[int, Future]:
         placed = {}
         for chunk in _chunks(items):
-            future = pool.submit(parse_in_worker, [raw for _, raw in chunk], self.options)
-            placed.update({inbound_id: (future, index) for index, (inbound_id, _) in enumerate(chunk)})
+            futures = self.workers.submit([raw for _, raw in chunk], self.options)
+            placed.update({inbound_id: future for (inbound_id, _), future in zip(chunk, futures)})
         return placed
 
-    def _result(self, future: Future, index: int, fallback: Parse) -> ParsedMail:
-        try:
-            result = future.result()[index]
-        except BrokenProcessPool as exc:  # a worker died: parse here, start a new pool next time
-            with self._lock:
-                self._failed_locked(exc)
-            return fallback()
-        if isinstance(result, Exception):
-            raise result
-        return result
 
-    def _parse_read(self, read: Callable[[int], bytes], inbound_id: int) -> ParsedMail:
-        return parse_mail(read(inbound_id), self.options)
+def _result(future: Future) -> ParsedMail:
+    return future.result()
 
-    def _pool_locked(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # spawn, not fork: the daemon has threads (IMAP watchers, asyncio) holding locks
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_started)
-            with _main_module_not_rerun():  # each submit to a pool with no idle worker spawns one
-                self._starting = [pool.submit(len, b"") for _ in range(self.workers)]
-            self._pool = pool
-        return self._pool
 
-    def _ready_locked(self) -> bool:
-        return self._pool is not None and all(future.done() for future in self._starting)
+# ---------------------------------------------------------------- files read back
 
-    def _failed_locked(self, exc: BaseException) -> None:
-        pool, self._pool = self._pool, None
-        self._ahead.clear()
-        if pool is not None:
-            log.warning("parsing processes failed (%s); parsing in the daemon process", exc)
-            pool.shutdown(wait=False, cancel_futures=True)
+_readers: Workers | None = None
+_readers_lock = threading.Lock()
+
+
+def parse_keeping_files(raw: bytes, options: ParseOptions, timeout: float = DEFAULT_TIMEOUT) -> ParsedMail:
+    """:func:`parse_mail` with the bytes of its files, in a worker process under the deadline.
+
+    For reading files back (:mod:`mailbot.files`): one worker per process, started on first
+    use and kept. Raises :class:`ParseAborted` when the parse fails.
+    """
+    global _readers  # noqa: PLW0603 - one reader per process
+    with _readers_lock:
+        if _readers is None or _readers.timeout != timeout:
+            if _readers is not None:
+                _readers.close()
+            _readers = Workers(1, timeout)
+        readers = _readers
+    return readers.submit([raw], options, keep_files=True)[0].result()
+
+
+def stop_reading() -> None:
+    """Stop the reader's worker now, without waiting (the daemon is stopping); a read under way
+    fails with ParsingStopped, a later one starts a new worker."""
+    global _readers  # noqa: PLW0603
+    with _readers_lock:
+        readers, _readers = _readers, None
+    if readers is not None:
+        readers.close(wait=False, refuse=True)

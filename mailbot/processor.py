@@ -10,8 +10,12 @@ message is quarantined with the stage and the error, and the rest of the batch
 goes on.
 
 Mail is parsed in worker processes (:mod:`mailbot.parsing`), as soon as
-the watcher has stored it when it runs in the daemon; the files it carries
-stay in the raw mail (:mod:`mailbot.files`). A batch waits for its mail to be
+the watcher has stored it when it runs in the daemon, each parse under the
+deadline ``limits.parse_timeout``: a message whose parse passes it is
+quarantined at the stage "parse" and the rest of its batch goes on; the files
+it carries stay in the raw mail (:mod:`mailbot.files`). When the daemon stops
+mid-batch (the parsing processes stopped), the batch is rolled back and its
+mail stays pending. A batch waits for its mail to be
 parsed, reads what the whole batch will ask of the register
 (:meth:`Lookup.prepare`), then runs the rules and the workflow message by
 message, in order.
@@ -29,12 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
-from .db import binary_cursor, read_blob
+from .db import binary_cursor
 from .lookup import Lookup
 from .models import Inbound, Quarantine
 from .outbox import Queue
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
-from .parsing import ParsePool
+from .parsing import ParseAborted, ParsePool, ParsingStopped, stop_reading
 from .render import load_templates
 from .rules import Context, decide, searched_problems
 from .sla import make_calendar
@@ -83,7 +87,7 @@ class Processor:
         self.clock = clock
         self.batch = batch
         self.options = parse_options(config)
-        self.parsing = ParsePool(self.options, parse_workers)
+        self.parsing = ParsePool(self.options, parse_workers, config.limits.parse_timeout)
 
     def warm_up(self, *, workers: bool) -> None:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
@@ -105,6 +109,13 @@ class Processor:
     def close(self) -> None:
         """Stop the parsing processes (started again when needed)."""
         self.parsing.close()
+
+    def stop_parsing(self) -> None:
+        """Stop the parsing processes for good, at once, from any thread: parses under way and
+        any later one fail with ParsingStopped (the daemon is stopping); the one that reads
+        files back for the sender too."""
+        self.parsing.stop()
+        stop_reading()
 
     def parse_ahead(self, stored: dict[int, bytes]) -> None:
         """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result."""
@@ -140,6 +151,8 @@ class Processor:
                 try:
                     with session.begin_nested():
                         result = self._apply(session, rows, parsed, lookup, after_flush, careful=False)
+                except ParsingStopped:
+                    raise
                 except Exception as exc:  # rolled back: again, a savepoint per message
                     if database_outage(exc):  # not the mail's fault: the batch waits for it
                         raise
@@ -198,7 +211,9 @@ class Processor:
         now = self.clock.now()
         try:
             mail = parsed()
-        except Exception as exc:  # the parser promises not to raise; quarantine if it does
+        except ParsingStopped:
+            raise  # the daemon is stopping: the batch is rolled back, its mail stays pending
+        except Exception as exc:  # a deadline passed, or the parser broke its promise not to raise
             raise StageError("parse", exc) from exc
         try:
             verdict = decide(mail, Context(self.config, lookup, now))
@@ -213,13 +228,10 @@ class Processor:
 
     def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
         """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""
-        return self.parsing.parsers(ids, partial(_read_raw, session),
-                                    partial(read_blob, session, Inbound.raw))
+        return self.parsing.parsers(ids, partial(_read_raw, session))
 
     def _read_ahead(self, session: Session, after: int) -> None:
         """The workers start on the next batches while this one goes through the workflow."""
-        if not self.parsing.parallel:
-            return
         pending = session.execute(
             select(Inbound.id, Inbound.size).where(Inbound.status == "pending", Inbound.id > after)
             .order_by(Inbound.id).limit(READ_AHEAD_BATCHES * self.batch)).all()
@@ -319,5 +331,7 @@ def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:
 def _describe(error: BaseException) -> str:
     if isinstance(error, MailTooLarge):
         return f"too large: {error}"
+    if isinstance(error, ParseAborted):
+        return str(error)
     tail = traceback.format_exception_only(type(error), error)[-1].strip()
     return tail[:2000]

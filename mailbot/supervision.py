@@ -208,13 +208,23 @@ class Watchdog:
         worker.error = "it returned"
         worker.running = worker.start()
 
-    async def join(self, timeout: float = 5.0) -> None:
-        """Wait for the workers to finish after a stop (threads for at most ``timeout`` each)."""
+    def cancel_tasks(self) -> bool:
+        """Cancel the asyncio workers still running; whether there were any."""
+        running = [w.running for w in self.workers
+                   if isinstance(w.running, asyncio.Task) and not w.running.done()]
+        for task in running:
+            task.cancel()
+        return bool(running)
+
+    async def join(self, timeout: float = 2.0) -> None:
+        """Wait for the workers to finish after a stop: the tasks (cancelled if need be, see
+        :meth:`cancel_tasks`), then the threads for at most ``timeout`` seconds in all."""
         tasks = [w.running for w in self.workers if isinstance(w.running, asyncio.Task)]
         await asyncio.gather(*tasks, return_exceptions=True)
+        deadline = self.clock() + timeout
         for worker in self.workers:
             if isinstance(worker.running, threading.Thread):
-                await asyncio.to_thread(worker.running.join, timeout)
+                await asyncio.to_thread(worker.running.join, max(0.0, deadline - self.clock()))
 
 
 def _dead(running: Any) -> bool:

@@ -23,7 +23,12 @@ from .headers import decode_header_value, first_message_id, unfolded
 from .reports import field_blocks
 from .tnef import expand_tnef
 
-MAX_DEPTH = 40
+MAX_DEPTH = 40  # parts nested deeper are not read (they stay in their nested message's file)
+# Levels of a parsed tree that are kept: deeper ones are cut, so that serializing a nested
+# message (the email generator recurses, 3-4 frames a level) never reaches the recursion
+# limit, whose headroom depends on the caller's stack: the bytes of a file must be the same
+# wherever the mail is parsed (mailbot.files reads files back by parsing the mail again).
+KEPT_DEPTH = 2 * MAX_DEPTH
 MAX_HEADER_FIELD = 64 * 1024
 _FEED_CHUNK = 64 * 1024
 _HEADER_ZONE = 256 * 1024
@@ -103,16 +108,49 @@ def _feed(raw: bytes) -> Message:
     return parser.close()
 
 
+UNREADABLE = "MIME structure unreadable"
+
+
 def parse_message(raw: bytes) -> tuple[Message, list[str]]:
-    """Parse once into an email.message tree; fall back to the header block alone."""
+    """Parse once into an email.message tree (cut at KEPT_DEPTH); fall back to the header block alone."""
     try:
-        return _feed(raw), []
+        message = _feed(raw)
+        return message, (["parts nested deeper than %d levels cut" % KEPT_DEPTH] if _cut(message) else [])
     except Exception as exc:  # noqa: BLE001 - RecursionError on absurd nesting, and the like
-        defects = [f"MIME structure unreadable ({type(exc).__name__}); parsed headers only"]
+        defects = [f"{UNREADABLE} ({type(exc).__name__}); parsed headers only"]
     try:
         return email.parser.BytesParser().parsebytes(raw, headersonly=True), defects
     except Exception as exc:  # noqa: BLE001
         return Message(), [*defects, f"unparseable message ({type(exc).__name__})"]
+
+
+def _cut(message: Message) -> bool:
+    """Empty the parts at KEPT_DEPTH that hold further parts; whether there were any."""
+    cut = False
+    stack = [(message, 0)]
+    while stack:
+        part, depth = stack.pop()
+        payload = stored_payload(part)
+        if not isinstance(payload, list):
+            continue
+        if depth >= KEPT_DEPTH:
+            part.set_payload("")
+            cut = True
+        else:
+            stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+    return cut
+
+
+def nesting_depth(message: Message, limit: int) -> int:
+    """How many levels of parts the tree has below its top (counted up to ``limit``)."""
+    deepest, stack = 0, [(message, 0)]
+    while stack and deepest < limit:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        payload = stored_payload(part)
+        if isinstance(payload, list):
+            stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+    return deepest
 
 
 def iter_parts(part: Message, depth: int = 0) -> Iterator[Message]:
@@ -380,7 +418,8 @@ def _flatten(message: Message) -> bytes:
         try:
             return message.as_string().encode("utf-8", "surrogateescape")
         except Exception:  # noqa: BLE001
-            return str(stored_payload(message) or "").encode("utf-8", "surrogateescape")
+            payload = stored_payload(message)  # a list of parts has no bytes of its own (its repr has addresses)
+            return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
 
 
 def _guess_type(name: str | None) -> str:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 
@@ -13,10 +14,12 @@ from .body import html_to_text
 from .headers import clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
 from .kind import KindInput, classify
 from .mime import (
+    UNREADABLE,
     MimeContent,
     MimeWalker,
     cap_header_fields,
     declared_charsets,
+    nesting_depth,
     param,
     parse_message,
     repair_header_block,
@@ -27,6 +30,11 @@ from .reply import new_text
 from .reports import dsn_report, mdn_report
 
 _SUBJECT_SPACE = re.compile(r"[ \t]+")
+# A message nested this deep (or one whose structure the email package could not read) is
+# parsed again in a thread of its own: the email package recurses once or more per level,
+# and the stack a fresh thread starts with is the same whoever calls (a worker process, the
+# daemon, a deep call chain), so the result is too. Shallower trees stay far from the limit.
+_DEEP_LEVELS = 16
 _ANGLE = re.compile(r"<([^<>]*)>")
 
 
@@ -41,11 +49,34 @@ def parse_mail(raw: bytes, options: ParseOptions = ParseOptions()) -> ParsedMail
     if len(raw) > options.max_message_bytes:
         raise MailTooLarge(f"message has {len(raw)} bytes, limit {options.max_message_bytes}")
     try:
-        return _parse(raw, options)
+        message, defects = _message(raw)
+        if (nesting_depth(message, _DEEP_LEVELS) >= _DEEP_LEVELS
+                or any(defect.startswith(UNREADABLE) for defect in defects)):
+            return _in_fresh_thread(_parse, raw, options)
+        return _build(raw, message, defects, options)
     except MailTooLarge:
         raise
     except Exception as exc:  # noqa: BLE001 - the promise is "never raise"; the defect says what broke
         return _unparsed(raw, exc)
+
+
+def _in_fresh_thread(parse: Callable[[bytes, ParseOptions], ParsedMail], raw: bytes,
+                     options: ParseOptions) -> ParsedMail:
+    """``parse(raw, options)`` at the bottom of a new thread's stack (its exception raised here)."""
+    outcome: list[ParsedMail | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(parse(raw, options))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="parse-nested", daemon=True)
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 @dataclass(frozen=True)
@@ -85,7 +116,10 @@ def _message(raw: bytes) -> tuple[Message, list[str]]:
 
 
 def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
-    message, defects = _message(raw)
+    return _build(raw, *_message(raw), options)
+
+
+def _build(raw: bytes, message: Message, defects: list[str], options: ParseOptions) -> ParsedMail:
     hints = declared_charsets(message)
     sink = AttachmentSink(options)
     content = MimeWalker(sink, hints).walk(message)

@@ -20,6 +20,7 @@ What the server says decides what happens:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -186,8 +187,8 @@ class SmtpSender:
         if not recipients:
             self._settled(item, delivered=[], refused=refused, later={})
             return 0
-        try:
-            data = self.wire(conn, item.id)
+        try:  # in a thread: reading files back parses mail again (mailbot.files), the loop goes on
+            data = await asyncio.to_thread(self.wire, conn, item.id)
         except LookupError as exc:  # a file it carries cannot be read: it can never be sent
             self._failed(conn, item, f"cannot compose: {exc}", permanent=True)
             return 0
