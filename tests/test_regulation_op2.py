@@ -13,11 +13,15 @@ from __future__ import annotations
 from datetime import timedelta
 from email.utils import make_msgid
 
+import pytest
 from sqlalchemy import select
 
-from mailbot.config import with_overrides
+from mailbot.config import ConfigError, DeliveryConfig, load_config, with_overrides
 from mailbot.daemon import Daemon
 from mailbot.models import Delivery, Event, FileRequest, Message
+from mailbot.parsers.commands import parse_commands
+from mailbot.rules import Confirmation
+from mailbot.rules.confirmation import detect_confirmation
 from mailbot.scheduler import run_timers
 
 from tests.mailflow import Desk, body, mx_trace
@@ -192,6 +196,18 @@ def test_op2_delivery_failed_by_a_bounce_tells_the_assignee_and_blocks_closing(d
     desk.run()
     assert [d.status for d in deliveries(desk)] == ["failed", "confirmed"]
     assert desk.request().status == "closed"
+
+
+def test_op2_delivery_refused_by_our_smtp_server_fails_at_once(desk):
+    """Our own SMTP server refuses the customer's address for good while sending the files."""
+    staff, notice = op2_request(desk)
+    desk.sink.refuse(CUSTOMER, "550 5.1.1 no such user")
+    desk.reply(notice, staff, "Патч во вложении.", attachments=(PATCH,))
+    desk.run()
+    (delivery,) = deliveries(desk)
+    assert (delivery.status, delivery.settled_by) == ("failed", "smtp") and "5.1.1" in delivery.failure
+    alert = desk.mail_to(staff)
+    assert "не доставлено" in alert.parsed()["Subject"] and "patch-2.4.1.zip" in body(alert)
 
 
 def test_op2_unconfirmed_files_are_reminded_then_the_assignee_told_and_staff_override_closes(desk):
@@ -534,3 +550,53 @@ def test_forged_staff_mail_cannot_confirm_a_delivery_or_close_without_one(desk):
         mail = desk.inbox()
         assert CUSTOMER not in mail
         assert set(mail) <= {TP1}
+
+
+# ---------------------------------------------------------------- the words
+
+@pytest.mark.parametrize("line, name, argument", [
+    ("#файлы", "files", ""),
+    ("#files дистрибутив 3.1", "files", "дистрибутив 3.1"),
+    ("#доставлено по телефону 25.11, Иванов", "delivered", "по телефону 25.11, Иванов"),
+    ("#delivered by phone", "delivered", "by phone"),
+    ("#закрыть без подтверждения: клиент не отвечает", "close_unconfirmed", "клиент не отвечает"),
+    ("#Закрыть Без Подтверждения — файлы на флешке", "close_unconfirmed", "файлы на флешке"),
+    ("#close unconfirmed: no answer", "close_unconfirmed", "no answer"),
+    ("#закрыть", "close", ""),
+    ("#запросить логи, скриншот", "request_files", "логи, скриншот"),
+    ("#request-files logs", "request_files", "logs"),
+])
+def test_op2_commands_are_read(line, name, argument):
+    block = parse_commands(line)
+    assert not block.errors
+    assert (block.commands[0].name, block.commands[0].argument) == (name, argument)
+
+
+@pytest.mark.parametrize("line", ["#доставлено", "#запросить", "#закрыть без подтверждения",
+                                  "#закрыть без подтверждения:  "])
+def test_op2_commands_without_what_they_need_are_errors(line):
+    block = parse_commands(line)
+    assert not block.commands and len(block.errors) == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Файлы получили, спасибо!", Confirmation.CONFIRMED),
+    ("Получил, спасибо", Confirmation.CONFIRMED),
+    ("Дистрибутив скачали.", Confirmation.CONFIRMED),
+    ("Всё дошло", Confirmation.CONFIRMED),
+    ("Файлы не получили", Confirmation.REJECTED),
+    ("Спасибо, но архив не открывается", Confirmation.REJECTED),
+    ("Получили, но файл поврежден", Confirmation.REJECTED),
+    ("Пришлите, пожалуйста, ещё инструкцию", None),
+    ("Когда будет патч?", None),
+])
+def test_receipt_words(text, expected):
+    words = DeliveryConfig()
+    assert detect_confirmation(text, words.receipt_positive, words.receipt_negative) is expected
+
+
+def test_delivery_settings_are_checked():
+    with pytest.raises(ConfigError, match="delivery.remind_after_hours"):
+        load_config(None, environ={"MAILBOT_DELIVERY_REMIND_AFTER_HOURS": "0"})
+    config = load_config(None, environ={"MAILBOT_DELIVERY_MAX_REMINDERS": "0"})
+    assert config.delivery.max_reminders == 0 and config.delivery.remind_after_minutes == 480

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from ..models import Delivery, FileRequest, Message, Request
@@ -30,10 +30,8 @@ def unsettled(session: Session, request: Request) -> list[Delivery]:
     batch's mail with files, still queued, counts as waiting too (as records
     not in the session).
     """
-    rows = session.scalars(select(Delivery).where(Delivery.request_id == request.id)
-                           .order_by(Delivery.id)).all() if request.id is not None else []
     holding: list[Delivery] = []
-    for row in rows:
+    for row in _of_request(session, Delivery, request):
         if row.status == "confirmed":
             holding = [d for d in holding if d.status != "failed"]
         elif row.status in ("sent", "failed"):
@@ -48,16 +46,28 @@ def unsettled(session: Session, request: Request) -> list[Delivery]:
 
 def stored(deliveries: list[Delivery]) -> list[Delivery]:
     """Those of ``deliveries`` that are rows (not the batch's queued mail)."""
-    return [d for d in deliveries if d.id is not None]
+    return [d for d in deliveries if not inspect(d).transient]
 
 
 def waiting_file_requests(session: Session, request: Request) -> list[FileRequest]:
     """The request's file requests still waiting for the customer's files, oldest first."""
+    return [row for row in _of_request(session, FileRequest, request) if row.status == "waiting"]
+
+
+def _of_request(session: Session, model: type[Delivery] | type[FileRequest],
+                request: Request) -> list:
+    """Every row of ``model`` of the request, as the session has them, oldest first.
+
+    Read without flushing (the processor writes a batch in one flush): the
+    rows' state is the session's, with those added since the last flush.
+    """
+    added = [row for row in session.new if isinstance(row, model) and row.request is request]
     if request.id is None:
-        return []
-    return list(session.scalars(select(FileRequest).where(
-        FileRequest.request_id == request.id, FileRequest.status == "waiting")
-        .order_by(FileRequest.id)))
+        return added
+    with session.no_autoflush:
+        rows = session.scalars(select(model).where(model.request_id == request.id)
+                               .order_by(model.id)).all()
+    return [row for row in rows if row not in session.deleted] + added
 
 
 def confirm(delivery: Delivery, how: str, *, at: datetime, by: str, message: Message | None,

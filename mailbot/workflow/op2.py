@@ -187,7 +187,7 @@ class Op2:
         """``#доставлено по телефону 12.03``: the customer confirmed outside mail."""
         self.confirm_all(request, "staff", by=staff.login, message=message, note=note)
 
-    def status_for_files(self, request: Request) -> bool:
+    def may_send_files(self, request: Request) -> bool:
         """May files be sent or asked for on the request as it is now?"""
         return Status(request.status) in FILES_FROM
 

@@ -93,7 +93,7 @@ class StaffReply:
         op2, status = Op2(self.workflow), Status(self.request.status)
         for command in block.commands:
             name = command.name
-            if name in ("files", "request_files") and not op2.status_for_files(self.request):
+            if name in ("files", "request_files") and not op2.may_send_files(self.request):
                 problems.append(f"{command.line}: the request is {status.value}")
             elif name == "files" and not self._attachments():
                 problems.append(f"{command.line}: attach the files to send "
