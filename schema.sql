@@ -240,20 +240,56 @@ CREATE TABLE outbox_files (
 );
 CREATE INDEX outbox_files_outbox_idx ON outbox_files (outbox_id);
 
+-- ОП2 (regulation §3, migration 0011): each mail that carries files to a customer, per
+-- recipient. It asks for a read receipt (RFC 8098) and waits in 'sent' until it is confirmed
+-- (an MDN 'displayed', the customer's reply, a staff member's word), fails (a bounce, an MDN
+-- 'deleted', the customer's "не получили") or is waived (closed by staff override with a
+-- reason). settled_* say when, by whom and by which message it left 'sent'.
 CREATE TABLE deliveries (
-    id             bigserial PRIMARY KEY,
-    request_id     bigint NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-    outbox_id      bigint REFERENCES outbox (id) ON DELETE SET NULL,
-    recipient      text NOT NULL,
-    status         text NOT NULL DEFAULT 'sent'
-                   CHECK (status IN ('sent', 'confirmed', 'failed')),
-    confirmed_by   text CHECK (confirmed_by IN ('mdn', 'reply', 'phone')),
-    confirmed_at   timestamptz,
-    failure        text,
-    created_at     timestamptz NOT NULL DEFAULT now()
+    id                  bigserial PRIMARY KEY,
+    request_id          bigint NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+    outbox_id           bigint REFERENCES outbox (id) ON DELETE SET NULL,
+    recipient           text NOT NULL,
+    files               text[] NOT NULL DEFAULT '{}',    -- the names of the files it carried
+    status              text NOT NULL DEFAULT 'sent'
+                        CHECK (status IN ('sent', 'confirmed', 'failed', 'waived')),
+    confirmed_by        text CHECK (confirmed_by IN ('mdn', 'reply', 'staff')),
+    confirmed_at        timestamptz,
+    failure             text,
+    settled_at          timestamptz,                     -- when it left 'sent'
+    settled_by          text,                            -- a customer address, a staff login, 'mailer-daemon', 'smtp'
+    settled_message_id  bigint REFERENCES messages (id) ON DELETE SET NULL,  -- the MDN, reply, DSN or staff mail
+    note                text,                            -- how, in words: a staff member's, a waiver's reason
+    reminders           integer NOT NULL DEFAULT 0,      -- reminders sent to the customer
+    reminded_at         timestamptz,
+    staff_told_at       timestamptz,                     -- the assignee told it stays unconfirmed
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK ((status = 'sent') = (settled_at IS NULL)),
+    CHECK ((status = 'confirmed') = (confirmed_by IS NOT NULL AND confirmed_at IS NOT NULL))
 );
 CREATE INDEX deliveries_request_idx ON deliveries (request_id);
 CREATE INDEX deliveries_outbox_idx ON deliveries (outbox_id);
+CREATE INDEX deliveries_waiting_idx ON deliveries (created_at) WHERE status = 'sent';
+
+-- Files asked of a customer (logs, screenshots; regulation §3, migration 0011): the request
+-- waits for them; a reply of the customer carrying files receives them.
+CREATE TABLE file_requests (
+    id                   bigserial PRIMARY KEY,
+    request_id           bigint NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+    asked                text NOT NULL,                  -- what was asked for, as staff wrote it
+    asked_by             text NOT NULL,                  -- the staff login
+    status               text NOT NULL DEFAULT 'waiting'
+                         CHECK (status IN ('waiting', 'received', 'cancelled')),
+    reminders            integer NOT NULL DEFAULT 0,
+    reminded_at          timestamptz,
+    staff_told_at        timestamptz,
+    received_at          timestamptz,
+    received_message_id  bigint REFERENCES messages (id) ON DELETE SET NULL,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    CHECK ((status = 'received') = (received_at IS NOT NULL))
+);
+CREATE INDEX file_requests_request_idx ON file_requests (request_id);
+CREATE INDEX file_requests_waiting_idx ON file_requests (created_at) WHERE status = 'waiting';
 
 CREATE TABLE escalations (
     id              bigserial PRIMARY KEY,

@@ -217,6 +217,42 @@ def cmd_request_command(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
+    """ОП2: send files to the customer of a request, as ``#файлы`` in a staff reply would."""
+    from pathlib import Path
+
+    from .lookup import Lookup
+    from .parsers import MailTooLarge
+    from .workflow.manual import send_files
+
+    files = []
+    for name in args.files:
+        path = Path(name)
+        try:
+            files.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            raise Fail(f"{name}: {exc.strerror}", EX_USAGE) from None
+    with app.ready_sessions().begin() as session:
+        lookup = Lookup(session, app.config.timezone)
+        request, staff = lookup.request_by_number(args.number), lookup.staff_by_login_or_email(args.actor)
+        if request is None:
+            raise Fail(f"no request {args.number}")
+        if staff is None or not staff.active:
+            raise Fail(f"no active staff member {args.actor!r}")
+        try:
+            problems = send_files(session, app.config, app.clock.now(), request, staff, files,
+                                  text=args.text or "", description=args.description or "")
+        except MailTooLarge as exc:
+            raise Fail(f"not sent: {exc}", EX_USAGE) from None
+        if problems:
+            session.rollback()
+            raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+        notify(session, OUTBOX)
+        print(f"{request.number}: {len(files)} file(s) sent to {one_line(request.requester_email)}, "
+              f"awaiting confirmation of receipt; {request.status}")
+    return EX_OK
+
+
 def cmd_staff(app: App, args: argparse.Namespace) -> int:
     from . import admin
 
@@ -394,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--as", dest="actor", required=True, help="staff login or e-mail")
     command.add_argument("lines", nargs="+", help='e.g. "#уровень ОП2" (text lines go to the customer)')
     command.set_defaults(func=cmd_request_command)
+    send = actions.add_parser("send-files", help="ОП2: send files to the customer, asking to "
+                              "confirm receipt (as #файлы by mail)")
+    send.add_argument("number")
+    send.add_argument("files", nargs="+", metavar="FILE")
+    send.add_argument("--as", dest="actor", required=True, help="staff login or e-mail")
+    send.add_argument("--text", help="words for the customer, above the standard text")
+    send.add_argument("--description", help='what is sent, e.g. "дистрибутив 3.1"')
+    send.set_defaults(func=cmd_request_send_files)
     requests.set_defaults(func=cmd_requests)
     listing.set_defaults(func=cmd_requests)
     show.set_defaults(func=cmd_requests)

@@ -258,6 +258,39 @@ class WorkflowConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """ОП2 (regulation §3): files sent to customers must be confirmed; files asked of them awaited.
+
+    Reminders are counted in working hours of the ``[sla]`` calendar: the customer is
+    reminded ``max_reminders`` times, ``remind_after_hours`` apart, then the assignee is told.
+    """
+
+    remind_after_hours: float = 8.0  # working hours before each reminder (and the assignee's notice)
+    max_reminders: int = 2  # reminders to the customer before the assignee is told
+    close_on_confirmation: bool = True  # an answered ОП2 request closes when its files are confirmed
+    inline_file_min_bytes: int = 30 * 1024  # an inline image this large counts as a sent file (a screenshot)
+    receipt_positive: tuple[str, ...] = (
+        "получил", "получила", "получили", "получено", "получены", "получен", "скачал", "скачала",
+        "скачали", "скачано", "загрузили", "дошли", "дошло", "дошел", "дошла", "файлы пришли",
+        "файл пришел", "письмо пришло", "received", "got the files", "downloaded")
+    receipt_negative: tuple[str, ...] = (
+        "не получил", "не получила", "не получили", "не получено", "не получены", "не пришли",
+        "не пришло", "не пришел", "не дошли", "не дошло", "не дошел", "не скачивается",
+        "не скачиваются", "не удалось скачать", "не открывается", "не открываются", "не открылся",
+        "не открылись", "не удалось открыть", "не распаковывается", "архив поврежден",
+        "файл поврежден", "файлы повреждены", "без вложения", "нет вложения", "вложения нет",
+        "not received", "didn't receive", "did not receive", "cannot open", "can't open", "corrupted")
+
+    def __post_init__(self) -> None:
+        if self.remind_after_hours <= 0:
+            raise ConfigError("delivery.remind_after_hours: must be a positive number of working hours")
+
+    @property
+    def remind_after_minutes(self) -> int:
+        return max(1, round(self.remind_after_hours * 60))
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
@@ -269,6 +302,7 @@ class Config:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     state_dir: str = ".mailbot"  # embedded PostgreSQL data and other local state
     timezone: str = "Europe/Moscow"
     log_level: str = "INFO"

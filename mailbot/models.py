@@ -269,16 +269,48 @@ class AttachmentRow(Base):
 
 
 class Delivery(Base):
+    """A mail that carried files to a customer (ОП2), waiting for its confirmation."""
+
     __tablename__ = "deliveries"
     id: Mapped[int] = _pk()
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
     recipient: Mapped[str]
+    files: Mapped[list[str]] = mapped_column(server_default="{}")
     status: Mapped[str] = mapped_column(server_default="sent")
     confirmed_by: Mapped[str | None]
     confirmed_at: Mapped[datetime | None]
     failure: Mapped[str | None]
+    settled_at: Mapped[datetime | None]
+    settled_by: Mapped[str | None]
+    settled_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    note: Mapped[str | None]
+    reminders: Mapped[int] = mapped_column(Integer, server_default="0")
+    reminded_at: Mapped[datetime | None]
+    staff_told_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
+    request: Mapped[Request] = relationship()
+    outbox: Mapped[Outbox | None] = relationship()
+    settled_message: Mapped[Message | None] = relationship()
+
+
+class FileRequest(Base):
+    """Files asked of a customer (logs, screenshots): the request waits for them."""
+
+    __tablename__ = "file_requests"
+    id: Mapped[int] = _pk()
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    asked: Mapped[str]
+    asked_by: Mapped[str]
+    status: Mapped[str] = mapped_column(server_default="waiting")
+    reminders: Mapped[int] = mapped_column(Integer, server_default="0")
+    reminded_at: Mapped[datetime | None]
+    staff_told_at: Mapped[datetime | None]
+    received_at: Mapped[datetime | None]
+    received_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    created_at: Mapped[datetime] = _now()
+    request: Mapped[Request] = relationship()
+    received_message: Mapped[Message | None] = relationship()
 
 
 class Escalation(Base):

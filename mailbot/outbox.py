@@ -9,6 +9,10 @@ a staff notification, a staff member's in an answer). They are not copied: the
 composed message holds a placeholder for each, an ``outbox_files`` row names the
 file, and :func:`splice` puts the base64 text in when the mail is sent.
 
+A mail that carries files to a customer (``receipt``, ОП2) asks for a read receipt
+(``Disposition-Notification-To``, RFC 8098) and is written with a ``deliveries``
+row per recipient, which waits for the confirmation of its files.
+
 What goes out is well-formed whatever the input: every recipient is one plain
 address; header lines fold at 78 characters and no line comes near RFC 5322's
 998 octets (a long word in a subject or name is encoded, threading headers keep
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from .config import Config
 from .db import insert_rows, next_ids
-from .models import AttachmentRow, Message, Outbox, OutboxFile, Request
+from .models import AttachmentRow, Delivery, Message, Outbox, OutboxFile, Request
 from .parsers.addresses import is_valid_address
 from .parsers.headers import MAX_MESSAGE_ID
 from .parsers.visible import one_line
@@ -60,6 +64,7 @@ class Outgoing:
     reply_to: str | None = None
     files: tuple[AttachmentRow, ...] = ()  # stored files that go along
     extra_headers: tuple[tuple[str, str], ...] = ()
+    receipt: bool = False  # ОП2: ask for a read receipt and track the delivery (needs request)
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ def compose(config: Config, mail: Outgoing, now: datetime) -> Composed:
     if mail.automatic:
         headers += [("Auto-Submitted", "auto-replied" if mail.in_reply_to else "auto-generated"),
                     ("X-Auto-Response-Suppress", "All"), ("Precedence", "bulk")]
+    if mail.receipt:
+        headers.append(("Disposition-Notification-To", wire_address(support.address)))
     headers += [(name, _unstructured(clean_header(value))) for name, value in mail.extra_headers]
     body_type, body = _body(mail.content)
     placeholders = tuple(f"mailbot-file-{secrets.token_hex(16)}" for _ in mail.files)
@@ -166,6 +173,8 @@ def enqueue(session: Session, config: Config, mail: Outgoing, now: datetime) -> 
                         for file, placeholder in zip(mail.files, composed.placeholders)])
     session.add(Message(**_trail_values(mail, composed, config.support.address, now),
                         request=mail.request, outbox=row))
+    session.add_all(Delivery(**values, request=mail.request, outbox=row)
+                    for values in _delivery_values(mail, now))
     return composed.message_id
 
 
@@ -237,10 +246,11 @@ class Queue:
             return
         connection = self.session.connection()
         files = sum(len(q.mail.files) for q in mails)
+        tracked = sum(len(q.mail.to) for q in mails if q.mail.receipt)
         ids = next_ids(connection, {"outbox": len(mails), "messages": len(mails),
-                                    "outbox_files": files})
-        file_ids = iter(ids["outbox_files"])
-        outbox, trail, attached = [], [], []
+                                    "outbox_files": files, "deliveries": tracked})
+        file_ids, delivery_ids = iter(ids["outbox_files"]), iter(ids["deliveries"])
+        outbox, trail, attached, deliveries = [], [], [], []
         for q, outbox_id, message_id in zip(mails, ids["outbox"], ids["messages"]):
             request_id = q.mail.request.id if q.mail.request is not None else None
             outbox.append({**_outbox_values(q.mail, q.composed, q.sender, q.at),
@@ -250,9 +260,12 @@ class Queue:
             attached += [{"id": next(file_ids), "outbox_id": outbox_id, "attachment_id": file.id,
                           "placeholder": placeholder}
                          for file, placeholder in zip(q.mail.files, q.composed.placeholders)]
+            deliveries += [{**values, "id": next(delivery_ids), "request_id": request_id,
+                            "outbox_id": outbox_id} for values in _delivery_values(q.mail, q.at)]
         insert_rows(connection, Outbox.__table__, outbox)
         insert_rows(connection, Message.__table__, trail)
         insert_rows(connection, OutboxFile.__table__, attached)
+        insert_rows(connection, Delivery.__table__, deliveries)
 
     def discard(self) -> None:
         """Forget the mail queued since the last write (its attempt was rolled back)."""
@@ -271,6 +284,15 @@ def _outbox_values(mail: Outgoing, composed: Composed, sender: str, now: datetim
     return {"message_id": composed.message_id, "kind": mail.kind, "mail_from": sender,
             "recipients": list(mail.to), "raw": composed.raw, "next_attempt_at": now,
             "created_at": now}
+
+
+def _delivery_values(mail: Outgoing, now: datetime) -> list[dict]:
+    """The delivery records of a mail that carries files to a customer: one per recipient."""
+    if not mail.receipt:
+        return []
+    files = [clean_header(row.filename) for row in mail.files]
+    return [{"recipient": address, "files": files, "status": "sent", "reminders": 0,
+             "created_at": now} for address in mail.to]
 
 
 def _trail_values(mail: Outgoing, composed: Composed, sender: str, now: datetime) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import AttachmentRow, Event, Message, Organization, Request
+from .models import AttachmentRow, Delivery, Event, FileRequest, Message, Organization, Request
 from .parsers.visible import one_line
 
 
@@ -40,6 +40,7 @@ def request_detail(session: Session, number: str) -> str | None:
         f"  channel:       {request.channel}",
         f"  received:      {request.received_at:%Y-%m-%d %H:%M:%S %Z}",
         f"  due:           {request.due_at:%Y-%m-%d %H:%M %Z}" if request.due_at else "  due:           -",
+        *_files_lines(session, request),
         "timeline:",
     ]
     events = session.scalars(select(Event).where(Event.request_id == request.id)
@@ -51,6 +52,28 @@ def request_detail(session: Session, number: str) -> str | None:
         about = f"  «{one_line(subjects[event.message_id])}»" if event.message_id in subjects else ""
         lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {one_line(event.actor):<28} {event.kind}{change}{about}")
     return "\n".join(lines)
+
+
+def _files_lines(session: Session, request: Request) -> list[str]:
+    """ОП2: the files sent to the customer (and how their delivery stands), the files asked of them."""
+    lines = []
+    for d in session.scalars(select(Delivery).where(Delivery.request_id == request.id)
+                             .order_by(Delivery.id)):
+        how = {"confirmed": f"confirmed by {d.confirmed_by} {d.confirmed_at:%Y-%m-%d %H:%M}",
+               "failed": f"FAILED {d.settled_at:%Y-%m-%d %H:%M}: {one_line(d.failure or '')[:80]}",
+               "waived": f"closed unconfirmed {d.settled_at:%Y-%m-%d %H:%M}",
+               "sent": f"AWAITING CONFIRMATION (reminders: {d.reminders})"}[d.status]
+        who = f" by {one_line(d.settled_by)}" if d.settled_by and d.status != "sent" else ""
+        note = f" «{one_line(d.note)[:80]}»" if d.note else ""
+        lines.append(f"  files sent:    {d.created_at:%Y-%m-%d %H:%M} {one_line(', '.join(d.files))} "
+                     f"→ {one_line(d.recipient)}: {how}{who}{note}")
+    for f in session.scalars(select(FileRequest).where(FileRequest.request_id == request.id)
+                             .order_by(FileRequest.id)):
+        state = {"waiting": f"WAITING (reminders: {f.reminders})", "cancelled": "cancelled",
+                 "received": f"received {f.received_at:%Y-%m-%d %H:%M}" if f.received_at else ""}
+        lines.append(f"  files asked:   {f.created_at:%Y-%m-%d %H:%M} {one_line(f.asked)} "
+                     f"(by {one_line(f.asked_by)}): {state[f.status]}")
+    return lines
 
 
 def request_files(session: Session, number: str) -> list[tuple[Message, AttachmentRow]] | None:

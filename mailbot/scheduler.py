@@ -3,7 +3,7 @@
 - ``sweep`` (5 s): wake the processor and the sender, so mail stored by
   ``mailbot ingest`` and due outbox retries are picked up;
 - ``workflow-timers`` (1 min): time-based workflow steps (closing quiet ОП1
-  requests). With several daemons on one database, a transaction-level
+  requests; ОП2 reminders of unconfirmed files and of files asked of customers). With several daemons on one database, a transaction-level
   advisory lock lets one of them run the timers at a time. A failed run is
   reported once (a database outage to the daemon's shared health) and the
   next run is the retry.
@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from .supervision import Retry
 from .workflow.actions import Workflow
-from .workflow.timers import close_quiet_requests
+from .workflow.timers import close_quiet_requests, remind_unconfirmed
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -54,7 +54,11 @@ def run_timers(daemon: "Daemon") -> list[str]:
             return []
         flow = Workflow(session, daemon.config, daemon.clock.now())
         closed = close_quiet_requests(flow)
+        reminded = remind_unconfirmed(flow)
     if closed:
         log.info("closed after the quiet period: %s", ", ".join(closed))
+    if reminded:
+        log.info("ОП2 reminders (files unconfirmed or awaited): %s", ", ".join(reminded))
+    if closed or reminded:
         daemon.wake()
-    return closed
+    return closed + reminded

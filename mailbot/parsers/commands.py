@@ -15,6 +15,15 @@ command block is the text of the answer.
 | ``#закрыть`` | ``#close`` | none |
 | ``#открыть`` | ``#reopen``, ``#переоткрыть`` | none; also overrides a rejection |
 | ``#организация …`` | ``#organization``, ``#org`` | CRM id or name of the customer's organisation |
+
+ОП2, files (regulation §3):
+
+| command | aliases | argument |
+|---|---|---|
+| ``#файлы …`` | ``#files`` | optional: what is sent; the attached files go with a standard text asking to confirm receipt |
+| ``#доставлено …`` | ``#delivered`` | how and when the customer confirmed receipt outside mail ("по телефону 12.03") |
+| ``#закрыть без подтверждения: …`` | ``#close unconfirmed: …`` | the reason: close although files are not confirmed (``close_unconfirmed``) |
+| ``#запросить …`` | ``#request-files`` | what the customer should send ("логи, скриншот") |
 """
 from __future__ import annotations
 
@@ -32,15 +41,24 @@ ALIASES: dict[str, str] = {
     "закрыть": "close", "close": "close",
     "открыть": "reopen", "переоткрыть": "reopen", "reopen": "reopen",
     "организация": "organization", "organization": "organization", "org": "organization",
+    # ОП2, files (regulation §3)
+    "файлы": "files", "files": "files",
+    "доставлено": "delivered", "delivered": "delivered",
+    "запросить": "request_files", "request-files": "request_files",
 }
-NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization"})
+NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization", "delivered",
+                            "request_files"})
+# "#закрыть без подтверждения: причина": close although files sent are not confirmed
+CLOSE_UNCONFIRMED = re.compile(r"^(?:без\s+подтверждения|unconfirmed|without\s+confirmation)"
+                               r"(?![\w-])\s*[:—–-]?\s*(.*)$", re.IGNORECASE | re.DOTALL)
 LEVEL = re.compile(r"^(?:оп|op|уровень|level)?\s*-?\s*([1-4])$", re.IGNORECASE)
 COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
 
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization
+    name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization,
+    # files, delivered, close_unconfirmed, request_files
     argument: str  # normalised: "2" for a level, "INC-000045" for an incident
     line: str  # as written
 
@@ -101,4 +119,9 @@ def _parse_line(line: str, incident_prefix: str) -> Command | str:
         if not numbers:
             return f"{line}: no incident number like {incident_prefix}-000045"
         argument = numbers[0]
+    elif name == "close" and (unconfirmed := CLOSE_UNCONFIRMED.match(argument)):
+        argument = unconfirmed.group(1).strip()
+        if not argument:
+            return f"{line}: write the reason: #{word} без подтверждения: причина"
+        name = "close_unconfirmed"
     return Command(name, argument, line)

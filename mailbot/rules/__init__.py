@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..parsers import ParsedMail
 from .base import Context, Rule
-from .confirmation import ConfirmationDetection
+from .confirmation import ConfirmationDetection, ReceiptDetection
 from .contact import ContactDetails
 from .contract import ContractCheck
 from .authentication import StaffAuthentication
@@ -34,6 +34,7 @@ PIPELINE: tuple[Rule, ...] = (
     LevelClassification(),
     KnownErrorSearch(),
     ConfirmationDetection(),
+    ReceiptDetection(),
     AcknowledgementRateLimit(),
     AutoReplyCap(),
 )

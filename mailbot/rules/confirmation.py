@@ -1,4 +1,5 @@
-"""Did the customer confirm that the solution works ("помогло") or not ("не помогло")?"""
+"""Did the customer confirm that the solution works ("помогло") or not ("не помогло")?
+And that the files sent arrived ("файлы получили") or not ("не получили", ОП2)?"""
 from __future__ import annotations
 
 import re
@@ -45,3 +46,31 @@ class ConfirmationDetection(Rule):
                                                    workflow.confirm_negative)
         if verdict.confirmation:
             verdict.note(self.name, verdict.confirmation.value)
+
+
+RECEIVING = (Status.OPEN.value, Status.AWAITING_CUSTOMER.value, Status.RESOLVED.value,
+             Status.ESCALATED_OP4.value)
+
+
+class ReceiptDetection(Rule):
+    """A customer's reply says the files sent arrived ("файлы получили", "дистрибутив скачали")
+    or did not ("не получили", "архив не открывается"); negative phrases win.
+
+    The phrases are ``[delivery]`` settings. Only the new text counts: a reply
+    that only quotes our mail would otherwise answer with our own words ("если
+    файлы не пришли"). Whether files await a confirmation is the workflow's
+    question: the rule only reads the words.
+    """
+
+    name = "receipt-detection"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        request = verdict.request
+        if (verdict.action is not Action.APPEND or verdict.role is Role.STAFF
+                or request is None or request.status not in RECEIVING):
+            return
+        delivery = context.config.delivery
+        verdict.receipt = detect_confirmation(mail.new_text, delivery.receipt_positive,
+                                              delivery.receipt_negative)
+        if verdict.receipt:
+            verdict.note(self.name, f"receipt {verdict.receipt.value}")

@@ -59,6 +59,7 @@ class Verdict:
     level_assessment: Assessment | None = None  # how sure, and why (rules/level.py)
     commands: CommandBlock | None = None  # staff commands and the answer text
     confirmation: Confirmation | None = None
+    receipt: Confirmation | None = None  # the customer says the files sent arrived, or not (ОП2)
     incident_matches: list[IncidentMatch] = field(default_factory=list)
     may_auto_reply: bool = True
     untrusted: Untrusted | None = None  # with Action.NOTE: why the mail may not act

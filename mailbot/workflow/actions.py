@@ -27,6 +27,7 @@ from ..rules.level import Assessment
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
 from .assign import choose_assignee
+from .deliveries import DeliveryUnconfirmed, stored, unsettled, waiting_file_requests, waive
 from .numbering import next_request_number
 from .states import Journal, change_status, record
 
@@ -34,7 +35,8 @@ from .states import Journal, change_status, record
 log = logging.getLogger(__name__)
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
-CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info")  # our mail in their thread
+CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info",  # our mail in their thread
+                         "files", "files_request", "delivery_reminder", "files_reminder")
 
 
 @dataclass
@@ -202,9 +204,10 @@ class Workflow:
                message=message, text=text)
 
     def answer(self, request: Request, staff: Staff, text: str,
-               files: tuple[AttachmentRow, ...] = ()) -> None:
+               files: tuple[AttachmentRow, ...] = (), template: str = "relay", **context) -> None:
         """Relay a staff answer to the customer; the first human reaction stops the clock."""
-        self.tell_customer(request, "relay", automatic=False, staff=staff, text=text, files=files)
+        self.tell_customer(request, template, automatic=False, staff=staff, text=text, files=files,
+                           **context)
         self.reacted(request, staff)
         if request.status == Status.OPEN.value:
             change_status(self.session, request, Status.AWAITING_CUSTOMER, actor=staff.login,
@@ -221,9 +224,28 @@ class Workflow:
         change_status(self.session, request, Status.RESOLVED, actor=staff.login, at=self.now)
 
     def close(self, request: Request, actor: str, reason: str,
-              message: Message | None = None) -> None:
+              message: Message | None = None, override: str | None = None) -> None:
+        """Close, telling the customer (``reason``: 'confirmed', 'quiet', 'staff' or words for them).
+
+        Files sent on the request must be confirmed first (regulation §3): with
+        deliveries unsettled it closes only by a staff ``override`` (the reason,
+        recorded), which waives them; else :class:`DeliveryUnconfirmed`. File
+        requests still waiting are cancelled.
+        """
+        pending = unsettled(self.session, request)
+        if pending and override is None:
+            raise DeliveryUnconfirmed(f"{request.number}: files sent are not confirmed")
+        for delivery in stored(pending):
+            waive(delivery, override, at=self.now, by=actor, message=message)
+            record(self.session, request, "delivery_waived", actor=actor, at=self.now,
+                   message=message, files=delivery.files, to=delivery.recipient, reason=override)
+        for asked in waiting_file_requests(self.session, request):
+            asked.status = "cancelled"
+            record(self.session, request, "files_request_cancelled", actor=actor, at=self.now,
+                   message=message, asked=asked.asked)
+        details = {"override": override} if override is not None else {}
         change_status(self.session, request, Status.CLOSED, actor=actor, at=self.now,
-                      message=message, reason=reason)
+                      message=message, reason=reason, **details)
         self.tell_customer(request, "closed", automatic=True, reason=reason)
 
     def reopen(self, request: Request, actor: str, reason: str,
@@ -245,9 +267,15 @@ class Workflow:
                       staff: Staff | None = None,
                       files: tuple[AttachmentRow, ...] = (), **context) -> str | None:
         """A mail to the requester, from the support address, in the customer's thread (its
-        Message-ID)."""
+        Message-ID).
+
+        A mail with files is an ОП2 delivery (regulation §3): it asks for a read
+        receipt, its text asks for a confirmation (``receipt`` in the template), a
+        delivery record waits for it, and an ОП1 request becomes ОП2.
+        """
         if not request.requester_email:
             return None
+        context.update(receipt=bool(files), sent_files=[row.filename for row in files])
         in_reply_to, references = thread if thread and thread[0] else self.customer_thread(request)
         row = self.lookup.directory.contact_row(request.requester_email)
         registered = row is not None and row.registered
@@ -256,10 +284,21 @@ class Workflow:
             request, staff=staff, customer_name=name, echo_subject=registered or not automatic,
             **context))
         from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
-        return self._send(Outgoing(
+        sent = self._send(Outgoing(
             kind=template, to=(request.requester_email,), content=content, request=request,
             in_reply_to=in_reply_to, references=references, automatic=automatic,
-            from_name=from_name, files=files))
+            from_name=from_name, files=files, receipt=bool(files)))
+        if sent and files:
+            self.files_sent(request, files, sent, actor=staff.login if staff else "system")
+        return sent
+
+    def files_sent(self, request: Request, files: tuple[AttachmentRow, ...], message_id: str,
+                   actor: str) -> None:
+        """Files went to the customer: recorded; sending files makes a request at least ОП2."""
+        record(self.session, request, "files_sent", actor=actor, at=self.now,
+               files=[row.filename for row in files], to=request.requester_email, mail=message_id)
+        if request.level == 1:
+            self.set_level(request, 2, actor)
 
     def notify_staff(self, request: Request, template: str, *, to: str | None = None,
                      message: Message | None = None, **context) -> str | None:

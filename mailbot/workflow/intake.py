@@ -1,18 +1,20 @@
 """Applying the rules' verdict on one incoming message to the register."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from ..config import Config
 from ..lookup import Lookup
-from ..models import Message, Request
+from ..models import Delivery, FileRequest, Message, Request
 from ..parsers import MailKind, ParsedMail
 from ..rules import Action, Confirmation, Role, Untrusted, Verdict
 from ..status import Status
 from .actions import Thread, Workflow
+from .deliveries import unsettled
+from .op2 import Op2
 from .reports import apply_report
 from .staff import StaffReply
 from .states import record
@@ -122,7 +124,7 @@ class Intake:
 
     def customer_reply(self, mail: ParsedMail, verdict: Verdict, request: Request,
                        message: Message) -> None:
-        """A customer writes again: contact details, a confirmation, or more about the problem."""
+        """A customer writes again: contact details, a confirmation, files, or more about the problem."""
         flow, actor = self.workflow, mail.author or "unknown"
         if request.status == Status.AWAITING_CONTACT_INFO.value:
             if verdict.identified:
@@ -134,7 +136,12 @@ class Intake:
                 flow.notify_staff(request, "staff_event", event="contact_unknown", mail=mail,
                                   found=verdict.organization)
             return
-        if verdict.confirmation is Confirmation.CONFIRMED and request.status in ANSWERED:
+        files = self.files(mail, verdict, request, message)
+        if files.closed:
+            return
+        if (verdict.confirmation is Confirmation.CONFIRMED and request.status in ANSWERED
+                and not files.not_received and not files.arrived
+                and not unsettled(self.session, request)):
             request.confirmation = "confirmed"
             record(self.session, request, "confirmed", actor=actor, at=self.now,
                    message=message)
@@ -149,7 +156,40 @@ class Intake:
             flow.reopen(request, actor=actor, reason="customer wrote again", message=message)
         flow.notify_staff(request, "staff_customer_reply", mail=mail,
                           not_helped=verdict.confirmation is Confirmation.REJECTED,
-                          message=message)
+                          not_received=files.not_received, received=files.confirmed,
+                          arrived=[f.asked for f in files.arrived], message=message)
+
+    def files(self, mail: ParsedMail, verdict: Verdict, request: Request,
+              message: Message) -> "FilesInReply":
+        """ОП2 in a customer's reply: files asked for that it brings, files sent that it
+        confirms ("получили"; a "помогло" confirms them too) or says did not arrive.
+
+        A reply that only confirms receipt closes an answered ОП2 request (§3);
+        one that also asks something ("?") or says the problem remains goes to the
+        assignee instead.
+        """
+        op2, actor = Op2(self.workflow), mail.author or "unknown"
+        found = FilesInReply(arrived=op2.files_arrived(request, mail, message))
+        words = mail.new_text
+        if verdict.receipt is Confirmation.REJECTED:
+            found.not_received = op2.not_received(request, by=actor, message=message, words=words)
+        elif verdict.receipt is Confirmation.CONFIRMED or (
+                verdict.confirmation is Confirmation.CONFIRMED and request.status in ANSWERED):
+            found.confirmed = op2.confirm_all(request, "reply", by=actor, message=message)
+        if (verdict.receipt is Confirmation.CONFIRMED and found.confirmed and not found.arrived
+                and verdict.confirmation is not Confirmation.REJECTED and "?" not in words):
+            found.closed = op2.close_if_done(request, by=actor, message=message)
+        return found
+
+
+@dataclass
+class FilesInReply:
+    """What a customer's reply did to the request's ОП2 records."""
+
+    arrived: list[FileRequest] = field(default_factory=list)  # file requests it answered
+    confirmed: list[Delivery] = field(default_factory=list)  # deliveries it confirmed
+    not_received: list[Delivery] = field(default_factory=list)  # deliveries it failed
+    closed: bool = False  # the request closed: its files are all confirmed
 
 
 def _thread(mail: ParsedMail) -> Thread:

@@ -6,19 +6,26 @@ customer's address is known), assigns and notifies.
 """
 from __future__ import annotations
 
+import mimetypes
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 
 from sqlalchemy.orm import Session
 
 from ..config import Config
 from ..lookup import Lookup
-from ..models import Request, Staff
-from ..parsers import MailKind, ParsedMail
+from ..models import Inbound, Message, Request, Staff
+from ..parsers import MailKind, ParsedMail, ParseOptions, parse_mail
 from ..parsers.addresses import is_valid_address
-from ..parsers.commands import CommandBlock
+from ..parsers.commands import CommandBlock, parse_commands
 from ..rules import MANUAL_INTAKE, Action, Context, Role, Verdict, decide
 from .intake import Intake
 from .staff import StaffReply, find_organization
+from .states import record
+from .trail import record_incoming
 
 CHANNELS = ("phone", "web", "portal", "email")
 
@@ -71,7 +78,51 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
 
 
 def run_commands(session: Session, config: Config, now, request: Request, staff: Staff,
-                 block: CommandBlock) -> list[str]:
+                 block: CommandBlock, message: Message | None = None) -> list[str]:
     """What a staff reply with these commands would do, from the command line."""
     intake = Intake(session, config, now)
-    return StaffReply(intake.workflow, request, staff, None, notify_errors=False).apply(block)
+    return StaffReply(intake.workflow, request, staff, message, notify_errors=False).apply(block)
+
+
+def send_files(session: Session, config: Config, now: datetime, request: Request, staff: Staff,
+               files: Sequence[tuple[str, bytes]], text: str = "", description: str = "") -> list[str]:
+    """What ``#файлы`` with these files attached would do, from the command line (``mailbot
+    requests send-files``); the problems found, nothing done when there are any.
+
+    A file lives in the raw mail it came in (:mod:`mailbot.files`), and a file given on
+    the command line came in none: the files are wrapped in a mail from the staff member
+    to the support address, stored in ``inbound`` as already processed (source ``cli``),
+    and recorded in the request's trail as that staff member's message, as if mailed.
+    Raises :class:`~mailbot.parsers.MailTooLarge` beyond the ``[limits]``.
+    """
+    message_id = make_msgid(domain=config.support.address.rpartition("@")[2] or "localhost")
+    raw = _files_mail(config, request, staff, files, text, now, message_id)
+    mail = parse_mail(raw, ParseOptions(
+        request_prefix=config.support.request_prefix, incident_prefix=config.support.incident_prefix,
+        max_attachment_bytes=config.limits.max_attachment_bytes,
+        max_attachments=config.limits.max_attachments,
+        max_message_bytes=config.limits.max_message_bytes))
+    inbound = Inbound(dedup_key=f"mid:{message_id.strip('<>')}", source="cli", raw=raw, size=len(raw),
+                      status="processed", received_at=now, processed_at=now)
+    session.add(inbound)
+    session.flush()
+    message = record_incoming(session, mail, inbound.id, request, now)
+    record(session, request, "message_in", actor=staff.login, at=now, message=message,
+           mail_kind="cli", files=[a.filename for a in mail.attachments])
+    block = parse_commands(f"#файлы {description}".strip() + "\n\n" + text)
+    return run_commands(session, config, now, request, staff, block, message)
+
+
+def _files_mail(config: Config, request: Request, staff: Staff, files: Sequence[tuple[str, bytes]],
+                text: str, now: datetime, message_id: str) -> bytes:
+    """The staff member's files in a mail to the support address (the way they are stored)."""
+    mail = EmailMessage()
+    mail["From"], mail["To"] = staff.email, config.support.address
+    mail["Subject"] = f"[{request.number}] send-files"
+    mail["Date"] = format_datetime(now)
+    mail["Message-ID"] = message_id
+    mail.set_content(text or "")
+    for name, data in files:
+        maintype, _, subtype = (mimetypes.guess_type(name)[0] or "application/octet-stream").partition("/")
+        mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return mail.as_bytes()

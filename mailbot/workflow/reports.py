@@ -2,9 +2,9 @@
 
 They never create requests. A bounce marks the outgoing mail and its delivery
 record failed and alerts staff (the customer did not get our answer); a delay
-notice is only recorded. A read receipt confirms the delivery record of the
-mail it is about (ОП2 files). A refusal is our own SMTP server's permanent
-"no" to some recipients while we sent (:func:`apply_refusal`).
+notice is only recorded. A read receipt confirms or fails the delivery record of
+the mail it is about (ОП2 files, :meth:`Op2.read_receipt`). A refusal is our own
+SMTP server's permanent "no" to some recipients while we sent (:func:`apply_refusal`).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import select
 from ..models import Delivery, Message, Outbox, Request
 from ..parsers import ParsedMail
 from .actions import Workflow
+from .op2 import Op2
 from .states import record
 
 log = logging.getLogger(__name__)
@@ -49,24 +50,29 @@ def _bounce(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
                message=message, outbox=outbox.message_id, details=summary)
         return
     outbox.status, outbox.last_error = "failed", f"bounced: {summary}"[:2000]
-    for delivery in flow.session.scalars(select(Delivery).where(Delivery.outbox_id == outbox.id)):
-        delivery.status, delivery.failure = "failed", summary[:2000]
     record(flow.session, request, "bounced", actor="mailer-daemon", at=flow.now,
            message=message, outbox=outbox.message_id, details=summary)
+    undelivered = Op2(flow).failed(request, _waiting(flow, outbox), summary, by="mailer-daemon",
+                                   message=message)
     if request is not None:
         flow.notify_staff(request, "staff_bounce", summary=summary, kind=outbox.kind,
-                          recipients=outbox.recipients)
+                          recipients=outbox.recipients, deliveries=undelivered)
 
 
 def _receipt(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
              request: Request | None) -> None:
-    disposition = mail.mdn.disposition
-    if disposition.lower() in ("displayed", "processed", "dispatched"):
-        for delivery in flow.session.scalars(select(Delivery).where(Delivery.outbox_id == outbox.id,
-                                                                    Delivery.status == "sent")):
-            delivery.status, delivery.confirmed_by, delivery.confirmed_at = "confirmed", "mdn", flow.now
     record(flow.session, request, "read_receipt", actor=mail.from_addr or "unknown", at=flow.now,
-           message=message, outbox=outbox.message_id, disposition=disposition)
+           message=message, outbox=outbox.message_id, disposition=mail.mdn.disposition)
+    if request is not None:
+        Op2(flow).read_receipt(request, outbox, mail, message)
+
+
+def _waiting(flow: Workflow, outbox: Outbox, recipients: list[str] | None = None) -> list[Delivery]:
+    """The deliveries of ``outbox`` (to ``recipients``) still waiting for a confirmation."""
+    query = select(Delivery).where(Delivery.outbox_id == outbox.id, Delivery.status == "sent")
+    if recipients is not None:
+        query = query.where(Delivery.recipient.in_(recipients))
+    return list(flow.session.scalars(query.order_by(Delivery.id)))
 
 
 def apply_refusal(flow: Workflow, outbox_id: int, refused: dict[str, str]) -> None:
@@ -81,11 +87,10 @@ def apply_refusal(flow: Workflow, outbox_id: int, refused: dict[str, str]) -> No
     outbox = flow.session.get(Outbox, outbox_id)
     request = flow.session.get(Request, outbox.request_id) if outbox.request_id else None
     summary = "; ".join(f"{address}: {reply}" for address, reply in refused.items())
-    for delivery in flow.session.scalars(select(Delivery).where(
-            Delivery.outbox_id == outbox.id, Delivery.recipient.in_(list(refused)))):
-        delivery.status, delivery.failure = "failed", summary[:2000]
     record(flow.session, request, "refused", actor="smtp", at=flow.now,
            outbox=outbox.message_id, details=summary)
+    undelivered = Op2(flow).failed(request, _waiting(flow, outbox, list(refused)), summary,
+                                   by="smtp", message=None)
     if request is not None and not outbox.kind.startswith("staff_"):
         flow.notify_staff(request, "staff_bounce", summary=summary, kind=outbox.kind,
-                          recipients=list(refused))
+                          recipients=list(refused), deliveries=undelivered)

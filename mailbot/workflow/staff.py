@@ -5,11 +5,16 @@ staff member gets the list of valid commands back and nothing else happens,
 so nothing reaches the customer by mistake. ``#заметка`` makes the whole mail
 an internal note. Otherwise the text after the commands goes to the customer:
 as the solution (asking for confirmation) after ``#решено`` or ``#инцидент``,
-with a closing notice after ``#закрыть``, or as a plain answer.
+with a closing notice after ``#закрыть``, or as a plain answer. ОП2: ``#файлы``
+sends the attached files with a standard text, ``#запросить`` asks the customer
+for files, ``#доставлено`` records a confirmation of receipt given outside mail,
+and ``#закрыть без подтверждения: причина`` closes although files sent are not
+confirmed (``workflow/op2.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from ..crm import OrganizationInfo
 from ..lookup import Lookup
@@ -18,6 +23,8 @@ from ..parsers.commands import Command, CommandBlock
 from ..status import Status
 from .actions import Workflow
 from .assign import is_eligible
+from .deliveries import unsettled
+from .op2 import Op2
 from .states import can_change
 
 SOLUTION_FROM = (Status.OPEN, Status.AWAITING_CUSTOMER, Status.ESCALATED_OP4)
@@ -78,6 +85,40 @@ class StaffReply:
             problems.append("#решено: write the solution below the command")
         if sends_solution and block.has("close"):
             problems.append("#закрыть: the request closes after the customer confirms the solution")
+        return problems + self.check_op2(block)
+
+    def check_op2(self, block: CommandBlock) -> list[str]:
+        """The ОП2 commands' problems (files, confirmations of receipt, closing without one)."""
+        problems = []
+        op2, status = Op2(self.workflow), Status(self.request.status)
+        for command in block.commands:
+            name = command.name
+            if name in ("files", "request_files") and not op2.may_send_files(self.request):
+                problems.append(f"{command.line}: the request is {status.value}")
+            elif name == "files" and not self._attachments():
+                problems.append(f"{command.line}: attach the files to send "
+                                "(from the shell: mailbot requests send-files)")
+            elif name == "close_unconfirmed" and not can_change(status.value, Status.CLOSED):
+                problems.append(f"{command.line}: the request is already {status.value}")
+        files = [c.line for c in block.commands if c.name in ("files", "request_files")]
+        others = [c.line for c in block.commands
+                  if c.name in ("resolved", "incident", "note", "close", "close_unconfirmed")]
+        if len(files) > 1 or (files and others):
+            problems.append(f"{', '.join(files + others)}: one mail to the customer at a time "
+                            "(send files, ask for files, send a solution or close)")
+        if block.has("close_unconfirmed") and (block.has("resolved") or block.has("incident")):
+            problems.append("#закрыть: the request closes after the customer confirms the solution")
+        pending = unsettled(self.workflow.session, self.request) \
+            if block.has("delivered") or block.has("close") else []
+        if block.has("delivered") and not pending:
+            problems.append(f"{block.get('delivered').line}: no files sent on this request "
+                            "await a confirmation")
+        if block.has("close") and pending and not block.has("delivered"):
+            sent = "; ".join(f"{d.created_at.astimezone(self._tz()):%d.%m.%Y %H:%M} "
+                             f"{', '.join(d.files)} ({d.status})" for d in pending)
+            problems.append(f"{block.get('close').line}: files sent are not confirmed ({sent}). "
+                            "Confirm them (#доставлено по телефону …) or close with "
+                            "#закрыть без подтверждения: причина")
         return problems
 
     def run(self, command: Command) -> None:
@@ -100,6 +141,8 @@ class StaffReply:
                            message=self.message)
         elif command.name == "reopen":
             flow.reopen(request, actor=login, reason="staff", message=self.message)
+        elif command.name == "delivered":
+            Op2(flow).confirmed_by_staff(request, self.staff, command.argument, self.message)
 
     def deliver(self, block: CommandBlock) -> None:
         """Send the text (and files) of the reply to the customer, as the commands say."""
@@ -110,9 +153,16 @@ class StaffReply:
             flow.resolve(request, self.staff, incident.solution, files)
         elif block.has("resolved") or block.has("incident"):
             flow.resolve(request, self.staff, block.text, files)
-        elif block.has("close"):
+        elif block.has("close") or block.has("close_unconfirmed"):
+            override = block.get("close_unconfirmed")
             flow.close(request, actor=self.staff.login, reason=block.text or "staff",
-                       message=self.message)
+                       message=self.message, override=override.argument if override else None)
+        elif block.has("files"):
+            Op2(flow).send_files(request, self.staff, block.text, files,
+                                 block.get("files").argument)
+        elif block.has("request_files"):
+            Op2(flow).ask_for_files(request, self.staff, block.get("request_files").argument,
+                                    block.text, files, self.message)
         elif block.text or files:
             flow.answer(request, self.staff, block.text, files)
 
@@ -121,6 +171,9 @@ class StaffReply:
         if self.message is None:
             return ()
         return tuple(row for row in self.message.attachments if not row.inline)
+
+    def _tz(self) -> ZoneInfo:
+        return ZoneInfo(self.workflow.config.timezone)
 
     def _organization(self, text: str) -> OrganizationInfo | None:
         return find_organization(self.workflow.lookup, text)
