@@ -32,6 +32,8 @@ class WorkingCalendar(Protocol):
 
     def is_working_time(self, moment: datetime) -> bool: ...
 
+    def is_working_day(self, day: date) -> bool: ...
+
     def add_working_minutes(self, start: datetime, minutes: int) -> datetime: ...
 
     def working_minutes_between(self, a: datetime, b: datetime) -> int: ...
@@ -48,6 +50,9 @@ class RoundTheClockCalendar:
 
     def is_working_time(self, moment: datetime) -> bool:
         _aware(moment)
+        return True
+
+    def is_working_day(self, day: date) -> bool:
         return True
 
     def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
@@ -130,11 +135,5 @@ def deadline(level: int, received_at: datetime, calendar: WorkingCalendar,
     return calendar.add_working_minutes(received_at, sla.norm(level))
 
 
-def warning_at(level: int, received_at: datetime, calendar: WorkingCalendar,
-               sla: SlaConfig = SlaConfig()) -> datetime:
-    """When to warn that the deadline is near: ``sla.warn_before`` working minutes before it."""
-    return calendar.add_working_minutes(received_at, max(sla.norm(level) - sla.warn_before, 0))
-
-
 __all__ = ["BusinessCalendar", "RoundTheClockCalendar", "WorkingCalendar", "deadline",
-           "make_calendar", "warning_at"]
+           "make_calendar"]

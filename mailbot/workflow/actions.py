@@ -33,7 +33,8 @@ from .states import change_status, record
 log = logging.getLogger(__name__)
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
-CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info")  # our mail in their thread
+CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info",  # our mail in their thread
+                         "solution_reminder")
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Workflow:
     @property
     def calendar(self) -> WorkingCalendar:
         return make_calendar(self.config.sla, self.config.timezone)
+
+    def local(self, moment: datetime) -> datetime:
+        """``moment`` in the service's time zone (Moscow time by default), as people read it."""
+        return moment.astimezone(ZoneInfo(self.config.timezone))
 
     # ------------------------------------------------------------ creating
 
@@ -112,7 +117,7 @@ class Workflow:
             return
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                       message=message)
-        self.set_deadline(request)
+        self.start_reaction_clock(request)
         assignee = choose_assignee(self.lookup, request.level, self.config.staff)
         if assignee is not None:
             self.assign(request, assignee, actor="system")
@@ -140,9 +145,20 @@ class Workflow:
             self.set_deadline(request)
 
     def set_deadline(self, request: Request) -> None:
+        """The reaction deadline, counted from the start of the running reaction clock (or of the
+        first one: the request's opening, or its arrival for requests older than the clock)."""
         if request.level:
-            request.due_at = deadline(request.level, request.received_at, self.calendar,
-                                      self.config.sla)
+            start = request.waiting_since or request.opened_at or request.received_at
+            request.due_at = deadline(request.level, start, self.calendar, self.config.sla)
+
+    def start_reaction_clock(self, request: Request) -> None:
+        """The customer waits for a human reaction from now: the request was opened (after its
+        intake, so waiting for contact details does not count) or reopened by the customer."""
+        if not request.level:
+            return
+        request.opened_at = request.opened_at or self.now
+        request.waiting_since = self.now
+        self.set_deadline(request)
 
     def assign(self, request: Request, staff: Staff, actor: str) -> None:
         request.assignee_id = staff.id
@@ -179,16 +195,21 @@ class Workflow:
               message: Message | None = None) -> None:
         change_status(self.session, request, Status.CLOSED, actor=actor, at=self.now,
                       message=message, reason=reason)
+        request.waiting_since = None
         self.tell_customer(request, "closed", automatic=True, reason=reason)
 
     def reopen(self, request: Request, actor: str, reason: str,
-               message: Message | None = None) -> None:
+               message: Message | None = None, customer_waits: bool = False) -> None:
+        """Open the request again. The reaction clock runs again when the customer reopened it
+        (``customer_waits``) or nobody has answered yet (a refusal overridden, say)."""
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                       message=message, reason=reason)
-        if request.due_at is None:
-            self.set_deadline(request)
+        if customer_waits or request.first_reaction_at is None:
+            self.start_reaction_clock(request)
 
     def reacted(self, request: Request, staff: Staff) -> None:
+        """A human answer reached the customer: the reaction clock stops."""
+        request.waiting_since = None
         if request.first_reaction_at is None:
             request.first_reaction_at = self.now
             record(self.session, request, "first_reaction", actor=staff.login, at=self.now)
@@ -216,9 +237,10 @@ class Workflow:
             in_reply_to=in_reply_to, references=references, automatic=automatic,
             from_name=from_name, files=files))
 
-    def notify_staff(self, request: Request, template: str, *, to: str | None = None,
+    def notify_staff(self, request: Request, template: str, *, to: str | Sequence[str] | None = None,
                      message: Message | None = None, **context) -> str | None:
-        """A mail to the assignee (or the ТП1 group); replying to it reaches the bot.
+        """A mail to the assignee (or the ТП1 group; ``to``: one or more addresses); replying to
+        it reaches the bot.
 
         The files of ``message`` (the customer's mail) go along up to
         ``limits.notify_attachment_bytes``; the template lists every file.
@@ -254,10 +276,12 @@ class Workflow:
         content = render("staff_help", with_html=False, support=self.config.support, **context)
         return self._mail_staff("staff_help", address, content)
 
-    def _mail_staff(self, kind: str, to: str, content: Rendered, request: Request | None = None,
+    def _mail_staff(self, kind: str, to: str | Sequence[str], content: Rendered,
+                    request: Request | None = None,
                     files: tuple[AttachmentRow, ...] = ()) -> str | None:
         """Staff mail comes from the support address, and replies go back to it."""
-        return self._send(Outgoing(kind=kind, to=(to,), content=content, request=request,
+        recipients = (to,) if isinstance(to, str) else tuple(to)
+        return self._send(Outgoing(kind=kind, to=recipients, content=content, request=request,
                                    reply_to=self.config.support.address, files=files))
 
     def _send(self, mail: Outgoing) -> str | None:
