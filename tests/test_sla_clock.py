@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
 from mailbot import db
 from mailbot.admin import edit_staff
-from mailbot.config import with_overrides
 from mailbot.daemon import Daemon
 from mailbot.deadlines import Deadlines
 from mailbot.models import Delivery, Escalation, Event, Outbox, Request, SlaStep, Staff
@@ -23,42 +21,8 @@ from mailbot.workflow.actions import Workflow
 from mailbot.workflow.ladder import take_steps
 
 from tests.mailflow import Desk, body
-
-MSK = ZoneInfo("Europe/Moscow")
-CUSTOMER = "ivanov@zavod.example"
-TP1, TP2 = "tp1@tecon.example", "tp2@tecon.example"
-WORKER, BOSS, CHIEF = "sidorov@tecon.example", "boss@tecon.example", "chief@tecon.example"
-HEADS = "head-of-support@tecon.example"
-
-
-def msk(*args: int) -> datetime:
-    return datetime(*args, tzinfo=MSK)
-
-
-def configure(desk: Desk, **sla) -> None:
-    """``[sla]`` settings for the test; digests (test_sla_digest.py) only when asked for."""
-    desk.config = with_overrides(desk.config, sla={"digest_times": (), **sla})
-
-
-def team(desk: Desk, years: int = 7) -> None:
-    """sidorov (may handle every level) → boss → chief; the bosses are not on the rota."""
-    configure(desk)
-    for login in ("chief", "boss"):
-        desk.add_staff(login, years=20, department="Руководство")
-    desk.add_staff("sidorov", years=years)
-    with desk.sessions.begin() as session:
-        edit_staff(session, "boss", supervisor="chief")
-        edit_staff(session, "sidorov", supervisor="boss")
-
-
-def tick(desk: Desk, moment: datetime | None = None) -> SlaRun:
-    """One pass of the SLA clock at ``moment`` (the scheduler's job), then mail goes out."""
-    if moment is not None:
-        desk.clock.set(moment)
-    result = run_sla(Daemon(desk.config, desk.sessions, desk.clock))
-    desk.run()
-    return result
-
+from tests.slaclock import (BOSS, CHIEF, CUSTOMER, HEADS, TP1, TP2, WORKER, configure, msk, team,
+                           tick)
 
 def taken(result: SlaRun) -> list[tuple[str, str]]:
     return [(step.clock, step.step) for step in result.steps]
