@@ -1,35 +1,45 @@
 """The SLA clocks: which deadlines are near or passed (DESIGN.md §6; docs/workflow.md, "The SLA clock").
 
 Read only. The scheduler asks :meth:`Deadlines.due_steps` which steps of which
-clocks' ladders are due now, and ``workflow/sla.py`` takes them (mail, events);
-a supervisors' digest lists :meth:`Deadlines.watched`, everything overdue or due
-within the digest's horizon.
+clocks' ladders are due now, and ``workflow/ladder.py`` takes them (mail,
+events); a supervisors' digest lists :meth:`Deadlines.watched`, everything
+overdue or due within the digest's horizon.
 
 A clock runs on a request from its start to its deadline, in working minutes of
 the ``[sla]`` calendar; a deadline and its ladder are one *cycle*:
 
-============  ==============================================  ===================  ==========================
-clock         runs while (start)                               deadline             ladder
-============  ==============================================  ===================  ==========================
-reaction      the customer waits for a human reaction          ``requests.due_at``  warning, breach, escalation
+============  ==============================================  =====================  ==========================
+clock         runs while (start)                               deadline               ladder
+============  ==============================================  =====================  ==========================
+reaction      the customer waits for a human reaction          ``requests.due_at``    warning, breach, escalation
               (``requests.waiting_since``: opened, reopened)   (the level's norm)
 op4_answer    an ОП4 escalation is unanswered (``sent_at``)    ``escalations.due_at`` warning, breach, escalation
-delivery      an ОП2 delivery is unconfirmed (``created_at``)  + delivery_confirm   breach, escalation
-confirmation  a solution awaits confirmation (``resolved_at``) + confirm_overdue    reminder, breach
-contact_info  contact details are asked for (``received_at``)  + contact_info_wait  breach
-============  ==============================================  ===================  ==========================
+delivery      an ОП2 delivery is unconfirmed (``created_at``)  + delivery_confirm     breach, escalation
+confirmation  a solution awaits confirmation (``resolved_at``) + confirm_overdue      reminder, breach
+contact_info  contact details are asked for (``received_at``)  + contact_info_wait    breach
+============  ==============================================  =====================  ==========================
 
 The warning comes when ``sla.warn_share`` of the time to the deadline has passed,
 the customer's reminder ``sla.confirm_remind`` after the solution, the breach at
 the deadline, the escalation ``sla.escalate_after`` after it. When several steps
 are due at once (the daemon was down), only the latest is taken: those it
-supersedes would be noise. Each scan reads the rows its clock runs on through a
-partial index and leaves out cycles whose last step is taken.
+supersedes would be noise.
+
+A scan reads each clock's rows through a partial index on one column (the
+*key*: the deadline, or the start). Each step comes a number of working minutes
+after (or, a warning, before) the key, so the cycles whose step comes between
+two moments have their keys between two bounds counted in the calendar. A
+running daemon's pass reads, per step, the cycles whose step came since its
+previous pass (an OR of index ranges: a handful of rows); a full scan (at start,
+then every few minutes) reads every cycle whose next step, after the last one
+taken, is due. The steps already taken come with each row (one ``sla_steps``
+index lookup); Python decides exactly, with the calendar, for the rows read.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -46,6 +56,7 @@ LADDERS: dict[str, tuple[str, ...]] = {
     "contact_info": ("breach",),
 }
 CLOCKS = tuple(LADDERS)
+Bound = Callable[[datetime], datetime]
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class Running:
     due: datetime
     done: frozenset[str] = field(default=frozenset(), compare=False)  # steps taken in this cycle
     source_id: int | None = field(default=None, compare=False)  # the escalation or delivery
+    assignee_id: int | None = field(default=None, compare=False)  # the request's, now
 
 
 @dataclass(frozen=True)
@@ -69,70 +81,51 @@ class DueStep:
     at: datetime  # when it was due
 
 
-# Each clock's rows: request, start, deadline (NULL: counted from the start by the config),
-# the escalation or delivery, and the steps taken in the cycle. {where} narrows to what a
-# scan or a digest wants; the deadline columns of reaction and op4_answer are in the cycle key.
-_ROWS = {
-    "reaction": """
-        SELECT r.id AS request_id, r.waiting_since AS start, r.due_at AS due, NULL::bigint AS source_id,
-               ARRAY(SELECT s.step FROM sla_steps s WHERE s.request_id = r.id AND s.clock = 'reaction'
-                     AND s.started_at = r.waiting_since AND s.cycle = r.due_at) AS done
-        FROM requests r
-        WHERE r.waiting_since IS NOT NULL AND r.status IN ('open', 'escalated_op4') AND {where}""",
-    "op4_answer": """
-        SELECT e.request_id, e.sent_at AS start, e.due_at AS due, e.id AS source_id,
-               ARRAY(SELECT s.step FROM sla_steps s WHERE s.request_id = e.request_id
-                     AND s.clock = 'op4_answer' AND s.started_at = e.sent_at AND s.cycle = e.due_at) AS done
-        FROM escalations e JOIN requests r ON r.id = e.request_id
-        WHERE e.status = 'sent' AND e.answered_at IS NULL AND r.status NOT IN ('closed', 'rejected')
-          AND {where}""",
-    "delivery": """
-        SELECT d.request_id, d.created_at AS start, NULL::timestamptz AS due, d.id AS source_id,
-               ARRAY(SELECT s.step FROM sla_steps s WHERE s.request_id = d.request_id
-                     AND s.clock = 'delivery' AND s.started_at = d.created_at) AS done
-        FROM deliveries d JOIN requests r ON r.id = d.request_id
-        WHERE d.status = 'sent' AND r.status NOT IN ('closed', 'rejected') AND {where}""",
-    "confirmation": """
-        SELECT r.id AS request_id, r.resolved_at AS start, NULL::timestamptz AS due, NULL::bigint AS source_id,
-               ARRAY(SELECT s.step FROM sla_steps s WHERE s.request_id = r.id
-                     AND s.clock = 'confirmation' AND s.started_at = r.resolved_at) AS done
-        FROM requests r
-        WHERE r.status = 'resolved' AND r.resolved_at IS NOT NULL AND {where}""",
-    "contact_info": """
-        SELECT r.id AS request_id, r.received_at AS start, NULL::timestamptz AS due, NULL::bigint AS source_id,
-               ARRAY(SELECT s.step FROM sla_steps s WHERE s.request_id = r.id
-                     AND s.clock = 'contact_info' AND s.started_at = r.received_at) AS done
-        FROM requests r
-        WHERE r.status = 'awaiting_contact_info' AND {where}""",
-}
-# What a scan reads: rows whose first step may be due (a superset, decided exactly in Python)
-# and whose cycle's last step is not taken yet.
-_SCAN = {
-    "reaction": """r.due_at <= :cutoff AND r.due_at <= CASE r.level WHEN 1 THEN :c1 WHEN 2 THEN :c2
-                   WHEN 3 THEN :c3 ELSE :c4 END""",
-    "op4_answer": "e.due_at <= :cutoff",
-    "delivery": "d.created_at <= :cutoff",
-    "confirmation": "r.resolved_at <= :cutoff",
-    "contact_info": "r.received_at <= :cutoff",
-}
-_WATCH = {  # what a digest reads: rows whose deadline may be before :cutoff (a superset)
-    "reaction": "r.due_at <= :cutoff",
-    "op4_answer": "e.due_at <= :cutoff",
-    "delivery": "d.created_at <= :cutoff",
-    "confirmation": "r.resolved_at <= :cutoff",
-    "contact_info": "r.received_at <= :cutoff",
-}
-_UNFINISHED = """ AND NOT EXISTS (SELECT 1 FROM sla_steps s WHERE s.request_id = {request}
-                  AND s.clock = '{clock}' AND s.started_at = {start} {cycle} AND s.step = '{last}')"""
-_KEYS = {  # the columns of _UNFINISHED per clock
-    "reaction": ("r.id", "r.waiting_since", "AND s.cycle = r.due_at"),
-    "op4_answer": ("e.request_id", "e.sent_at", "AND s.cycle = e.due_at"),
-    "delivery": ("d.request_id", "d.created_at", ""),
-    "confirmation": ("r.id", "r.resolved_at", ""),
-    "contact_info": ("r.id", "r.received_at", ""),
-}
+@dataclass(frozen=True)
+class _Source:
+    """Where a clock's cycles are: the rows it runs on and the columns that place them."""
+
+    tables: str
+    running: str  # the condition of the partial index on ``key``
+    request: str
+    start: str
+    key: str  # the indexed column: the deadline (when stored) or the start
+    due: str = "NULL::timestamptz"  # the stored deadline, if any (it is in the cycle key)
+    source: str = "NULL::bigint"
+
+    def query(self, clock: str, where: str) -> str:
+        cycle = f"AND s.cycle = {self.due}" if self.due != "NULL::timestamptz" else ""
+        ladder = ", ".join(f"'{step}'" for step in LADDERS[clock])
+        return f"""
+            SELECT {self.request} AS request_id, {self.start} AS start, {self.due} AS due,
+                   {self.source} AS source_id, r.assignee_id, t.done, t.deadline
+            FROM {self.tables}
+            LEFT JOIN LATERAL (
+                SELECT array_agg(s.step) AS done, max(s.cycle) AS deadline,
+                       max(array_position(ARRAY[{ladder}], s.step)) AS last
+                FROM sla_steps s
+                WHERE s.request_id = {self.request} AND s.clock = '{clock}'
+                  AND s.started_at = {self.start} {cycle}) t ON true
+            WHERE {self.running} AND {where.format(key=self.key)}"""
 
 
+_SOURCES = {
+    "reaction": _Source(tables="requests r", request="r.id", start="r.waiting_since",
+                        key="r.due_at", due="r.due_at",
+                        running="r.waiting_since IS NOT NULL AND r.status IN ('open', 'escalated_op4')"),
+    "op4_answer": _Source(tables="escalations e JOIN requests r ON r.id = e.request_id",
+                          request="e.request_id", start="e.sent_at", key="e.due_at", due="e.due_at",
+                          source="e.id", running="e.status = 'sent' AND e.answered_at IS NULL "
+                                                 "AND r.status NOT IN ('closed', 'rejected')"),
+    "delivery": _Source(tables="deliveries d JOIN requests r ON r.id = d.request_id",
+                        request="d.request_id", start="d.created_at", key="d.created_at",
+                        source="d.id",
+                        running="d.status = 'sent' AND r.status NOT IN ('closed', 'rejected')"),
+    "confirmation": _Source(tables="requests r", request="r.id", start="r.resolved_at",
+                            key="r.resolved_at", running="r.status = 'resolved'"),
+    "contact_info": _Source(tables="requests r", request="r.id", start="r.received_at",
+                            key="r.received_at", running="r.status = 'awaiting_contact_info'"),
+}
 class Deadlines:
     """The SLA clocks at one moment (``now``), read from one session."""
 
@@ -142,86 +135,107 @@ class Deadlines:
 
     # ------------------------------------------------------------ the ladder
 
-    def deadline(self, clock: str, start: datetime) -> datetime:
-        """The deadline of a clock that counts from its start by the config."""
-        minutes = {"delivery": self.sla.delivery_confirm, "confirmation": self.sla.confirm_overdue,
-                   "contact_info": self.sla.contact_info_wait}[clock]
-        return self.calendar.add_working_minutes(start, minutes)
+    def counted(self, clock: str) -> int:
+        """Working minutes from the start to the deadline of a clock counted by the config."""
+        return {"delivery": self.sla.delivery_confirm, "confirmation": self.sla.confirm_overdue,
+                "contact_info": self.sla.contact_info_wait}[clock]
 
-    def step_times(self, running: Running) -> dict[str, datetime]:
-        """When each step of the cycle's ladder is due."""
-        times = {}
-        for step in LADDERS[running.clock]:
-            if step == "warning":
-                total = self.calendar.working_minutes_between(running.start, running.due)
-                times[step] = self.calendar.add_working_minutes(
-                    running.start, round(total * self.sla.warn_share))
-            elif step == "reminder":
-                times[step] = self.calendar.add_working_minutes(running.start, self.sla.confirm_remind)
-            elif step == "breach":
-                times[step] = running.due
-            else:
-                times[step] = self.calendar.add_working_minutes(running.due, self.sla.escalate_after)
-        return times
+    def step_time(self, running: Running, step: str) -> datetime:
+        """When ``step`` of the cycle's ladder is due."""
+        add = self.calendar.add_working_minutes
+        if step == "breach":
+            return running.due
+        if step == "escalation":
+            return add(running.due, self.sla.escalate_after)
+        if step == "reminder":
+            return add(running.start, self.sla.confirm_remind)
+        total = self.calendar.working_minutes_between(running.start, running.due)
+        return add(running.start, round(total * self.sla.warn_share))
 
     def due_step(self, running: Running) -> DueStep | None:
         """The latest step whose time has come, unless it is taken (earlier ones are superseded)."""
-        times = self.step_times(running)
-        passed = [step for step in LADDERS[running.clock] if times[step] <= self.now]
-        if not passed or passed[-1] in running.done:
-            return None
-        return DueStep(running, passed[-1], times[passed[-1]])
+        for step in reversed(LADDERS[running.clock]):
+            at = self.step_time(running, step)
+            if at <= self.now:
+                return None if step in running.done else DueStep(running, step, at)
+        return None
 
     # ------------------------------------------------------------ scans
 
-    def due_steps(self) -> list[DueStep]:
-        """Every step due now, of every clock (the overdue scan), by deadline."""
-        steps = [step for clock in CLOCKS for running in self._scan(clock)
+    def due_steps(self, since: datetime | None = None) -> list[DueStep]:
+        """Every step due now, by deadline. With ``since`` (a pass of a running daemon: its
+        previous pass, less a margin), only the steps that came due since then."""
+        steps = [step for clock in CLOCKS for running in self.scan(clock, since)
                  if (step := self.due_step(running)) is not None]
         return sorted(steps, key=lambda s: (s.running.due, s.running.request_id, s.running.clock))
 
+    def scan(self, clock: str, since: datetime | None = None) -> list[Running]:
+        """The cycles of ``clock`` whose next step may be due now; with ``since``, only those
+        with a step due between ``since`` and now (the others had theirs taken, or are not due)."""
+        arms, params = [], {}
+        for n, (position, condition, low_at, high_at) in enumerate(self._keys(clock)):
+            params[f"high{n}"] = high_at(self.now)
+            if since is None:  # every cycle whose step after the last one taken is due
+                arms.append(f"({condition} AND coalesce(t.last, 0) < {position} "
+                            f"AND {{key}} <= :high{n})")
+            else:  # an OR of index ranges, one per step
+                params[f"low{n}"] = low_at(since)
+                arms.append(f"({condition} AND {{key}} BETWEEN :low{n} AND :high{n})")
+        where = "(" + " OR ".join(arms) + ")"
+        if since is None:
+            where = "{key} <= :high AND " + where
+            params["high"] = max(params.values())
+        return self._rows(clock, where, params)
+
     def watched(self, horizon: datetime) -> list[Running]:
         """Every running cycle that is overdue or due by ``horizon``, by deadline."""
-        found = [running for clock in CLOCKS
-                 for running in self._rows(clock, _WATCH[clock], self._watch_cutoff(clock, horizon))
-                 if running.due <= horizon]
+        found = []
+        for clock in CLOCKS:
+            high = horizon if clock in ("reaction", "op4_answer") else \
+                self.calendar.subtract_working_minutes(horizon, self.counted(clock))
+            found += [r for r in self._rows(clock, "{key} <= :high", {"high": high})
+                      if r.due <= horizon]
         return sorted(found, key=lambda r: (r.due, r.request_id, r.clock))
 
-    def _scan(self, clock: str) -> list[Running]:
-        request, start, cycle = _KEYS[clock]
-        where = _SCAN[clock] + _UNFINISHED.format(request=request, start=start, cycle=cycle,
-                                                  clock=clock, last=LADDERS[clock][-1])
-        return self._rows(clock, where, self._scan_cutoffs(clock))
+    def _keys(self, clock: str) -> list[tuple[int, str, Bound, Bound]]:
+        """Per step of the ladder (its position, on which rows): the least and the greatest key
+        of a cycle whose step comes at a given moment (a later moment, later keys)."""
+        sla = self.sla
 
-    def _scan_cutoffs(self, clock: str) -> dict[str, Any]:
-        """Bounds for the rows whose first step may be due now."""
-        add = self.calendar.add_working_minutes
-        if clock == "reaction":  # the warning: (1 - warn_share) of the norm before the deadline
-            cutoffs = {f"c{level}": add(self.now, self.sla.norm(level)
-                                        - round(self.sla.norm(level) * self.sla.warn_share))
-                       for level in range(1, 5)}
-            return {"cutoff": max(cutoffs.values()), **cutoffs}
-        if clock == "op4_answer":  # ТП2's deadline is at most its norm after the warning
-            return {"cutoff": add(self.now, self.sla.norm_op4)}
-        minutes = {"delivery": self.sla.delivery_confirm, "confirmation": self.sla.confirm_remind,
-                   "contact_info": self.sla.contact_info_wait}[clock]
-        return {"cutoff": self.now - timedelta(minutes=minutes)}  # working minutes ≥ wall minutes
+        def after(minutes: int) -> Bound:  # the step comes ``minutes`` after the key
+            return lambda moment: self.calendar.subtract_working_minutes(moment, minutes)
 
-    def _watch_cutoff(self, clock: str, horizon: datetime) -> dict[str, Any]:
-        if clock in ("reaction", "op4_answer"):
-            return {"cutoff": horizon}
-        minutes = {"delivery": self.sla.delivery_confirm, "confirmation": self.sla.confirm_overdue,
-                   "contact_info": self.sla.contact_info_wait}[clock]
-        return {"cutoff": horizon - timedelta(minutes=minutes)}
+        def before(minutes: int) -> Bound:  # the step comes ``minutes`` before the key
+            return lambda moment: self.calendar.add_working_minutes(moment, minutes)
+
+        def at(moment: datetime) -> datetime:
+            return moment
+
+        if clock == "reaction":  # the key is the deadline (the level's norm after the start)
+            lead = {level: sla.norm(level) - round(sla.norm(level) * sla.warn_share)
+                    for level in range(1, 5)}
+            return [(1, f"coalesce(r.level, 4) = {level}", before(lead[level]), before(lead[level]))
+                    for level in range(1, 5)] + [(2, "true", at, at),
+                                                 (3, "true", after(sla.escalate_after),
+                                                  after(sla.escalate_after))]
+        if clock == "op4_answer":  # ТП2's deadline, at most norm_op4 after the escalation
+            return [(1, "true", at, before(sla.norm_op4)), (2, "true", at, at),
+                    (3, "true", after(sla.escalate_after), after(sla.escalate_after))]
+        offsets = {"delivery": (sla.delivery_confirm, sla.delivery_confirm + sla.escalate_after),
+                   "confirmation": (sla.confirm_remind, sla.confirm_overdue),
+                   "contact_info": (sla.contact_info_wait,)}[clock]
+        return [(n, "true", after(minutes), after(minutes)) for n, minutes in enumerate(offsets, 1)]
 
     def _rows(self, clock: str, where: str, params: dict[str, Any]) -> list[Running]:
-        rows = self.session.execute(text(_ROWS[clock].format(where=where)), params).all()
-        found: dict[Running, Running] = {}
+        rows = self.session.execute(text(_SOURCES[clock].query(clock, where)), params).all()
+        found: dict[tuple[int, float], Running] = {}
         for row in rows:  # deliveries sent together share one cycle
-            due = row.due if row.due is not None else self.deadline(clock, row.start)
-            running = Running(clock, row.request_id, row.start, due, frozenset(row.done),
-                              row.source_id)
-            found.setdefault(running, running)
+            key = (row.request_id, row.start.timestamp())
+            if key not in found:
+                due = row.due or (row.deadline if row.done else None) or \
+                    self.calendar.add_working_minutes(row.start, self.counted(clock))
+                found[key] = Running(clock, row.request_id, row.start, due,
+                                     frozenset(row.done or ()), row.source_id, row.assignee_id)
         return list(found.values())
 
 

@@ -93,6 +93,20 @@ def test_working_minutes_between(business):
         assert business.working_minutes_between(start, end) == minutes
 
 
+def test_subtracting_working_minutes_undoes_adding_them(business):
+    assert business.subtract_working_minutes(msk(2026, 3, 16, 9, 10), 20) == msk(2026, 3, 13, 17, 50)
+    assert business.subtract_working_minutes(msk(2026, 1, 12, 9, 20), 40) == msk(2025, 12, 30, 17, 40)
+    assert business.subtract_working_minutes(msk(2025, 11, 1, 9, 10), 20) == msk(2025, 10, 31, 17, 50)
+    assert business.subtract_working_minutes(msk(2026, 3, 14, 12, 0), 0) == msk(2026, 3, 13, 18, 0)
+    for end in (msk(2026, 3, 10, 11, 7), msk(2026, 3, 14, 3, 0), msk(2026, 1, 5, 12, 0)):
+        for minutes in (0, 1, 59, 540, 541, 5000):
+            start = business.subtract_working_minutes(end, minutes)
+            assert business.working_minutes_between(start, end) == minutes
+            assert minutes == 0 or business.add_working_minutes(start, minutes) <= end
+    assert RoundTheClockCalendar().subtract_working_minutes(msk(2026, 1, 4, 0, 10), 20) == \
+        msk(2026, 1, 3, 23, 50)
+
+
 def test_naive_datetimes_are_refused(business):
     with pytest.raises(ValueError):
         business.add_working_minutes(datetime(2026, 3, 11, 10, 0), 20)

@@ -16,7 +16,7 @@ from mailbot.admin import edit_staff
 from mailbot.daemon import Daemon
 from mailbot.deadlines import Deadlines
 from mailbot.models import Delivery, Escalation, Event, Outbox, Request, SlaStep, Staff
-from mailbot.scheduler import SlaRun, make_scheduler, run_sla
+from mailbot.scheduler import SlaClock, SlaRun, make_scheduler, run_sla
 from mailbot.workflow.actions import Workflow
 from mailbot.workflow.ladder import take_steps
 
@@ -436,17 +436,17 @@ def test_two_daemons_on_one_database_send_each_step_once(desk):
         new_request(desk, f"Вопрос {minute}", "Как выполнить привязку?",
                     at=msk(2026, 11, 25, 10, minute))
     engines = [db.make_engine(desk.config.database.url) for _ in range(2)]
-    daemons = [Daemon(desk.config, db.make_sessionmaker(e), desk.clock) for e in engines]
+    clocks = [SlaClock(Daemon(desk.config, db.make_sessionmaker(e), desk.clock)) for e in engines]
     results: list[SlaRun] = []
     for minute in range(0, 241, 3):  # 10:00 to 14:00, the digest's slot
         desk.clock.set(msk(2026, 11, 25, 10, 0) + timedelta(minutes=minute))
         barrier = threading.Barrier(2)
 
-        def run(daemon: Daemon) -> None:
+        def run(clock: SlaClock) -> None:
             barrier.wait()
-            results.append(run_sla(daemon))
+            results.append(clock.run())
 
-        threads = [threading.Thread(target=run, args=(d,)) for d in daemons]
+        threads = [threading.Thread(target=run, args=(c,)) for c in clocks]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -465,6 +465,76 @@ def test_two_daemons_on_one_database_send_each_step_once(desk):
     digests = [count for _, kind, count in mails if kind == "sla_digest"]
     assert digests == [3]  # the 14:00 slot: boss, chief and the heads, once
     assert sum(r.digests or 0 for r in results) == 3
+
+
+def test_passes_every_minute_read_only_recent_cycles_and_miss_nothing(desk):
+    """A running daemon's passes read the cycles whose last step comes after the previous pass
+    (every 15 minutes, all of them): minute by minute through a day, every step once, on time."""
+    team(desk)
+    for minute in range(0, 60, 6):
+        new_request(desk, f"Вопрос {minute}", "Как выполнить привязку?",
+                    at=msk(2026, 11, 25, 10, minute))
+    clock = SlaClock(Daemon(desk.config, desk.sessions, desk.clock))
+    taken_at: dict[tuple[str, str], list] = {}
+    full = 0
+    for minute in range(0, 180):
+        desk.clock.set(msk(2026, 11, 25, 10, 0) + timedelta(minutes=minute))
+        for step in clock.run().steps:
+            taken_at.setdefault((step.clock, step.step), []).append(desk.clock.now())
+        full += clock.last_full == desk.clock.now()
+    assert {key: len(times) for key, times in taken_at.items()} == {
+        ("reaction", "warning"): 10, ("reaction", "breach"): 10, ("reaction", "escalation"): 10}
+    assert taken_at["reaction", "breach"] == [msk(2026, 11, 25, 10, 20) + timedelta(minutes=m)
+                                              for m in range(0, 60, 6)]
+    assert full == 12  # the first pass and one every 15 minutes; the other 168 read a window
+
+
+def test_a_running_daemons_passes_take_what_full_scans_would_for_every_clock(desk):
+    """Through two working days with every clock running, each pass of one daemon (reading only
+    the steps that came due since its previous pass, most of the time) takes exactly the steps
+    a full scan finds due at that moment."""
+    team(desk)
+    configure(desk, escalate_after=30)
+    ids = {}
+    for n, (subject, text) in enumerate((("Вопрос", "Как выполнить привязку?"),
+                                         ("Нужен патч", "Пришлите патч 2.4.1."),
+                                         ("Сбой АРМ", "АРМ не запускается, критический сбой."),
+                                         ("Сбой сервера", "Сервер не запускается, критический сбой."))):
+        ids[subject] = new_request(desk, subject, text, at=msk(2026, 11, 25, 10, 7 * n)).id
+    answer(desk, desk.request(), "#решено\nПерезапустите службу.", at=msk(2026, 11, 25, 10, 30))
+    with desk.sessions.begin() as session:
+        session.add(Delivery(request_id=ids["Нужен патч"], recipient=CUSTOMER, status="sent",
+                             created_at=msk(2026, 11, 25, 10, 40)))
+        session.add(Escalation(request_id=ids["Сбой АРМ"], subject="ООО «Завод» сбой", status="sent",
+                               sent_at=msk(2026, 11, 25, 16, 50), due_at=msk(2026, 11, 26, 10, 50)))
+    desk.clock.set(msk(2026, 11, 25, 10, 50))
+    desk.write("someone@gmail.example", "Вопрос", "Как выполнить привязку объекта?")
+    desk.run()
+    desk.new_mail()
+
+    clock = SlaClock(Daemon(desk.config, desk.sessions, desk.clock))
+    taken, windowed, passes = [], 0, 0
+    moment = msk(2026, 11, 25, 10, 51)
+    while moment < msk(2026, 11, 27, 12, 0):
+        desk.clock.set(moment)
+        with desk.sessions() as session:
+            calendar = Workflow(session, desk.config, moment).calendar
+            expected = {(d.running.request_id, d.running.clock, d.step) for d in
+                        Deadlines(session, desk.config.sla, calendar, moment).due_steps()}
+        windowed += clock._since(moment) is not None
+        steps = clock.run().steps
+        with desk.sessions() as session:
+            numbers = dict(session.execute(select(Request.number, Request.id)).all())
+        assert {(numbers[t.number], t.clock, t.step) for t in steps} == expected, moment
+        taken += [(t.clock, t.step) for t in steps]
+        passes += 1
+        moment += timedelta(minutes=4)
+    assert windowed > passes * 0.7  # the rest are full scans: the first and every 15 minutes
+    assert sorted(set(taken)) == sorted({
+        ("reaction", "warning"), ("reaction", "breach"), ("reaction", "escalation"),
+        ("delivery", "breach"), ("delivery", "escalation"), ("confirmation", "reminder"),
+        ("confirmation", "breach"), ("op4_answer", "warning"), ("op4_answer", "breach"),
+        ("op4_answer", "escalation"), ("contact_info", "breach")})
 
 
 def test_without_the_lock_the_step_rows_alone_keep_steps_single(desk):

@@ -16,8 +16,10 @@ one is back the same day (the latest slot only).
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from datetime import datetime, time, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
@@ -116,9 +118,13 @@ def send_digests(session: Session, config: Config, calendar: WorkingCalendar, no
 def build_digests(session: Session, config: Config, calendar: WorkingCalendar,
                   now: datetime) -> list[Digest]:
     """Every recipient's digest at ``now`` (those with nothing in them left out)."""
-    items = collect_items(session, config, calendar, now)
-    if not items:
+    horizon = calendar.add_working_minutes(now, config.sla.digest_horizon)
+    found = Deadlines(session, config.sla, calendar, now).watched(horizon)
+    if not found:
         return []
+    by_assignee: dict[int | None, list[Running]] = {}  # each by deadline, as found
+    for running in found:
+        by_assignee.setdefault(running.assignee_id, []).append(running)
     staff = {s.id: s for s in session.scalars(select(Staff))}
     heads = config.sla.supervisor_addresses
     audience: dict[str, tuple[str, set[int | None] | None]] = {}  # address: name, assignees (None: all)
@@ -128,36 +134,45 @@ def build_digests(session: Session, config: Config, calendar: WorkingCalendar,
             audience[boss.email] = (boss.full_name, under | (set() if heads else {None}))
     for address in heads:
         audience[address] = (audience.get(address, ("",))[0], None)
-    digests = []
+    limit, chosen = config.sla.digest_max_items, {}
     for address, (name, assignees) in audience.items():
-        mine = [i for i in items if assignees is None or i.assignee_id in assignees]
-        if mine:
-            digests.append(_digest(address, name, mine, staff, config.sla.digest_max_items))
-    return digests
+        lists = list(by_assignee.values()) if assignees is None else \
+            [by_assignee[a] for a in assignees if a in by_assignee]
+        if lists:
+            mine = list(heapq.merge(*lists, key=lambda r: (r.due, r.request_id, r.clock)))
+            chosen[address] = (name, mine, mine[:limit])  # the most overdue first
+    items = _Items(session, calendar, now, ZoneInfo(config.timezone),
+                   [r for _, _, shown in chosen.values() for r in shown])
+    return [_digest(address, name, mine, shown, items, staff)
+            for address, (name, mine, shown) in chosen.items()]
 
 
-def collect_items(session: Session, config: Config, calendar: WorkingCalendar,
-                  now: datetime) -> list[Item]:
-    """Every running clock that is overdue or due within the digest's horizon, by deadline."""
-    horizon = calendar.add_working_minutes(now, config.sla.digest_horizon)
-    running = Deadlines(session, config.sla, calendar, now).watched(horizon)
-    if not running:
-        return []
-    rows = {row.id: row for row in session.execute(text("""
-        SELECT r.id, r.number, r.subject, r.level, r.assignee_id, r.requester_name,
-               r.requester_email, coalesce(o.name, '') AS organization
-        FROM requests r LEFT JOIN organizations o ON o.id = r.organization_id
-        WHERE r.id = ANY(:ids)"""), {"ids": sorted({r.request_id for r in running})})}
-    tz = ZoneInfo(config.timezone)
-    return [_item(rows[r.request_id], r, calendar, now, tz) for r in running]
+class _Items:
+    """The lines of the digests: each clock of each request read and made once."""
+
+    def __init__(self, session: Session, calendar: WorkingCalendar, now: datetime, tz: ZoneInfo,
+                 shown: list[Running]) -> None:
+        rows = {row.id: row for row in session.execute(text("""
+            SELECT r.id, r.number, r.subject, r.level,
+                   coalesce(nullif(r.requester_name, ''), r.requester_email) AS requester,
+                   coalesce(o.name, '') AS organization
+            FROM requests r LEFT JOIN organizations o ON o.id = r.organization_id
+            WHERE r.id = ANY(:ids)"""), {"ids": sorted({r.request_id for r in shown})})}
+        self.now = now
+        self._made = {id(running): _item(rows[running.request_id], running, calendar, now, tz)
+                      for running in shown}
+
+    def __getitem__(self, running: Running) -> Item:
+        return self._made[id(running)]
 
 
-def _item(row, running: Running, calendar: WorkingCalendar, now: datetime, tz: ZoneInfo) -> Item:
+def _item(row: Any, running: Running, calendar: WorkingCalendar, now: datetime,
+          tz: ZoneInfo) -> Item:
     return Item(number=row.number, subject=row.subject, organization=row.organization,
-                requester=row.requester_name or row.requester_email, level=row.level,
-                clock=running.clock, deadline=running.due.astimezone(tz),
-                overdue=running.due <= now, late=calendar.working_minutes_between(running.due, now),
-                assignee_id=row.assignee_id)
+                requester=row.requester, level=row.level, clock=running.clock,
+                deadline=running.due.astimezone(tz), overdue=running.due <= now,
+                late=calendar.working_minutes_between(running.due, now),
+                assignee_id=running.assignee_id)
 
 
 def _under(boss: Staff, staff: dict[int, Staff]) -> set[int | None]:
@@ -172,11 +187,11 @@ def _under(boss: Staff, staff: dict[int, Staff]) -> set[int | None]:
     return found
 
 
-def _digest(address: str, name: str, items: list[Item], staff: dict[int, Staff],
-            limit: int) -> Digest:
-    shown = sorted(items, key=lambda i: (i.deadline, i.number))[:limit]
+def _digest(address: str, name: str, mine: list[Running], shown: list[Running], items: _Items,
+            staff: dict[int, Staff]) -> Digest:
     levels: dict[int | None, dict[int | None, list[Item]]] = {}
-    for item in shown:
+    for running in shown:
+        item = items[running]
         levels.setdefault(item.level, {}).setdefault(item.assignee_id, []).append(item)
 
     def person(assignee_id: int | None) -> str:
@@ -186,9 +201,9 @@ def _digest(address: str, name: str, items: list[Item], staff: dict[int, Staff],
     grouped = [Level(level, [Person(person(a), levels[level][a])
                              for a in sorted(levels[level], key=lambda a: (a is None, person(a)))])
                for level in sorted(levels, key=lambda level: (level is None, level))]
-    return Digest(to=address, name=name, levels=grouped,
-                  overdue=sum(1 for i in items if i.overdue),
-                  soon=sum(1 for i in items if not i.overdue), hidden=len(items) - len(shown))
+    overdue = sum(1 for r in mine if r.due <= items.now)
+    return Digest(to=address, name=name, levels=grouped, overdue=overdue,
+                  soon=len(mine) - overdue, hidden=len(mine) - len(shown))
 
 
-__all__ = ["Digest", "Item", "build_digests", "collect_items", "digest_slot", "send_digests"]
+__all__ = ["Digest", "Item", "build_digests", "digest_slot", "send_digests"]
