@@ -78,7 +78,6 @@ class DueStep:
 
     running: Running
     step: str
-    at: datetime  # when it was due
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class _Source:
     """Where a clock's cycles are: the rows it runs on and the columns that place them."""
 
     tables: str
-    running: str  # the condition of the partial index on ``key``
+    running: str  # while the clock runs: the partial index's condition (and the request open)
     request: str
     start: str
     key: str  # the indexed column: the deadline (when stored) or the start
@@ -126,6 +125,8 @@ _SOURCES = {
     "contact_info": _Source(tables="requests r", request="r.id", start="r.received_at",
                             key="r.received_at", running="r.status = 'awaiting_contact_info'"),
 }
+
+
 class Deadlines:
     """The SLA clocks at one moment (``now``), read from one session."""
 
@@ -155,9 +156,8 @@ class Deadlines:
     def due_step(self, running: Running) -> DueStep | None:
         """The latest step whose time has come, unless it is taken (earlier ones are superseded)."""
         for step in reversed(LADDERS[running.clock]):
-            at = self.step_time(running, step)
-            if at <= self.now:
-                return None if step in running.done else DueStep(running, step, at)
+            if self.step_time(running, step) <= self.now:
+                return None if step in running.done else DueStep(running, step)
         return None
 
     # ------------------------------------------------------------ scans
