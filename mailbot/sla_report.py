@@ -12,8 +12,9 @@ time zone, both included) are counted by their level and assignee:
 - *breaches*: answered late, or unanswered past the deadline (at the end of the
   period, or now if that is earlier).
 
-ТП2's answers to the ОП4 escalations sent in the period make the rows of
-``ОП4/ТП2``: answered by ``escalations.answered_at``, in time by its ``due_at``.
+ОП4's first reaction is ТП2's answer to the escalation: the ОП4 escalations sent in
+the period make the rows of ``ОП4/ТП2``, answered by ``escalations.answered_at``, in
+time by its ``due_at``.
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def _requests(session: Session, config: Config, calendar: WorkingCalendar, start
     rows = session.execute(text("""
         SELECT r.level, r.opened_at, r.first_reaction_at, r.closed_at, coalesce(s.login, '-') AS staff
         FROM requests r LEFT JOIN staff s ON s.id = r.assignee_id
-        WHERE r.opened_at >= :start AND r.opened_at < :end AND r.level IS NOT NULL"""),
+        WHERE r.opened_at >= :start AND r.opened_at < :end AND r.level BETWEEN 1 AND 3"""),
         {"start": start, "end": end}).all()
     outcomes = []
     for row in rows:

@@ -296,6 +296,22 @@ def test_waiting_for_files_from_the_customer_is_their_turn(desk):
 
 # ---------------------------------------------------------------- the other clocks
 
+def test_an_op4_request_is_watched_by_tp2s_answer_not_by_a_reaction_clock(desk):
+    """ОП4's "first reaction within 3 hours" is ТП2's answer to the escalation (its own clock):
+    an ОП4 request opened by the escalation gets no customer reaction clock of its own."""
+    team(desk)
+    parent = new_request(desk, "Сбой АРМ", "АРМ не запускается, критический сбой.",
+                         at=msk(2026, 11, 25, 10, 0))
+    with desk.sessions.begin() as session:
+        flow = Workflow(session, desk.config, msk(2026, 11, 25, 10, 30))
+        child = flow.create_request(channel="email", subject="ОП4", email=CUSTOMER, name="",
+                                    thread_message_id=None, level=4)
+        child.parent_id = parent.id
+        session.flush()
+        flow.start_reaction_clock(child)
+        assert (child.opened_at, child.waiting_since) == (None, None)
+
+
 def add_escalation(desk: Desk, request: Request, sent: datetime, due: datetime) -> int:
     """An ОП4 escalation as the ОП4 workflow writes it (status 'sent')."""
     with desk.sessions.begin() as session:

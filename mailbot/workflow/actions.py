@@ -153,8 +153,9 @@ class Workflow:
 
     def start_reaction_clock(self, request: Request) -> None:
         """The customer waits for a human reaction from now: the request was opened (after its
-        intake, so waiting for contact details does not count) or reopened by the customer."""
-        if not request.level:
+        intake, so waiting for contact details does not count) or reopened by the customer.
+        ОП4's first reaction is ТП2's answer to the escalation, watched on the escalation."""
+        if not request.level or request.level == 4:
             return
         request.opened_at = request.opened_at or self.now
         request.waiting_since = self.now
