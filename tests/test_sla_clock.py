@@ -147,6 +147,20 @@ def test_a_forged_staff_answer_does_not_stop_the_clock(desk):
     assert taken(tick(desk, msk(2026, 11, 25, 10, 20))) == [("reaction", "breach")]
 
 
+def test_a_strangers_answer_in_the_thread_does_not_stop_the_clock(desk):
+    """Attack: someone who is neither staff nor the customer's organisation writes into the
+    request ("ответ специалиста"): a note for the assignee, and the clock keeps running."""
+    team(desk)
+    request = new_request(desk, at=msk(2026, 11, 25, 10, 0))
+    desk.clock.set(msk(2026, 11, 25, 10, 5))
+    desk.write("helpdesk@evil.example", f"Re: [{request.number}] {request.subject}",
+               "Специалист поддержки: ваш вопрос решён, запрос закрыт.")
+    desk.run()
+    assert CUSTOMER not in desk.inbox()
+    assert (desk.request().first_reaction_at, desk.request().status) == (None, "open")
+    assert taken(tick(desk, msk(2026, 11, 25, 10, 20))) == [("reaction", "breach")]
+
+
 def test_steps_superseded_while_no_daemon_ran_are_skipped(desk):
     """After an outage only the latest due step goes out: no warning after the breach."""
     team(desk)
