@@ -116,9 +116,20 @@ CREATE TABLE requests (
                         CHECK (confirmation IN ('none', 'requested', 'confirmed', 'rejected')),
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
+    -- the SLA clock (migration 0013): when the request was opened (the reaction clock starts;
+    -- later than received_at when the customer's contact details were waited for), and since
+    -- when the customer waits for a human reaction (NULL: nobody owes one); due_at is the
+    -- deadline of that reaction
+    opened_at           timestamptz,
+    waiting_since       timestamptz,
     CHECK (level IS DISTINCT FROM 4 OR parent_id IS NOT NULL)
 );
 CREATE INDEX requests_status_due_idx ON requests (status, due_at);
+-- the SLA clock's scans (migration 0013): each reads only the rows its clock is running on
+CREATE INDEX requests_reaction_clock_idx ON requests (due_at) WHERE waiting_since IS NOT NULL;
+CREATE INDEX requests_resolved_clock_idx ON requests (resolved_at) WHERE status = 'resolved';
+CREATE INDEX requests_contact_clock_idx ON requests (received_at)
+    WHERE status = 'awaiting_contact_info';
 CREATE INDEX requests_requester_idx ON requests (requester_email);
 CREATE INDEX requests_assignee_idx ON requests (assignee_id, id) WHERE assignee_id IS NOT NULL;
 CREATE INDEX requests_assignee_open_idx ON requests (assignee_id)
@@ -305,6 +316,8 @@ CREATE TABLE escalations (
     result_sent_at  timestamptz
 );
 CREATE INDEX escalations_request_idx ON escalations (request_id);
+CREATE INDEX escalations_unanswered_idx ON escalations (due_at)  -- migration 0013
+    WHERE status = 'sent' AND answered_at IS NULL;
 
 CREATE TABLE events (
     id           bigserial PRIMARY KEY,
@@ -320,6 +333,33 @@ CREATE TABLE events (
 CREATE INDEX events_request_idx ON events (request_id, at);
 -- alerts to staff are rate-limited per subject (a sender, the auto-reply cap): migration 0008
 CREATE INDEX events_alert_idx ON events ((details ->> 'about'), at) WHERE kind = 'alert';
+
+-- ---------------------------------------------------------------- the SLA clock (migration 0013)
+-- Each step of a clock's ladder (a warning, a reminder, a breach, the escalation up) happens once
+-- per request, clock and cycle: the row is inserted ON CONFLICT DO NOTHING in the transaction
+-- that writes its mail, so a restart or a second daemon never repeats it. The cycle is the
+-- deadline the step was counted against: a new deadline (a level change, a reopened request, a
+-- new escalation, delivery or solution) starts a fresh ladder (docs/workflow.md).
+CREATE TABLE sla_steps (
+    id          bigserial PRIMARY KEY,
+    request_id  bigint NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+    clock       text NOT NULL CHECK (clock IN ('reaction', 'op4_answer', 'delivery',
+                                                'confirmation', 'contact_info')),
+    cycle       timestamptz NOT NULL,             -- the deadline the step was counted against
+    started_at  timestamptz NOT NULL,             -- when the clock of this cycle started
+    step        text NOT NULL CHECK (step IN ('warning', 'reminder', 'breach', 'escalation')),
+    at          timestamptz NOT NULL,
+    recipients  text[] NOT NULL DEFAULT '{}',
+    UNIQUE (request_id, clock, cycle, step)
+);
+
+-- One row per digest slot (a configured time on a working day): who sends it is whoever
+-- inserts the row.
+CREATE TABLE sla_digests (
+    slot     timestamptz PRIMARY KEY,
+    sent_at  timestamptz NOT NULL,
+    mails    integer NOT NULL DEFAULT 0
+);
 
 -- ---------------------------------------------------------------- storage (migration 0002)
 -- Mail and files are mostly base64 or already compressed: store them uncompressed, out of line.

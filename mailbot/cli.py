@@ -264,6 +264,13 @@ def cmd_staff(app: App, args: argparse.Namespace) -> int:
                                         department=args.department, qualification=args.qualification,
                                         years=args.years, supervisor=args.supervisor)
                 print(f"{staff.login} saved")
+            elif args.action == "edit":
+                staff = admin.edit_staff(session, args.login, full_name=args.name, email=args.email,
+                                         tier=args.tier, department=args.department,
+                                         qualification=args.qualification, years=args.years,
+                                         supervisor=args.supervisor,
+                                         no_supervisor=args.no_supervisor)
+                print(f"{staff.login} saved")
             elif args.action in ("deactivate", "activate"):
                 admin.set_staff_active(session, args.login, args.action == "activate")
                 print(f"{args.login} {args.action}d")
@@ -293,6 +300,21 @@ def cmd_incidents(app: App, args: argparse.Namespace) -> int:
             print("\n".join(f"[{m.number}] {m.score:.2f} {m.title}" for m in matches) or "nothing found")
         else:
             print(admin.incident_table(session))
+    return EX_OK
+
+
+def cmd_report(app: App, args: argparse.Namespace) -> int:
+    """How the SLA was kept (issue 18): per level and staff member, as a table or CSV."""
+    from .sla_report import format_csv, format_table, sla_report
+
+    if args.last < args.first:
+        raise Fail("--to must not be earlier than --from", EX_USAGE)
+    with app.ready_sessions()() as session:
+        rows = sla_report(session, app.config, args.first, args.last, app.clock.now())
+    if args.csv:
+        sys.stdout.write(format_csv(rows))
+    else:
+        print(format_table(rows) if rows else "no requests opened in this period")
     return EX_OK
 
 
@@ -454,6 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--qualification", default="")
     add.add_argument("--years", type=int, default=0, help="years of experience with the system")
     add.add_argument("--supervisor", help="login of the supervisor")
+    edit = s_actions.add_parser("edit", help="change some of a staff member's data")
+    edit.add_argument("login")
+    edit.add_argument("--name", help="full name")
+    edit.add_argument("--email")
+    edit.add_argument("--tier", choices=("tp1", "tp2"))
+    edit.add_argument("--department")
+    edit.add_argument("--qualification")
+    edit.add_argument("--years", type=int, help="years of experience with the system")
+    boss = edit.add_mutually_exclusive_group()
+    boss.add_argument("--supervisor", help="login of the supervisor (SLA escalations and digests)")
+    boss.add_argument("--no-supervisor", action="store_true", help="nobody above this person")
     for action in ("deactivate", "activate"):
         s_actions.add_parser(action).add_argument("login")
     staff.set_defaults(func=cmd_staff)
@@ -468,6 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
     i_add.add_argument("--number", help="keep an existing number, e.g. INC-000045")
     i_actions.add_parser("search").add_argument("text")
     incidents.set_defaults(func=cmd_incidents)
+
+    report = commands.add_parser("report", help="reports on the register")
+    r_kinds = report.add_subparsers(dest="kind", required=True)
+    sla = r_kinds.add_parser("sla", help="reaction norms kept, per level and staff member "
+                             "(times in working minutes)")
+    sla.add_argument("--from", dest="first", required=True, type=_day, help="first day, YYYY-MM-DD")
+    sla.add_argument("--to", dest="last", required=True, type=_day, help="last day (included)")
+    sla.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    report.set_defaults(func=cmd_report)
 
     crm = commands.add_parser("crm", help="the corporate CRM: organisations, contacts, contracts")
     crm_actions = crm.add_subparsers(dest="action", required=True)
@@ -493,6 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     u_actions.add_parser("forget", help="send to it again").add_argument("address")
     undeliverable.set_defaults(func=cmd_undeliverable)
     return parser
+
+
+def _day(value: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {value!r}") from None
 
 
 def release_big_buffers_to_the_os() -> None:

@@ -112,7 +112,18 @@ class SlaConfig:
     norm_op2: int = 40
     norm_op3: int = 120
     norm_op4: int = 180  # first reaction to an ОП4 escalation (ТП2's answer)
-    warn_before: int = 10  # warn this many working minutes before a deadline
+    # ---- the SLA clock's ladder (docs/workflow.md, "The SLA clock"); times in working minutes
+    warn_share: float = 0.75  # warn the assignee when this share of a clock's time has passed
+    escalate_after: int = 60  # after a breach, tell the next supervisor up this much later
+    delivery_confirm: int = 480  # an ОП2 delivery unconfirmed this long is overdue (staff side)
+    confirm_remind: int = 480  # a solution unconfirmed this long: the customer is reminded
+    confirm_overdue: int = 960  # … this long: the assignee is told
+    contact_info_wait: int = 60  # contact details asked for and not given: ТП1 is told
+    # ---- supervisors' digests
+    digest_times: tuple[str, ...] = ("09:00", "14:00")  # local time, on working days; [] = none
+    digest_horizon: int = 120  # a digest lists what is overdue or due within this time
+    digest_max_items: int = 300  # at most this many items in one digest (the rest counted)
+    supervisor_addresses: tuple[str, ...] = ()  # heads of support: every digest, top of the ladder
 
     def __post_init__(self) -> None:
         if self.calendar not in ("business", "24x7"):
@@ -125,6 +136,30 @@ class SlaConfig:
         for level in range(1, 5):
             if self.norm(level) <= 0:
                 raise ConfigError(f"sla.norm_op{level}: must be a positive number of minutes")
+        self._check_ladder()
+
+    def _check_ladder(self) -> None:
+        if not 0 < self.warn_share < 1:
+            raise ConfigError(f"sla.warn_share: expected a share between 0 and 1 (e.g. 0.75), "
+                              f"got {self.warn_share!r}")
+        for key in ("escalate_after", "delivery_confirm", "confirm_remind", "confirm_overdue",
+                    "contact_info_wait", "digest_horizon", "digest_max_items"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"sla.{key}: must be a positive number")
+        if self.confirm_overdue <= self.confirm_remind:
+            raise ConfigError(f"sla.confirm_overdue: must be later than confirm_remind "
+                              f"({self.confirm_remind} minutes)")
+        bad_time = next((t for t in self.digest_times if not HH_MM.match(t)), None)
+        if bad_time is not None:
+            raise ConfigError(f"sla.digest_times: expected HH:MM times, got {bad_time!r}")
+        from .parsers.addresses import is_valid_address  # late: the parsers are a big import
+
+        addresses = tuple(a.strip().lower() for a in self.supervisor_addresses if a.strip())
+        bad = next((a for a in addresses if not is_valid_address(a)), None)
+        if bad is not None:
+            raise ConfigError(f"sla.supervisor_addresses: not one plain e-mail address: {bad!r}")
+        object.__setattr__(self, "supervisor_addresses", addresses)
+        object.__setattr__(self, "digest_times", tuple(sorted(set(self.digest_times))))
 
     def norm(self, level: int) -> int:
         """The reaction norm of ОП``level`` in (working) minutes."""

@@ -5,7 +5,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (ARRAY, BigInteger, Boolean, Computed, Date, ForeignKey, Integer,
-                        LargeBinary, SmallInteger, Text, func)
+                        LargeBinary, SmallInteger, Text, UniqueConstraint, func)
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime
@@ -141,6 +141,8 @@ class Request(Base):
     confirmation: Mapped[str] = mapped_column(server_default="none")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    opened_at: Mapped[datetime | None]  # the reaction clock started (after the intake)
+    waiting_since: Mapped[datetime | None]  # the customer waits for a human reaction since
 
     contact: Mapped[Contact | None] = relationship()
 
@@ -341,3 +343,27 @@ class Event(Base):
 
     request: Mapped[Request | None] = relationship()
     message: Mapped[Message | None] = relationship()
+
+
+class SlaStep(Base):
+    """A step of an SLA clock's ladder, taken once per request, clock and cycle (its deadline)."""
+
+    __tablename__ = "sla_steps"
+    __table_args__ = (UniqueConstraint("request_id", "clock", "cycle", "step"),)
+    id: Mapped[int] = _pk()
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    clock: Mapped[str]  # reaction, op4_answer, delivery, confirmation, contact_info
+    cycle: Mapped[datetime]  # the deadline the step was counted against
+    started_at: Mapped[datetime]  # when the clock of this cycle started
+    step: Mapped[str]  # warning, reminder, breach, escalation
+    at: Mapped[datetime]
+    recipients: Mapped[list[str]] = mapped_column(server_default="{}")
+
+
+class SlaDigest(Base):
+    """A digest slot (a configured time on a working day) that has been taken care of."""
+
+    __tablename__ = "sla_digests"
+    slot: Mapped[datetime] = mapped_column(primary_key=True)
+    sent_at: Mapped[datetime]
+    mails: Mapped[int] = mapped_column(Integer, server_default="0")

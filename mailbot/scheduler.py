@@ -6,18 +6,26 @@
   requests; ОП2 reminders of unconfirmed files and of files asked of customers). With several daemons on one database, a transaction-level
   advisory lock lets one of them run the timers at a time. A failed run is
   reported once (a database outage to the daemon's shared health) and the
-  next run is the retry.
+  next run is the retry;
+- ``sla-clock`` (1 min): the SLA clock's ladder steps and the supervisors'
+  digests (:class:`SlaClock`), under an advisory lock of its own, with the same
+  retries.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
+from .deadlines import Deadlines
 from .supervision import Retry
 from .workflow.actions import Workflow
+from .workflow.digest import digest_slot, send_digests
+from .workflow.ladder import Taken, take_steps
 from .workflow.timers import close_quiet_requests, remind_unconfirmed
 
 if TYPE_CHECKING:
@@ -26,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TIMERS_LOCK = 7201003
+SLA_LOCK = 7201004
 
 
 def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
@@ -43,6 +52,19 @@ def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
             retry.succeeded()
 
     scheduler.add_job(timers, "interval", minutes=1, id="workflow-timers", coalesce=True,
+                      max_instances=1)
+    sla_retry = Retry("SLA clock", daemon.health)
+    clock = SlaClock(daemon)
+
+    def sla_clock() -> None:
+        try:
+            clock.run()
+        except Exception as error:
+            sla_retry.failed(error)
+        else:
+            sla_retry.succeeded()
+
+    scheduler.add_job(sla_clock, "interval", minutes=1, id="sla-clock", coalesce=True,
                       max_instances=1)
     return scheduler
 
@@ -62,3 +84,71 @@ def run_timers(daemon: "Daemon") -> list[str]:
     if closed or reminded:
         daemon.wake()
     return closed + reminded
+
+
+# ---------------------------------------------------------------- the SLA clock (issue 18)
+
+FULL_SCAN_EVERY = timedelta(minutes=15)  # a pass reads every running clock at least this often
+WINDOW_MARGIN = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class SlaRun:
+    """What one pass of the SLA clock did: the ladder steps taken and the digests sent
+    (None: no digest slot was due, or another pass had taken care of it)."""
+
+    steps: list[Taken]
+    digests: int | None
+
+
+class SlaClock:
+    """The SLA clock's passes in one daemon (the ``sla-clock`` job), one transaction each under
+    an advisory lock: one daemon at a time takes the ladder steps and the digest slot.
+
+    A pass reads the cycles whose last step comes after its previous pass (less a margin):
+    those before are done with. The first pass, one after a gap (the lock was elsewhere, the
+    database was down) and one every ``FULL_SCAN_EVERY`` read every running clock, so that
+    nothing is missed (a deadline moved into the past by a level change, a changed config).
+    """
+
+    def __init__(self, daemon: "Daemon") -> None:
+        self.daemon = daemon
+        self.last_pass: datetime | None = None
+        self.last_full: datetime | None = None
+
+    def run(self) -> SlaRun:
+        daemon, config = self.daemon, self.daemon.config
+        now = daemon.clock.now()
+        since = self._since(now)
+        with daemon.sessions.begin() as session:
+            if not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SLA_LOCK}):
+                self.last_pass = None  # another daemon keeps the clock: read everything next time
+                return SlaRun([], None)
+            flow = Workflow(session, config, now)
+            due = Deadlines(session, config.sla, flow.calendar, now).due_steps(since)
+            steps = take_steps(flow, due)
+            slot = digest_slot(config, flow.calendar, now)
+            digests = send_digests(session, config, flow.calendar, now, slot) if slot else None
+        self.last_pass = now
+        if since is None:
+            self.last_full = now
+        for step in steps:
+            log.info("SLA %s %s %s: told %s", step.number, step.clock, step.step,
+                     ", ".join(step.to) or "nobody")
+        if digests:
+            log.info("SLA digests sent: %d", digests)
+        if steps or digests:
+            daemon.wake()
+        return SlaRun(steps, digests)
+
+    def _since(self, now: datetime) -> datetime | None:
+        """Where this pass may start reading (None: read everything)."""
+        if self.last_pass is None or self.last_full is None or now - self.last_full >= FULL_SCAN_EVERY \
+                or not timedelta() <= now - self.last_pass <= FULL_SCAN_EVERY:
+            return None
+        return self.last_pass - WINDOW_MARGIN
+
+
+def run_sla(daemon: "Daemon") -> SlaRun:
+    """One full pass of the SLA clock at ``daemon.clock.now()`` (as a freshly started daemon)."""
+    return SlaClock(daemon).run()

@@ -15,6 +15,7 @@ Every calendar takes timezone-aware datetimes and returns aware UTC datetimes.
 """
 from __future__ import annotations
 
+import threading
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from typing import Protocol
@@ -25,6 +26,7 @@ import holidays
 from .config import SlaConfig
 
 MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
 
 
 class WorkingCalendar(Protocol):
@@ -32,7 +34,11 @@ class WorkingCalendar(Protocol):
 
     def is_working_time(self, moment: datetime) -> bool: ...
 
+    def is_working_day(self, day: date) -> bool: ...
+
     def add_working_minutes(self, start: datetime, minutes: int) -> datetime: ...
+
+    def subtract_working_minutes(self, end: datetime, minutes: int) -> datetime: ...
 
     def working_minutes_between(self, a: datetime, b: datetime) -> int: ...
 
@@ -50,8 +56,14 @@ class RoundTheClockCalendar:
         _aware(moment)
         return True
 
+    def is_working_day(self, day: date) -> bool:
+        return True
+
     def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
         return _aware(start).astimezone(timezone.utc) + minutes * MINUTE
+
+    def subtract_working_minutes(self, end: datetime, minutes: int) -> datetime:
+        return _aware(end).astimezone(timezone.utc) - minutes * MINUTE
 
     def working_minutes_between(self, a: datetime, b: datetime) -> int:
         return int((_aware(b) - _aware(a)) / MINUTE)
@@ -68,6 +80,10 @@ class BusinessCalendar:
         self.work_start, self.work_end = work_start, work_end
         self._calendar = holidays.country_holidays(country)
         self._working_days: dict[date, bool] = {}
+        self._windows: dict[date, tuple[datetime, datetime] | None] = {}
+        self._origin: date | None = None  # _sums[i]: working time before the day origin + i
+        self._sums: list[timedelta] = []
+        self._sums_lock = threading.Lock()  # the calendar is shared by the daemon's threads
 
     def is_working_day(self, day: date) -> bool:
         """A weekday that is no holiday or moved day off, or a weekend day made a working day."""
@@ -93,27 +109,57 @@ class BusinessCalendar:
                 if remaining <= window[1] - cursor:
                     return cursor + remaining
                 remaining -= window[1] - cursor
-            day += timedelta(days=1)
+            day += DAY
+
+    def subtract_working_minutes(self, end: datetime, minutes: int) -> datetime:
+        """The latest moment with ``minutes`` working minutes from it to ``end``."""
+        if minutes < 0:
+            raise ValueError("minutes must not be negative")
+        cursor = _aware(end).astimezone(timezone.utc)
+        remaining = minutes * MINUTE
+        day = cursor.astimezone(self.tz).date()
+        while True:
+            window = self._window(day)
+            if window is not None and cursor > window[0]:
+                cursor = min(cursor, window[1])
+                if remaining <= cursor - window[0]:
+                    return cursor - remaining
+                remaining -= cursor - window[0]
+            day -= DAY
 
     def working_minutes_between(self, a: datetime, b: datetime) -> int:
         """Working minutes from ``a`` to ``b`` (negative when ``b`` is earlier)."""
         if _aware(b) < _aware(a):
             return -self.working_minutes_between(b, a)
-        total = timedelta()
-        day, last = a.astimezone(self.tz).date(), b.astimezone(self.tz).date()
-        while day <= last:
-            window = self._window(day)
-            if window is not None:
-                total += max(timedelta(), min(b, window[1]) - max(a, window[0]))
-            day += timedelta(days=1)
+        first, last = a.astimezone(self.tz).date(), b.astimezone(self.tz).date()
+        total = self._part(first, a, b)
+        if last > first:
+            total += self._whole_days(first + DAY, last) + self._part(last, a, b)
         return int(total / MINUTE)
 
+    def _part(self, day: date, a: datetime, b: datetime) -> timedelta:
+        """Working time on ``day`` between ``a`` and ``b``."""
+        window = self._window(day)
+        return max(timedelta(), min(b, window[1]) - max(a, window[0])) if window else timedelta()
+
+    def _whole_days(self, first: date, end: date) -> timedelta:
+        """Working time on the days from ``first`` up to ``end`` (not included)."""
+        with self._sums_lock:
+            if self._origin is None or first < self._origin:
+                self._origin, self._sums = first - 400 * DAY, [timedelta()]
+            while len(self._sums) <= (end - self._origin).days:
+                window = self._window(self._origin + (len(self._sums) - 1) * DAY)
+                self._sums.append(self._sums[-1] + (window[1] - window[0] if window else timedelta()))
+            return self._sums[(end - self._origin).days] - self._sums[(first - self._origin).days]
+
     def _window(self, day: date) -> tuple[datetime, datetime] | None:
-        """The working hours of ``day`` in UTC, or None on a day off."""
-        if not self.is_working_day(day):
-            return None
-        return (datetime.combine(day, self.work_start, self.tz).astimezone(timezone.utc),
-                datetime.combine(day, self.work_end, self.tz).astimezone(timezone.utc))
+        """The working hours of ``day`` in UTC, or None on a day off (computed once a day)."""
+        if day not in self._windows:
+            self._windows[day] = (
+                (datetime.combine(day, self.work_start, self.tz).astimezone(timezone.utc),
+                 datetime.combine(day, self.work_end, self.tz).astimezone(timezone.utc))
+                if self.is_working_day(day) else None)
+        return self._windows[day]
 
 
 @lru_cache(maxsize=8)
@@ -130,11 +176,5 @@ def deadline(level: int, received_at: datetime, calendar: WorkingCalendar,
     return calendar.add_working_minutes(received_at, sla.norm(level))
 
 
-def warning_at(level: int, received_at: datetime, calendar: WorkingCalendar,
-               sla: SlaConfig = SlaConfig()) -> datetime:
-    """When to warn that the deadline is near: ``sla.warn_before`` working minutes before it."""
-    return calendar.add_working_minutes(received_at, max(sla.norm(level) - sla.warn_before, 0))
-
-
 __all__ = ["BusinessCalendar", "RoundTheClockCalendar", "WorkingCalendar", "deadline",
-           "make_calendar", "warning_at"]
+           "make_calendar"]

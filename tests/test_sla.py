@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailbot.config import ConfigError, SlaConfig, load_config
-from mailbot.sla import (BusinessCalendar, RoundTheClockCalendar, deadline, make_calendar,
-                         warning_at)
+from mailbot.sla import BusinessCalendar, RoundTheClockCalendar, deadline, make_calendar
 
 MSK = ZoneInfo("Europe/Moscow")
 
@@ -94,6 +93,20 @@ def test_working_minutes_between(business):
         assert business.working_minutes_between(start, end) == minutes
 
 
+def test_subtracting_working_minutes_undoes_adding_them(business):
+    assert business.subtract_working_minutes(msk(2026, 3, 16, 9, 10), 20) == msk(2026, 3, 13, 17, 50)
+    assert business.subtract_working_minutes(msk(2026, 1, 12, 9, 20), 40) == msk(2025, 12, 30, 17, 40)
+    assert business.subtract_working_minutes(msk(2025, 11, 1, 9, 10), 20) == msk(2025, 10, 31, 17, 50)
+    assert business.subtract_working_minutes(msk(2026, 3, 14, 12, 0), 0) == msk(2026, 3, 13, 18, 0)
+    for end in (msk(2026, 3, 10, 11, 7), msk(2026, 3, 14, 3, 0), msk(2026, 1, 5, 12, 0)):
+        for minutes in (0, 1, 59, 540, 541, 5000):
+            start = business.subtract_working_minutes(end, minutes)
+            assert business.working_minutes_between(start, end) == minutes
+            assert minutes == 0 or business.add_working_minutes(start, minutes) <= end
+    assert RoundTheClockCalendar().subtract_working_minutes(msk(2026, 1, 4, 0, 10), 20) == \
+        msk(2026, 1, 3, 23, 50)
+
+
 def test_naive_datetimes_are_refused(business):
     with pytest.raises(ValueError):
         business.add_working_minutes(datetime(2026, 3, 11, 10, 0), 20)
@@ -124,18 +137,18 @@ def test_business_hours_from_config():
     assert deadline(1, msk(2026, 3, 13, 16, 50), calendar, sla) == msk(2026, 3, 16, 8, 10)
 
 
-def test_warning_comes_warn_before_minutes_ahead(business):
-    sla = SlaConfig()
-    assert warning_at(3, msk(2026, 3, 11, 10, 0), business, sla) == msk(2026, 3, 11, 11, 50)
-    assert warning_at(1, msk(2026, 3, 13, 17, 55), business, sla) == msk(2026, 3, 16, 9, 5)
-
-
 @pytest.mark.parametrize("text, key", [
     ('[sla]\ncalendar = "weekdays"\n', "sla.calendar"),
     ('[sla]\nwork_start = "9am"\n', "sla.work_start"),
     ('[sla]\nwork_end = "24:00"\n', "sla.work_end"),
     ('[sla]\nwork_start = "18:00"\nwork_end = "09:00"\n', "sla.work_end"),
     ('[sla]\nnorm_op3 = 0\n', "sla.norm_op3"),
+    ('[sla]\nwarn_share = 1.5\n', "sla.warn_share"),
+    ('[sla]\nescalate_after = 0\n', "sla.escalate_after"),
+    ('[sla]\nconfirm_remind = 600\nconfirm_overdue = 600\n', "sla.confirm_overdue"),
+    ('[sla]\ndigest_times = ["9:00"]\n', "sla.digest_times"),
+    ('[sla]\nsupervisor_addresses = ["boss@example.ru, other@example.ru"]\n', "sla.supervisor_addresses"),
+    ('[sla]\nwarn_before = 10\n', "sla.warn_before"),
 ])
 def test_a_wrong_sla_setting_is_one_line_naming_the_key(tmp_path, text, key):
     path = tmp_path / "mailbot.toml"

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
 CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info",  # our mail in their thread
-                         "files", "files_request", "delivery_reminder", "files_reminder")
+                         "files", "files_request", "delivery_reminder", "files_reminder",
+                         "solution_reminder")
 
 
 @dataclass
@@ -61,6 +62,10 @@ class Workflow:
     @property
     def calendar(self) -> WorkingCalendar:
         return make_calendar(self.config.sla, self.config.timezone)
+
+    def local(self, moment: datetime) -> datetime:
+        """``moment`` in the service's time zone (Moscow time by default), as people read it."""
+        return moment.astimezone(ZoneInfo(self.config.timezone))
 
     # ------------------------------------------------------------ creating
 
@@ -119,7 +124,7 @@ class Workflow:
             return
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                       message=message)
-        self.set_deadline(request)
+        self.start_reaction_clock(request)
         assignee = choose_assignee(self.lookup, request.level, self.config.staff)
         if assignee is not None:
             self.assign(request, assignee, actor="system")
@@ -150,13 +155,29 @@ class Workflow:
             self.set_deadline(request)
 
     def set_deadline(self, request: Request) -> None:
-        """The reaction deadline of the level; while the level is unsure (rules/level.py), of
-        the candidate level with the shortest norm: ТП1 confirms the level in time for any."""
+        """The reaction deadline, counted from the start of the running reaction clock; while the
+        level is unsure (rules/level.py), of the candidate level with the shortest norm: ТП1
+        confirms the level in time for any."""
         if request.level:
             assessment = self.level_assessment(request)
             levels = assessment.candidates if assessment and assessment.unsure else (request.level,)
-            request.due_at = min(deadline(level, request.received_at, self.calendar,
+            request.due_at = min(deadline(level, self.clock_start(request), self.calendar,
                                           self.config.sla) for level in levels)
+
+    def clock_start(self, request: Request) -> datetime:
+        """When the running reaction clock started (or the first one: the request's opening,
+        or its arrival for requests older than the clock)."""
+        return request.waiting_since or request.opened_at or request.received_at
+
+    def start_reaction_clock(self, request: Request) -> None:
+        """The customer waits for a human reaction from now: the request was opened (after its
+        intake, so waiting for contact details does not count) or reopened by the customer.
+        ОП4's first reaction is ТП2's answer to the escalation, watched on the escalation."""
+        if not request.level or request.level == 4:
+            return
+        request.opened_at = request.opened_at or self.now
+        request.waiting_since = self.now
+        self.set_deadline(request)
 
     def level_assessment(self, request: Request) -> Assessment | None:
         """How the request's level was found, while no staff member has set it; None then.
@@ -187,7 +208,7 @@ class Workflow:
         if assessment is None or not assessment.unsure:
             return {"assessment": assessment}
         longest = max(assessment.candidates, key=self.config.sla.norm)
-        due = deadline(longest, request.received_at, self.calendar, self.config.sla)
+        due = deadline(longest, self.clock_start(request), self.calendar, self.config.sla)
         return {"assessment": assessment, "promised_norm": self.config.sla.norm(longest),
                 "promised_due": due.astimezone(ZoneInfo(self.config.timezone))}
 
@@ -246,16 +267,21 @@ class Workflow:
         details = {"override": override} if override is not None else {}
         change_status(self.session, request, Status.CLOSED, actor=actor, at=self.now,
                       message=message, reason=reason, **details)
+        request.waiting_since = None
         self.tell_customer(request, "closed", automatic=True, reason=reason)
 
     def reopen(self, request: Request, actor: str, reason: str,
-               message: Message | None = None) -> None:
+               message: Message | None = None, customer_waits: bool = False) -> None:
+        """Open the request again. The reaction clock runs again when the customer reopened it
+        (``customer_waits``) or nobody has answered yet (a refusal overridden, say)."""
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                       message=message, reason=reason)
-        if request.due_at is None:
-            self.set_deadline(request)
+        if customer_waits or request.first_reaction_at is None:
+            self.start_reaction_clock(request)
 
     def reacted(self, request: Request, staff: Staff) -> None:
+        """A human answer reached the customer: the reaction clock stops."""
+        request.waiting_since = None
         if request.first_reaction_at is None:
             request.first_reaction_at = self.now
             record(self.session, request, "first_reaction", actor=staff.login, at=self.now)
@@ -300,9 +326,10 @@ class Workflow:
         if request.level == 1:
             self.set_level(request, 2, actor)
 
-    def notify_staff(self, request: Request, template: str, *, to: str | None = None,
+    def notify_staff(self, request: Request, template: str, *, to: str | Sequence[str] | None = None,
                      message: Message | None = None, **context) -> str | None:
-        """A mail to the assignee (or the ТП1 group); replying to it reaches the bot.
+        """A mail to the assignee (or the ТП1 group; ``to``: one or more addresses); replying to
+        it reaches the bot.
 
         The files of ``message`` (the customer's mail) go along up to
         ``limits.notify_attachment_bytes``; the template lists every file.
@@ -338,10 +365,12 @@ class Workflow:
         content = render("staff_help", with_html=False, support=self.config.support, **context)
         return self._mail_staff("staff_help", address, content)
 
-    def _mail_staff(self, kind: str, to: str, content: Rendered, request: Request | None = None,
+    def _mail_staff(self, kind: str, to: str | Sequence[str], content: Rendered,
+                    request: Request | None = None,
                     files: tuple[AttachmentRow, ...] = ()) -> str | None:
         """Staff mail comes from the support address, and replies go back to it."""
-        return self._send(Outgoing(kind=kind, to=(to,), content=content, request=request,
+        recipients = (to,) if isinstance(to, str) else tuple(to)
+        return self._send(Outgoing(kind=kind, to=recipients, content=content, request=request,
                                    reply_to=self.config.support.address, files=files))
 
     def _send(self, mail: Outgoing) -> str | None:

@@ -153,7 +153,8 @@ class Intake:
             record(self.session, request, "not_confirmed", actor=actor, at=self.now,
                    message=message)
         if request.status in (*ANSWERED, Status.CLOSED.value):
-            flow.reopen(request, actor=actor, reason="customer wrote again", message=message)
+            flow.reopen(request, actor=actor, reason="customer wrote again", message=message,
+                        customer_waits=True)
         flow.notify_staff(request, "staff_customer_reply", mail=mail,
                           not_helped=verdict.confirmation is Confirmation.REJECTED,
                           not_received=files.not_received, received=files.confirmed,
