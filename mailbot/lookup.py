@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from .crm import DatabaseDirectory
 from .kb.search import IncidentMatch, search
-from .models import REGISTERED_SOURCES, Event, Incident, Message, Outbox, Request, RequestCounter, Staff
+from .models import (REGISTERED_SOURCES, AttachmentRow, Event, Incident, Message, Outbox, Request,
+                     RequestCounter, Staff)
 from .outbox import Queue
 from .parsers import ParsedMail
 from .pending import Unflushed
@@ -174,6 +175,43 @@ class Lookup:
         found = {mid: request for mid, request in rows}
         for mid in wanted:
             self.unflushed.put(("thread", mid), found.get(mid))
+
+    def request_by_id(self, request_id: int) -> Request | None:
+        with self.session.no_autoflush:
+            return self.session.get(Request, request_id)
+
+    # ------------------------------------------------------------ ОП4 (rarer questions: they flush)
+
+    def op4_of(self, request: Request, closed_too: bool = False) -> Request | None:
+        """The ОП4 request under way for ``request`` (itself when it is one); with
+        ``closed_too``, else the latest closed one."""
+        if request.level == 4:
+            return request
+        children = [r for r in self.unflushed.added(Request) if r.parent_id == request.id]
+        children = list(dict.fromkeys(children + list(self.session.scalars(select(Request).where(
+            Request.parent_id == request.id, Request.level == 4).order_by(Request.id.desc())))))
+        open_ = [r for r in children if r.status not in DONE]
+        return (open_ or (children if closed_too else [None]))[0]
+
+    def request_files(self, request: Request) -> list[AttachmentRow]:
+        """The files the customer (and anyone else) sent to ``request``, oldest first: the ДДИ
+        collected on it."""
+        return list(self.session.scalars(
+            select(AttachmentRow).join(Message, AttachmentRow.message_id == Message.id)
+            .where(Message.request_id == request.id, Message.direction == "in",
+                   AttachmentRow.inline.is_(False)).order_by(AttachmentRow.id)))
+
+    def requests_by_incident(self, numbers: Sequence[str]) -> list[Request]:
+        """The requests linked to these incidents, newest first."""
+        if not numbers:
+            return []
+        return list(self.session.scalars(
+            select(Request).join(Incident, Request.incident_id == Incident.id)
+            .where(Incident.number.in_(list(numbers))).order_by(Request.id.desc())))
+
+    def tp2_staff(self) -> list[Staff]:
+        """The active ТП2 members: ОП4 escalations go to them."""
+        return [s for s in self.staff() if s.tier == "tp2" and s.active]
 
     def request_counter(self, year: int) -> RequestCounter:
         """The year's counter of request numbers, locked until the transaction ends.

@@ -335,6 +335,8 @@ class Escalation(Base):
     result_sent_at: Mapped[datetime | None]
     escalated_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
 
+    request: Mapped[Request] = relationship()
+
 
 class Event(Base):
     __tablename__ = "events"

@@ -201,7 +201,7 @@ class Processor:
         except Exception as exc:  # the parser promises not to raise; quarantine if it does
             raise StageError("parse", exc) from exc
         try:
-            verdict = decide(mail, Context(self.config, lookup, now))
+            verdict = decide(mail, Context(self.config, lookup, now, row.mailbox))
         except Exception as exc:
             raise StageError("rules", exc) from exc
         try:

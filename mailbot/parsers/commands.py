@@ -15,6 +15,17 @@ command block is the text of the answer.
 | ``#закрыть`` | ``#close`` | none |
 | ``#открыть`` | ``#reopen``, ``#переоткрыть`` | none; also overrides a rejection |
 | ``#организация …`` | ``#organization``, ``#org`` | CRM id or name of the customer's organisation |
+
+ОП4 (regulation §5; docs/workflow.md): ТП1 at the support address
+
+| ``#оп4`` | ``#op4``, ``#эскалация``, ``#escalate`` | none; the text is what ТП1 tried, for ТП2 |
+| ``#дди`` | ``#ddi`` | none; asks the customer for the missing ДДИ (the text is added) |
+
+and ТП2 at the ТП2 address (``#инцидент INC-000045`` links a known incident there)
+
+| ``#новый инцидент …`` | ``#new-incident`` | the new incident's title |
+| ``#решение`` | ``#solution`` | none; the text is the solution, stored and sent to ТП1 |
+| ``#статус закрыт`` | ``#status`` | the incident's status (``дубликат INC-000045``) |
 """
 from __future__ import annotations
 
@@ -32,15 +43,24 @@ ALIASES: dict[str, str] = {
     "закрыть": "close", "close": "close",
     "открыть": "reopen", "переоткрыть": "reopen", "reopen": "reopen",
     "организация": "organization", "organization": "organization", "org": "organization",
+    # ОП4 (issue 17): ТП1's escalation and ДДИ request, ТП2's answers
+    "оп4": "escalate", "op4": "escalate", "эскалация": "escalate", "escalate": "escalate",
+    "дди": "ask_ddi", "ddi": "ask_ddi",
+    "новый": "new_incident", "новый-инцидент": "new_incident", "new-incident": "new_incident",
+    "решение": "solution", "solution": "solution",
+    "статус": "incident_status", "status": "incident_status",
 }
-NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization"})
+NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization", "new_incident",
+                            "incident_status"})
+NEW_INCIDENT = re.compile(r"^инцидент\b\s*[:]?\s*", re.IGNORECASE)  # "#новый инцидент <title>"
 LEVEL = re.compile(r"^(?:оп|op|уровень|level)?\s*-?\s*([1-4])$", re.IGNORECASE)
 COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
 
 
 @dataclass(frozen=True)
 class Command:
-    name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization
+    name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization,
+    # escalate, ask_ddi, new_incident, solution, incident_status
     argument: str  # normalised: "2" for a level, "INC-000045" for an incident
     line: str  # as written
 
@@ -101,4 +121,10 @@ def _parse_line(line: str, incident_prefix: str) -> Command | str:
         if not numbers:
             return f"{line}: no incident number like {incident_prefix}-000045"
         argument = numbers[0]
+    elif name == "new_incident" and word == "новый":
+        if not NEW_INCIDENT.match(argument):
+            return f"{line}: write #новый инцидент <title of the incident>"
+        argument = NEW_INCIDENT.sub("", argument, count=1).strip()
+        if not argument:
+            return f"{line}: #новый инцидент needs the incident's title"
     return Command(name, argument, line)
