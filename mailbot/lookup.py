@@ -191,7 +191,7 @@ class Lookup:
         children = list(dict.fromkeys(children + list(self.session.scalars(select(Request).where(
             Request.parent_id == request.id, Request.level == 4).order_by(Request.id.desc())))))
         open_ = [r for r in children if r.status not in DONE]
-        return (open_ or (children if closed_too else [None]))[0]
+        return next(iter(open_ or (children if closed_too else [])), None)
 
     def request_files(self, request: Request) -> list[AttachmentRow]:
         """The files the customer (and anyone else) sent to ``request``, oldest first: the ДДИ
