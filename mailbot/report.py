@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import AttachmentRow, Event, Message, Organization, Request
+from .models import AttachmentRow, Event, Incident, Message, Organization, Request
 from .parsers.visible import one_line
 
 
@@ -40,6 +40,7 @@ def request_detail(session: Session, number: str) -> str | None:
         f"  channel:       {request.channel}",
         f"  received:      {request.received_at:%Y-%m-%d %H:%M:%S %Z}",
         f"  due:           {request.due_at:%Y-%m-%d %H:%M %Z}" if request.due_at else "  due:           -",
+        *_related(session, request),
         "timeline:",
     ]
     events = session.scalars(select(Event).where(Event.request_id == request.id)
@@ -51,6 +52,21 @@ def request_detail(session: Session, number: str) -> str | None:
         about = f"  «{one_line(subjects[event.message_id])}»" if event.message_id in subjects else ""
         lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {one_line(event.actor):<28} {event.kind}{change}{about}")
     return "\n".join(lines)
+
+
+def _related(session: Session, request: Request) -> list[str]:
+    """The incident, the ОП3 request of an ОП4 and the ОП4 requests of an ОП3 one."""
+    lines = []
+    if request.incident_id:
+        incident = session.get(Incident, request.incident_id)
+        lines.append(f"  incident:      [{incident.number}] {incident.status} {one_line(incident.title)}")
+    if request.parent_id:
+        lines.append(f"  ОП4 of:        {session.get(Request, request.parent_id).number}")
+    children = session.scalars(select(Request).where(Request.parent_id == request.id)
+                               .order_by(Request.id)).all()
+    if children:
+        lines.append("  ОП4:           " + ", ".join(f"{c.number} ({c.status})" for c in children))
+    return lines
 
 
 def request_files(session: Session, number: str) -> list[tuple[Message, AttachmentRow]] | None:

@@ -451,6 +451,10 @@ def test_tp2_and_the_known_errors_from_the_command_line(desk, capsys, monkeypatc
     assert "sent to ТП1" in capsys.readouterr().out
     assert main(["kb", "show", "INC-000001"]) == 0
     shown = capsys.readouterr().out
+    assert main(["requests", "show", request.number]) == 0
+    detail = capsys.readouterr().out
+    assert "ОП4:           ТП-2026-000002 (resolved)" in detail and "[INC-000001] solved" in detail
+    assert "escalated" in detail and "tp2_answer" in detail
     assert "solved" in shown and request.number in shown and "petrova" in shown
     desk.run()
     subjects = [subject(m) for m in desk.inbox()[tp1]]
@@ -534,3 +538,87 @@ def test_a_customer_writing_to_the_tp2_address_is_answered_as_at_the_support_add
     (ack,) = mail[CUSTOMER]
     assert ack.parsed()["From"].addresses[0].addr_spec == desk.mailbox.user
     assert desk.request().level == 3
+
+
+# ---------------------------------------------------------------- mailboxes and config
+
+def test_mail_the_mta_pipes_in_for_the_tp2_address_is_tp2_mail(desk, monkeypatch):
+    """`mailbot ingest --mailbox tp2`: a Postfix pipe for the ТП2 address; the role comes from
+    the mailbox, also for a mail that names the ТП2 address nowhere (Bcc)."""
+    import io
+    import sys
+
+    from mailbot.cli import main
+
+    from tests.mailflow import mx_trace
+
+    tp1, tp2 = staff(desk)
+    request, _ = op3_request(desk)
+    raw = mx_trace(tp1, "pass") + (
+        f"From: {tp1}\r\nTo: undisclosed-recipients:;\r\nSubject: ООО «Завод» {request.number}\r\n"
+        f"Message-ID: <bcc-1@tecon.example>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\nПросим помочь: АРМ не запускается.\r\n").encode()
+    monkeypatch.setenv("MAILBOT_DATABASE_URL", desk.config.database.url)
+    monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    assert main(["ingest", "--mailbox", "tp2"]) == 0
+    desk.run()
+    assert "Просим помочь" in body(desk.mail_to(tp2))
+    assert desk.request(request.number).status == "escalated_op4"
+
+
+def test_the_tp2_mailbox_is_configured_beside_the_support_one(tmp_path):
+    from mailbot.config import ConfigError, load_config
+
+    path = tmp_path / "mailbot.toml"
+    path.write_text('[imap]\nhost = "imap.example.ru"\nusername = "support@example.ru"\n'
+                    'password = "s"\n[imap.tp2]\nusername = "tp2@example.ru"\npassword = "t"\n'
+                    '[ddi]\nrequired = ["logs", "screenshot"]\nlogs = ["*.log", "*.trace"]\n',
+                    encoding="utf-8")
+    config = load_config(path, environ={"MAILBOT_IMAP_TP2_PASSWORD": "from-env"})
+    (support_role, support), (tp2_role, tp2) = config.imap.mailboxes()
+    assert (support_role, support.username) == ("support", "support@example.ru")
+    assert (tp2_role, tp2.username, tp2.password, tp2.host) == ("tp2", "tp2@example.ru",
+                                                                "from-env", "imap.example.ru")
+    assert config.ddi.required == ("logs", "screenshot") and config.ddi.logs == ("*.log", "*.trace")
+    assert [role for role, _ in load_config(None, environ={}).imap.mailboxes()] == ["support"]
+    path.write_text('[ddi]\nrequired = ["dump"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="ddi.required"):
+        load_config(path, environ={})
+
+
+def test_the_development_mail_server_has_both_mailboxes(database_url):
+    """`mailbot run` without an IMAP server reads the support and the ТП2 address of the embedded
+    development server (every address is a mailbox there)."""
+    import asyncio
+
+    from imapclient import IMAPClient
+
+    from mailbot import db
+    from mailbot.clock import Clock
+    from mailbot.config import load_config
+    from mailbot.daemon import Daemon
+    from mailbot.models import Inbound
+    from mailbot.transport.devmail import DevMailServer
+
+    from tests.servers import LOCALHOST, free_port
+
+    config = with_overrides(load_config(None, environ={}), database={"url": database_url},
+                            dev={"imap_port": free_port(), "smtp_port": free_port(),
+                                 "http_port": free_port()})
+    server = DevMailServer(config)
+    running = server.start()
+    try:
+        assert [(role, account.username) for role, account in running.imap.mailboxes()] == [
+            ("support", "support@localhost"), ("tp2", "tp2@localhost")]
+        with IMAPClient(LOCALHOST, port=config.dev.imap_port, ssl=False) as client:
+            client.login("tp2@localhost", config.dev.password)
+            client.append("INBOX", b"From: someone@example.org\r\nTo: tp2@localhost\r\n"
+                                   b"Subject: test\r\nMessage-ID: <dev-tp2@example.org>\r\n\r\nhi\r\n")
+        engine = db.make_engine(database_url)
+        db.init_schema(engine)
+        asyncio.run(Daemon(running, db.make_sessionmaker(engine), Clock()).run_once())
+        with db.make_sessionmaker(engine)() as session:
+            assert session.scalars(select(Inbound.mailbox)).all() == ["tp2"]
+    finally:
+        server.stop()

@@ -34,7 +34,7 @@ STATUS_NAMES = {
     "duplicate": "duplicate", "дубликат": "duplicate", "дубль": "duplicate",
 }
 FIELDS = ("title", "symptoms", "solution", "product", "version")
-IMPORT_CHUNK = 2000  # incidents per INSERT statement of an import (the vocabulary trigger runs once each)
+IMPORT_CHUNK = 2000  # incidents per INSERT of an import (the vocabulary triggers run once each)
 
 
 class KbError(ValueError):
@@ -220,9 +220,10 @@ def import_rows(session: Session, rows: Iterable[_Row], *, actor: str, now: date
             _update(session, existing, row, actor, now, summary)
         if row.values.get("duplicate_of", "").strip():
             duplicates.append((row, number))
-    _insert(session, new, actor, now, prefix, summary)
+    numbered = _insert(session, new, actor, now, prefix, summary)
     for row, number in duplicates:
-        _mark_duplicate(session, row, number, actor, now, prefix, summary)
+        _mark_duplicate(session, row, number or numbered.get(row.where, ""), actor, now, prefix,
+                        summary)
     return summary
 
 
@@ -259,9 +260,11 @@ def _update(session: Session, incident: Incident, row: _Row, actor: str, now: da
 
 
 def _insert(session: Session, rows: list[_Row], actor: str, now: datetime, prefix: str,
-            summary: ImportSummary) -> None:
+            summary: ImportSummary) -> dict[int, str]:
     """New incidents, a chunk per statement (incidents, then their history); numbers from the
-    sequence, which first moves past every number the file gives."""
+    sequence, which first moves past every number the file gives. The number of each row
+    inserted, by its line (or item)."""
+    numbered: dict[int, str] = {}
     given = [_normal_number(r.values.get("number", ""), prefix) for r in rows]
     _advance_sequence(session, [int(n.rpartition("-")[2]) for n in given if n])
     for start in range(0, len(rows), IMPORT_CHUNK):
@@ -288,8 +291,12 @@ def _insert(session: Session, rows: list[_Row], actor: str, now: datetime, prefi
             SELECT id, :now, :actor, 'imported' FROM unnest(CAST(:ids AS bigint[])) AS id"""),
             {"ids": list(inserted.values()), "now": now, "actor": actor})
         summary.created += len(inserted)
-        summary.errors += [(row.where, f"number {number} was taken meanwhile")
-                           for row, number in zip(chunk, numbers) if number not in inserted]
+        for row, number in zip(chunk, numbers):
+            if number in inserted:
+                numbered[row.where] = number
+            else:
+                summary.errors.append((row.where, f"number {number} was taken meanwhile"))
+    return numbered
 
 
 def _new_status(name: str) -> str:

@@ -17,13 +17,15 @@ An incident is found, with the reason, when
   least) are in the text. A long mail is about the incident whose title it mostly repeats; one
   common word («ошибка», «сервер») relates nothing.
 
-Candidates: the incidents the GIN index finds for a short text's query and for the codes, and
-the :data:`POOL` incidents whose titles hold the most of the text's informative lexemes, each
-weighing its inverse document frequency (``incident_terms.ndoc``; the postings of
-``incident_title_words``, rarest lexemes first, up to :data:`POSTINGS`; a lexeme in more than
-:data:`COMMON` of the incidents, and in :data:`COMMON_LEAST` or more, weighs nothing there). A duplicate is not found (its original
-is). A batch of texts is searched in two statements (three when a short one found too little by its
-query), whatever their number.
+Candidates: the incidents the GIN index finds for a short text's query and for the codes; for a
+long text (and a short one whose query found too little), also the :data:`POOL` incidents
+whose titles hold the most of its informative lexemes, each weighing its inverse document
+frequency (``incident_terms.ndoc``; the postings of ``incident_title_words``, rarest lexemes
+first, up to :data:`POSTINGS`; a lexeme in more than :data:`COMMON` of the incidents, and in
+:data:`COMMON_LEAST` or more, weighs nothing). They are ranked by codes, all words, the weight
+of the text's lexemes in their titles, and how much of their title the text covers. A duplicate
+is not found (its original is). A batch of texts is searched in two statements (three when a
+short one found too little by its query), whatever their number.
 """
 from __future__ import annotations
 
@@ -231,11 +233,11 @@ LEFT JOIN LATERAL (
 ORDER BY q.n, l.lexeme
 """
 
-# For each text: the candidates (its GIN query's, and, when asked, the pool of titles holding the
-# most of its weighed lexemes); what its weighed lexemes in their titles weigh; how much of their title (A) and of their title and symptoms (A, B) the text
-# covers, its codes they hold, whether they hold all of a short text; those that qualify, best
-# first. ts_delete removes the text's lexemes from the incident's: what is left tells how many
-# were covered, without unnesting.
+# For each text: the candidates (its GIN query's, and, when asked, the pool of titles holding
+# the most of its weighed lexemes); what its weighed lexemes weigh in their titles; how much of
+# their title (A) and of their title and symptoms (A, B) the text covers; its codes they hold;
+# whether they hold all of a short text; those that qualify, best first. ts_delete removes the
+# text's lexemes from the incident's: what is left tells how many were covered, without unnesting.
 CANDIDATES = """
 SELECT c.n, m.number, m.title, m.solution, m.status, m.score, m.all_words, m.query_hits,
        m.title_hits, m.title_len, m.problem_hits, m.problem_len,
@@ -281,7 +283,8 @@ CROSS JOIN LATERAL (
              LATERAL ts_filter(i.search, '{a,b}') AS ab
         WHERE (i.search @@ c.query OR i.id = ANY(k.pool)) AND i.status <> 'duplicate') AS s
     WHERE s.code_hits > 0 OR s.all_words
-       OR (c.short AND s.query_hits >= k.lexeme_count - 1 AND s.query_hits >= 2 AND k.lexeme_count >= 3)
+       OR (c.short AND s.query_hits >= k.lexeme_count - 1 AND s.query_hits >= 2
+           AND k.lexeme_count >= 3)
        OR (s.title_hits >= 2 AND s.title_hits >= :title_share * s.title_len)
        OR (s.problem_hits >= 3 AND s.problem_hits >= :problem_share * s.problem_len)
     ORDER BY score DESC, s.number LIMIT :limit) AS m
