@@ -64,23 +64,106 @@ CREATE TABLE staff (
 );
 
 -- ---------------------------------------------------------------- known-error DB
+-- The regulation's "внутренняя база данных выявленных ошибок" (§4–5, migration 0012).
+-- Error codes are written alike in incidents and in searches: a letter, a hyphen or
+-- underscore and a digit become one word (ORA-12541 = ORA12541, E-17 = E17).
+CREATE FUNCTION kb_text(text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN regexp_replace($1, '([[:alpha:]])[-_]([[:digit:]])', '\1\2', 'g');
+
 CREATE TABLE incidents (
-    id          bigserial PRIMARY KEY,
-    number      text NOT NULL UNIQUE,               -- INC-000045
-    title       text NOT NULL,
-    symptoms    text NOT NULL DEFAULT '',
-    solution    text NOT NULL DEFAULT '',
-    status      text NOT NULL DEFAULT 'open'
-                CHECK (status IN ('open', 'in_progress', 'solved', 'closed')),
-    created_by  bigint REFERENCES staff (id) ON DELETE SET NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    search      tsvector GENERATED ALWAYS AS (
-                    to_tsvector('russian', title || ' ' || symptoms || ' ' || solution)) STORED
+    id            bigserial PRIMARY KEY,
+    number        text NOT NULL UNIQUE,             -- INC-000045
+    title         text NOT NULL,
+    symptoms      text NOT NULL DEFAULT '',
+    solution      text NOT NULL DEFAULT '',
+    product       text NOT NULL DEFAULT '',
+    version       text NOT NULL DEFAULT '',
+    status        text NOT NULL DEFAULT 'new'
+                  CHECK (status IN ('new', 'investigating', 'solved', 'closed', 'duplicate')),
+    duplicate_of  bigint REFERENCES incidents (id) ON DELETE SET NULL,
+    created_by    bigint REFERENCES staff (id) ON DELETE SET NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- title A, symptoms B, solution C, product and version D (mailbot/kb/search.py)
+    search        tsvector GENERATED ALWAYS AS (
+                      setweight(to_tsvector('russian', kb_text(title)), 'A')
+                      || setweight(to_tsvector('russian', kb_text(symptoms)), 'B')
+                      || setweight(to_tsvector('russian', kb_text(solution)), 'C')
+                      || setweight(to_tsvector('russian', kb_text(product || ' ' || version)), 'D')) STORED,
+    CHECK (status <> 'duplicate' OR duplicate_of IS NOT NULL)
 );
 CREATE INDEX incidents_search_idx ON incidents USING gin (search);
-CREATE INDEX incidents_title_trgm_idx ON incidents USING gin (title gin_trgm_ops);
 CREATE SEQUENCE incident_number_seq;
+
+-- Every word (lexeme) of the incidents and in how many it occurs, kept by the triggers below
+-- (the row '' counts the incidents): typos are corrected against it (trigram similarity) and
+-- rare words pick the candidates.
+CREATE TABLE incident_terms (
+    lexeme  text PRIMARY KEY,
+    ndoc    integer NOT NULL
+);
+CREATE INDEX incident_terms_trgm_idx ON incident_terms USING gin (lexeme gin_trgm_ops);
+INSERT INTO incident_terms (lexeme, ndoc) VALUES ('', 0);
+
+-- The lexemes of each incident's title, by lexeme (kept by the triggers below): a long text's
+-- candidates are the incidents whose titles hold the most of its rare words.
+CREATE TABLE incident_title_words (
+    lexeme       text NOT NULL,
+    incident_id  bigint NOT NULL,
+    PRIMARY KEY (lexeme, incident_id)
+);
+
+CREATE FUNCTION incident_terms_count() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changed bigint[];  -- UPDATE: the incidents whose text changed
+BEGIN
+    -- writers of incidents take their turns here (the counter row first): no deadlocks
+    PERFORM 1 FROM incident_terms WHERE lexeme = '' FOR UPDATE;
+    IF TG_OP = 'UPDATE' THEN
+        changed := ARRAY(SELECT o.id FROM old_rows o JOIN new_rows n ON n.id = o.id
+                         WHERE o.search IS DISTINCT FROM n.search);
+        IF cardinality(changed) = 0 THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE incident_terms t SET ndoc = t.ndoc - d.n
+        FROM (SELECT l.lexeme, count(*) AS n
+              FROM old_rows o, unnest(tsvector_to_array(o.search)) AS l(lexeme)
+              WHERE TG_OP = 'DELETE' OR o.id = ANY(changed)
+              GROUP BY l.lexeme
+              UNION ALL
+              SELECT '', count(*) FROM old_rows o WHERE TG_OP = 'DELETE' OR o.id = ANY(changed)
+              ORDER BY 1) AS d
+        WHERE t.lexeme = d.lexeme;
+        DELETE FROM incident_title_words w USING old_rows o
+        WHERE w.incident_id = o.id AND (TG_OP = 'DELETE' OR o.id = ANY(changed));
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO incident_terms (lexeme, ndoc)
+        SELECT * FROM (SELECT l.lexeme, count(*)
+                       FROM new_rows n, unnest(tsvector_to_array(n.search)) AS l(lexeme)
+                       WHERE TG_OP = 'INSERT' OR n.id = ANY(changed)
+                       GROUP BY l.lexeme
+                       UNION ALL
+                       SELECT '', count(*) FROM new_rows n
+                       WHERE TG_OP = 'INSERT' OR n.id = ANY(changed)) AS d
+        ORDER BY 1
+        ON CONFLICT (lexeme) DO UPDATE SET ndoc = incident_terms.ndoc + EXCLUDED.ndoc;
+        INSERT INTO incident_title_words (lexeme, incident_id)
+        SELECT l.lexeme, n.id
+        FROM new_rows n, unnest(tsvector_to_array(ts_filter(n.search, '{a}'))) AS l(lexeme)
+        WHERE TG_OP = 'INSERT' OR n.id = ANY(changed);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER incident_terms_insert AFTER INSERT ON incidents
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION incident_terms_count();
+CREATE TRIGGER incident_terms_update AFTER UPDATE ON incidents
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION incident_terms_count();
+CREATE TRIGGER incident_terms_delete AFTER DELETE ON incidents
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION incident_terms_count();
 
 -- ---------------------------------------------------------------- the register
 CREATE TABLE request_counters (
@@ -134,12 +217,16 @@ CREATE INDEX requests_requester_idx ON requests (requester_email);
 CREATE INDEX requests_assignee_idx ON requests (assignee_id, id) WHERE assignee_id IS NOT NULL;
 CREATE INDEX requests_assignee_open_idx ON requests (assignee_id)
     WHERE assignee_id IS NOT NULL AND status NOT IN ('closed', 'rejected');
+CREATE INDEX requests_incident_idx ON requests (incident_id) WHERE incident_id IS NOT NULL;
+CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE parent_id IS NOT NULL;
 
 -- ---------------------------------------------------------------- intake
 CREATE TABLE inbound (
     id            bigserial PRIMARY KEY,
     dedup_key     text NOT NULL UNIQUE,             -- 'mid:<Message-ID>' or 'sha256:<hex>'
     source        text NOT NULL,                    -- 'imap:<account>/<folder>', 'ingest', ...
+    -- the role of the mailbox it came from (migration 0012): the support address, or ТП2's
+    mailbox       text NOT NULL DEFAULT 'support' CHECK (mailbox IN ('support', 'tp2')),
     uid           bigint,                           -- IMAP UID when from IMAP
     raw           bytea NOT NULL,
     size          integer NOT NULL,
@@ -311,13 +398,28 @@ CREATE TABLE escalations (
     status          text NOT NULL DEFAULT 'sent'
                     CHECK (status IN ('sent', 'answered', 'solved', 'closed')),
     sent_at         timestamptz NOT NULL,
-    due_at          timestamptz NOT NULL,
-    answered_at     timestamptz,
-    result_sent_at  timestamptz
+    due_at          timestamptz NOT NULL,               -- ТП2's answer is due (sla.norm_op4)
+    answered_at     timestamptz,                        -- ТП2's first answer to ТП1
+    result_sent_at  timestamptz,                        -- the result notice to ТП2
+    escalated_by    bigint REFERENCES staff (id) ON DELETE SET NULL  -- the ТП1 member (migration 0012)
 );
 CREATE INDEX escalations_request_idx ON escalations (request_id);
 CREATE INDEX escalations_unanswered_idx ON escalations (due_at)  -- migration 0013
     WHERE status = 'sent' AND answered_at IS NULL;
+
+-- What happened to an incident, and who did it (migration 0012): created, edited (changes:
+-- {field: [old, new]}), status, linked (to a request), solution, imported.
+CREATE TABLE incident_history (
+    id           bigserial PRIMARY KEY,
+    incident_id  bigint NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    at           timestamptz NOT NULL,
+    actor        text NOT NULL,                     -- a staff login, 'system', 'cli'
+    kind         text NOT NULL,
+    changes      jsonb NOT NULL DEFAULT '{}',
+    request_id   bigint REFERENCES requests (id) ON DELETE SET NULL,
+    message_id   bigint REFERENCES messages (id) ON DELETE SET NULL
+);
+CREATE INDEX incident_history_incident_idx ON incident_history (incident_id, id);
 
 CREATE TABLE events (
     id           bigserial PRIMARY KEY,

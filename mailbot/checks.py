@@ -7,7 +7,7 @@ from collections.abc import Callable
 import aiosmtplib
 
 from . import db
-from .config import Config
+from .config import Config, ImapConfig
 
 
 def run_checks(config: Config, say: Callable[[str], None]) -> bool:
@@ -16,7 +16,8 @@ def run_checks(config: Config, say: Callable[[str], None]) -> bool:
     if config.embedded_mail:
         say("mail: no imap.host configured; `mailbot run` starts the embedded development server")
     else:
-        results += [_check_imap(config, say), _check_smtp(config, say)]
+        results += [_check_imap(account, say, role) for role, account in config.imap.mailboxes()]
+        results.append(_check_smtp(config, say))
     state, line = staff_authentication(config)
     say(line)
     # with a real mail server, staff mail that cannot be authenticated is a failed check
@@ -64,10 +65,10 @@ def _check_database(config: Config, say: Callable[[str], None]) -> bool:
     return True
 
 
-def _check_imap(config: Config, say: Callable[[str], None]) -> bool:
+def _check_imap(imap: ImapConfig, say: Callable[[str], None], role: str = "support") -> bool:
     from .transport.imap import NETWORK_ERRORS, connect
 
-    imap = config.imap
+    name = "imap" if role == "support" else f"imap ({role})"
     try:
         client = connect(imap)
         try:
@@ -76,12 +77,13 @@ def _check_imap(config: Config, say: Callable[[str], None]) -> bool:
         finally:
             client.logout()
     except NETWORK_ERRORS as exc:
-        say(f"imap: FAILED: {imap.username}@{imap.host}:{imap.port}: {exc}")
+        say(f"{name}: FAILED: {imap.username}@{imap.host}:{imap.port}: {exc}")
         return False
     if missing:
-        say(f"imap: FAILED: folders not found: {', '.join(missing)}")
+        say(f"{name}: FAILED: folders not found: {', '.join(missing)}")
         return False
-    say(f"imap: ok ({imap.username}@{imap.host}:{imap.port}, IDLE {'yes' if idle else 'no: polling'})")
+    say(f"{name}: ok ({imap.username}@{imap.host}:{imap.port}, "
+        f"IDLE {'yes' if idle else 'no: polling'})")
     return True
 
 

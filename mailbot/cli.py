@@ -82,8 +82,10 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
             result = asyncio.run(daemon.run_once())
             print(f"processed {result.processed}, quarantined {result.quarantined}")
             return EX_OK
-        print(f"mailbot is watching {config.imap.username} at {config.imap.host}:"
-              f"{config.imap.port} ({', '.join(config.imap.folders)}); Ctrl+C stops it", flush=True)
+        watched = "; ".join(f"{account.username} at {account.host}:{account.port} "
+                            f"({', '.join(account.folders)}{', ТП2' if role == 'tp2' else ''})"
+                            for role, account in config.imap.mailboxes())
+        print(f"mailbot is watching {watched}; Ctrl+C stops it", flush=True)
         try:
             asyncio.run(_run_until_signal(daemon))
         except GiveUp as exc:  # a fresh process may fare better: systemd restarts a failed one
@@ -281,25 +283,49 @@ def cmd_staff(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def cmd_incidents(app: App, args: argparse.Namespace) -> int:
-    from . import admin
+def cmd_kb(app: App, args: argparse.Namespace) -> int:
+    """The known-error database: search, add, show, edit, import, list, solution."""
+    from .kb import incidents as kb
+    from .kb import views
     from .lookup import Lookup
 
+    prefix, now = app.config.support.incident_prefix, app.clock.now()
     with app.ready_sessions().begin() as session:
-        if args.action == "add":
-            try:
-                incident = admin.add_incident(session, title=args.title, symptoms=args.symptoms,
-                                              solution=args.solution, number=args.number,
-                                              prefix=app.config.support.incident_prefix,
-                                              now=app.clock.now())
-            except admin.AdminError as exc:
-                raise Fail(str(exc), EX_USAGE) from None
-            print(f"[{incident.number}] created")
-        elif args.action == "search":
-            matches = Lookup(session, app.config.timezone).search_incidents(args.text, limit=10)
-            print("\n".join(f"[{m.number}] {m.score:.2f} {m.title}" for m in matches) or "nothing found")
-        else:
-            print(admin.incident_table(session))
+        try:
+            actor = _kb_actor(session, args)
+            if args.action == "search":
+                print(views.matches(Lookup(session, app.config.timezone)
+                                    .search_incidents(args.text, limit=args.limit)))
+            elif args.action == "add":
+                incident = kb.create(session, title=args.title, symptoms=args.symptoms,
+                                     solution=args.solution, product=args.product,
+                                     version=args.version, status=kb.status_named(args.status) or "",
+                                     number=args.number, prefix=prefix, actor=actor.login if actor
+                                     else "cli", now=now, staff=actor)
+                print(f"[{incident.number}] created")
+            elif args.action == "import":
+                summary = kb.import_file(session, args.file, actor=actor.login if actor else "cli",
+                                         now=now, prefix=prefix)
+                print(summary.describe())
+                for where, reason in summary.errors:
+                    print(f"line/item {where}: {reason}")
+            elif args.action == "list":
+                print(views.incident_list(session, status=kb.status_named(args.status or "")
+                                          if args.status else None, limit=args.limit))
+            else:
+                incident = kb.by_number(session, args.number, prefix)
+                if incident is None:
+                    raise Fail(f"no incident {args.number}", EX_USAGE)
+                if args.action == "show":
+                    print(views.incident_detail(session, incident))
+                elif args.action == "edit":
+                    _kb_edit(session, incident, args, actor, now, prefix)
+                    print(f"[{incident.number}] saved")
+                else:
+                    _kb_solution(app, session, incident, args, actor)
+        except kb.KbError as exc:
+            raise Fail(str(exc), EX_USAGE) from None
+        notify(session, OUTBOX)
     return EX_OK
 
 
@@ -316,6 +342,65 @@ def cmd_report(app: App, args: argparse.Namespace) -> int:
     else:
         print(format_table(rows) if rows else "no requests opened in this period")
     return EX_OK
+
+
+def _kb_actor(session: Session, args: argparse.Namespace):
+    """The staff member ``--as`` names (None without ``--as``)."""
+    from sqlalchemy import func, or_, select
+
+    from .models import Staff
+
+    if not getattr(args, "actor", None):
+        return None
+    name = args.actor.strip().lower()
+    staff = session.scalar(select(Staff).where(or_(func.lower(Staff.login) == name,
+                                                   Staff.email == name), Staff.active))
+    if staff is None:
+        raise Fail(f"no active staff member {args.actor!r}", EX_USAGE)
+    return staff
+
+
+def _kb_edit(session: Session, incident, args: argparse.Namespace, actor, now, prefix: str) -> None:
+    from .kb import incidents as kb
+
+    who = actor.login if actor else "cli"
+    kb.edit(session, incident, {f: getattr(args, f) for f in kb.FIELDS
+                                if getattr(args, f) is not None}, actor=who, now=now)
+    if args.status:
+        status = kb.status_named(args.status)
+        if status is None:
+            raise kb.KbError(f"the status is one of {', '.join(kb.STATUSES)}, not {args.status!r}")
+        original = kb.by_number(session, args.duplicate_of, prefix) if args.duplicate_of else None
+        if args.duplicate_of and original is None:
+            raise kb.KbError(f"no incident {args.duplicate_of}")
+        kb.set_status(session, incident, status, duplicate_of=original, actor=who, now=now)
+
+
+def _kb_solution(app: App, session: Session, incident, args: argparse.Namespace, actor) -> None:
+    """ТП2 documents the solution: stored on the incident and sent to ТП1 for each ОП4 under way
+    on it (as ``#решение`` by mail)."""
+    from sqlalchemy import select
+
+    from .kb import incidents as kb
+    from .models import Request
+    from .parsers.commands import parse_commands
+    from .workflow.manual import run_commands
+
+    if actor is None or actor.tier != "tp2":
+        raise Fail("kb solution needs --as a ТП2 member", EX_USAGE)
+    open_op4 = session.scalars(select(Request).where(
+        Request.incident_id == incident.id, Request.level == 4,
+        Request.status.not_in(("closed", "rejected")))).all()
+    if not open_op4:
+        kb.document_solution(session, incident, args.text, actor=actor.login, now=app.clock.now())
+        print(f"[{incident.number}] solution saved (no ОП4 under way: nobody told)")
+        return
+    block = parse_commands(f"#решение\n{args.text}", app.config.support.incident_prefix)
+    for op4 in open_op4:
+        problems = run_commands(session, app.config, app.clock.now(), op4, actor, block)
+        if problems:
+            raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+        print(f"[{incident.number}] solution saved and sent to ТП1 ({op4.number})")
 
 
 def cmd_crm(app: App, args: argparse.Namespace) -> int:
@@ -342,7 +427,7 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
         raise Fail("stdin does not hold a mail message", EX_DATAERR)
     try:
         with app.ready_sessions().begin() as session:
-            new = store(session, [RawMail(raw, "ingest")])
+            new = store(session, [RawMail(raw, "ingest", mailbox=args.mailbox)])
     except Fail:
         raise
     except Exception as exc:  # anything that kept the bytes out of the database: let the MTA retry
@@ -491,16 +576,39 @@ def build_parser() -> argparse.ArgumentParser:
         s_actions.add_parser(action).add_argument("login")
     staff.set_defaults(func=cmd_staff)
 
-    incidents = commands.add_parser("incidents", help="the known-error database")
-    i_actions = incidents.add_subparsers(dest="action", required=True)
-    i_actions.add_parser("list")
-    i_add = i_actions.add_parser("add")
-    i_add.add_argument("--title", required=True)
-    i_add.add_argument("--symptoms", default="")
-    i_add.add_argument("--solution", default="")
-    i_add.add_argument("--number", help="keep an existing number, e.g. INC-000045")
-    i_actions.add_parser("search").add_argument("text")
-    incidents.set_defaults(func=cmd_incidents)
+    kb = commands.add_parser("kb", aliases=["incidents"],
+                             help="the known-error database (incidents)")
+    k_actions = kb.add_subparsers(dest="action", required=True)
+    k_search = k_actions.add_parser("search", help="incidents a text is about, with the reason")
+    k_search.add_argument("text", help='words, "a phrase", -excluded, an error code')
+    k_search.add_argument("--limit", type=int, default=10)
+    k_list = k_actions.add_parser("list")
+    k_list.add_argument("--status")
+    k_list.add_argument("--limit", type=int, default=100)
+    k_add = k_actions.add_parser("add", help="a new incident")
+    k_add.add_argument("--title", required=True)
+    for name in ("symptoms", "solution", "product", "version"):
+        k_add.add_argument(f"--{name}", default="")
+    k_add.add_argument("--status", default="new", help="new, investigating, solved, closed")
+    k_add.add_argument("--number", help="keep an existing number, e.g. INC-000045")
+    k_show = k_actions.add_parser("show", help="an incident, its requests and its history")
+    k_show.add_argument("number")
+    k_edit = k_actions.add_parser("edit", help="change fields or the status (history kept)")
+    k_edit.add_argument("number")
+    for name in ("title", "symptoms", "solution", "product", "version"):
+        k_edit.add_argument(f"--{name}")
+    k_edit.add_argument("--status", help="new, investigating, solved, closed, duplicate")
+    k_edit.add_argument("--duplicate-of", help="the original, with --status duplicate")
+    k_import = k_actions.add_parser("import", help="incidents from a CSV or JSON file "
+                                    "(docs/workflow.md); existing numbers are updated")
+    k_import.add_argument("file")
+    k_solution = k_actions.add_parser("solution", help="ТП2 documents the solution: stored and "
+                                      "sent to ТП1 (as #решение)")
+    k_solution.add_argument("number")
+    k_solution.add_argument("--text", required=True)
+    for parser_ in (k_add, k_edit, k_import, k_solution):
+        parser_.add_argument("--as", dest="actor", help="staff login or e-mail (the history's actor)")
+    kb.set_defaults(func=cmd_kb)
 
     report = commands.add_parser("report", help="reports on the register")
     r_kinds = report.add_subparsers(dest="kind", required=True)
@@ -519,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="store one message from stdin (MTA pipe); "
                                  "exit 0 stored, 75 retry later, 65 not a mail")
+    ingest.add_argument("--mailbox", choices=("support", "tp2"), default="support",
+                        help="the address it was delivered to: support (default) or ТП2's")
     ingest.set_defaults(func=cmd_ingest)
 
     quarantine = commands.add_parser("quarantine", help="mail the pipeline could not process")

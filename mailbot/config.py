@@ -32,6 +32,19 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class MailboxConfig:
+    """The ТП2 mailbox, ``[imap.tp2]``: an IMAP account of its own (empty username: none, the
+    ТП2 address arrives in the support account). Host and port are those of ``[imap]``
+    unless given; every other setting is ``[imap]``'s."""
+
+    host: str = ""
+    port: int = 0
+    username: str = ""
+    password: str = ""
+    folders: tuple[str, ...] = ("INBOX",)
+
+
+@dataclass(frozen=True)
 class ImapConfig:
     host: str = ""  # empty = embedded development mail server
     port: int = 993
@@ -45,6 +58,18 @@ class ImapConfig:
     poll_interval: float = 30.0  # seconds, when IDLE is off or unsupported
     idle_timeout: float = 600.0  # re-issue IDLE after this many seconds
     fetch_batch: int = 50
+    tp2: MailboxConfig = field(default_factory=MailboxConfig)
+
+    def mailboxes(self) -> list[tuple[str, ImapConfig]]:
+        """``(role, account)`` of every mailbox the daemon reads: this one (``support``), and the
+        ТП2 mailbox (``tp2``) when ``[imap.tp2]`` names an account."""
+        found = [("support", self)]
+        if self.tp2.username:
+            found.append(("tp2", replace(self, host=self.tp2.host or self.host,
+                                         port=self.tp2.port or self.port,
+                                         username=self.tp2.username, password=self.tp2.password,
+                                         folders=self.tp2.folders, tp2=MailboxConfig())))
+        return found
 
 
 @dataclass(frozen=True)
@@ -292,6 +317,34 @@ class WorkflowConfig:
         "doesn't work", "does not work", "not working", "still", "not fixed", "didn't help")
 
 
+DDI_PARTS = ("screenshot", "logs", "system_info")
+
+
+@dataclass(frozen=True)
+class DdiConfig:
+    """ДДИ, the additional diagnostic information of regulation §5: which files are which part.
+
+    A pattern with a ``/`` is a content type (``image/*``), any other one a file name
+    (``*.log``), both compared case-insensitively as shell patterns. A file is the first part
+    in the order of :data:`DDI_PARTS` (the most particular first) one of whose patterns it
+    matches. ``required``: the parts an escalation to ТП2 needs.
+    """
+
+    screenshot: tuple[str, ...] = ("image/*", "*.png", "*.jpg", "*.jpeg", "*.bmp", "*.gif",
+                                   "*.tif", "*.tiff", "*.webp", "*screenshot*", "*скриншот*")
+    logs: tuple[str, ...] = ("*.log", "*.log.*", "*log*.txt", "*log*.zip", "*.evtx", "*.etl",
+                             "*.zip", "*.7z", "*.rar", "*.gz", "*.tgz")
+    system_info: tuple[str, ...] = ("msinfo*", "systeminfo*", "sysinfo*", "*system*info*", "*.nfo",
+                                    "*.txt")
+    required: tuple[str, ...] = DDI_PARTS
+
+    def __post_init__(self) -> None:
+        unknown = [part for part in self.required if part not in DDI_PARTS]
+        if unknown:
+            raise ConfigError(f"ddi.required: unknown part {unknown[0]!r} "
+                              f"(one of {', '.join(DDI_PARTS)})")
+
+
 @dataclass(frozen=True)
 class DeliveryConfig:
     """ОП2 (regulation §3): files sent to customers must be confirmed; files asked of them awaited.
@@ -338,6 +391,7 @@ class Config:
     staff: StaffConfig = field(default_factory=StaffConfig)
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    ddi: DdiConfig = field(default_factory=DdiConfig)
     state_dir: str = ".mailbot"  # embedded PostgreSQL data and other local state
     timezone: str = "Europe/Moscow"
     log_level: str = "INFO"

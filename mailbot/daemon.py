@@ -53,9 +53,10 @@ class Daemon:
         self._watchdog: Watchdog | None = None
 
     def folder_syncs(self) -> list[FolderSync]:
-        return [FolderSync(self.config.imap, folder, self.sessions, self._stored,
-                           self.processor.expect)
-                for folder in self.config.imap.folders]
+        """A sync per folder of every mailbox: the support address's and ТП2's (``[imap.tp2]``)."""
+        return [FolderSync(account, folder, self.sessions, self._stored, self.processor.expect,
+                           role=role)
+                for role, account in self.config.imap.mailboxes() for folder in account.folders]
 
     def _stored(self, new: dict[int, bytes]) -> None:
         """Called from a watcher thread after a commit: parse the new mail, wake the processor."""
@@ -90,7 +91,7 @@ class Daemon:
         apply_refusal(Workflow(session, self.config, self.clock.now()), outbox_id, refused)
 
     def _sync_folder(self, sync: FolderSync) -> int:
-        client = connect(self.config.imap)
+        client = connect(sync.config)
         try:
             return sync.sync(client)
         finally:
@@ -120,7 +121,8 @@ class Daemon:
     def _supervise(self) -> Watchdog:
         watchdog = Watchdog(self.stopping)
         for sync in self.folder_syncs():
-            watchdog.thread(f"imap:{sync.folder}", ImapWatcher(sync, self.stopping, self.health).run)
+            watchdog.thread(f"imap:{sync.role}:{sync.folder}",
+                            ImapWatcher(sync, self.stopping, self.health).run)
         listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping, self.health)
         watchdog.thread("listen", listener.run)
         watchdog.task("processor", self._process_loop)

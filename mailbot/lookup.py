@@ -12,7 +12,6 @@ simply let the session flush first.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +21,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from .crm import DatabaseDirectory
-from .models import REGISTERED_SOURCES, Event, Incident, Message, Outbox, Request, RequestCounter, Staff
+from .kb.search import IncidentMatch, search
+from .models import (REGISTERED_SOURCES, AttachmentRow, Event, Incident, Message, Outbox, Request,
+                     RequestCounter, Staff)
 from .outbox import Queue
 from .parsers import ParsedMail
 from .pending import Unflushed
@@ -33,7 +34,6 @@ AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")
 AUTOMATIC_WINDOW = timedelta(hours=1)  # the acknowledgement rate limit counts per hour
 ALERT_WINDOW = timedelta(hours=1)  # at most one alert to staff per subject in this window
 DONE = (Status.CLOSED.value, Status.REJECTED.value)
-SEARCH_WORD = re.compile(r"[0-9A-Za-zА-Яа-яЁё]{3,}")
 
 
 def _number(request: Request) -> tuple[str]:
@@ -46,14 +46,6 @@ def _message_id(message: Message) -> tuple[str | None]:
 
 def _automatic_recipients(row: Outbox) -> list[str]:
     return [r.lower() for r in row.recipients] if row.kind in AUTOMATIC_KINDS else []
-
-
-@dataclass(frozen=True)
-class IncidentMatch:
-    number: str
-    title: str
-    solution: str
-    score: float
 
 
 @dataclass(frozen=True)
@@ -184,6 +176,43 @@ class Lookup:
         for mid in wanted:
             self.unflushed.put(("thread", mid), found.get(mid))
 
+    def request_by_id(self, request_id: int) -> Request | None:
+        with self.session.no_autoflush:
+            return self.session.get(Request, request_id)
+
+    # ------------------------------------------------------------ ОП4 (rarer questions: they flush)
+
+    def op4_of(self, request: Request, closed_too: bool = False) -> Request | None:
+        """The ОП4 request under way for ``request`` (itself when it is one); with
+        ``closed_too``, else the latest closed one."""
+        if request.level == 4:
+            return request
+        children = [r for r in self.unflushed.added(Request) if r.parent_id == request.id]
+        children = list(dict.fromkeys(children + list(self.session.scalars(select(Request).where(
+            Request.parent_id == request.id, Request.level == 4).order_by(Request.id.desc())))))
+        open_ = [r for r in children if r.status not in DONE]
+        return next(iter(open_ or (children if closed_too else [])), None)
+
+    def request_files(self, request: Request) -> list[AttachmentRow]:
+        """The files the customer (and anyone else) sent to ``request``, oldest first: the ДДИ
+        collected on it."""
+        return list(self.session.scalars(
+            select(AttachmentRow).join(Message, AttachmentRow.message_id == Message.id)
+            .where(Message.request_id == request.id, Message.direction == "in",
+                   AttachmentRow.inline.is_(False)).order_by(AttachmentRow.id)))
+
+    def requests_by_incident(self, numbers: Sequence[str]) -> list[Request]:
+        """The requests linked to these incidents, newest first."""
+        if not numbers:
+            return []
+        return list(self.session.scalars(
+            select(Request).join(Incident, Request.incident_id == Incident.id)
+            .where(Incident.number.in_(list(numbers))).order_by(Request.id.desc())))
+
+    def tp2_staff(self) -> list[Staff]:
+        """The active ТП2 members: ОП4 escalations go to them."""
+        return [s for s in self.staff() if s.tier == "tp2" and s.active]
+
     def request_counter(self, year: int) -> RequestCounter:
         """The year's counter of request numbers, locked until the transaction ends.
 
@@ -208,40 +237,21 @@ class Lookup:
         return self.session.scalar(select(Incident).where(Incident.number == number))
 
     def search_incidents(self, query: str, limit: int = 3) -> list[IncidentMatch]:
-        """Known errors most like ``query``: Russian full-text rank plus title similarity."""
+        """Known errors ``query`` is about, best first, with the reason (:mod:`mailbot.kb.search`)."""
         if (query, limit) not in self._matches:
             self._search([query], limit)
         return self._matches[query, limit]
 
     def _search(self, queries: Sequence[str], limit: int = 3) -> None:
-        """Search the known errors for several texts in one query (incidents come from the CLI,
-        never from a batch, so no flush is needed)."""
-        searched = {q: list(dict.fromkeys(w.lower() for w in SEARCH_WORD.findall(q)))[:40]
-                    for q in queries if (q, limit) not in self._matches}
-        for query in [q for q, words in searched.items() if not words]:
-            self._matches[query, limit] = []
-        wanted = [q for q, words in searched.items() if words]
+        """Search the known errors for several texts at once (a fixed number of statements;
+        incidents change by staff commands and the CLI, never unflushed in a batch's reads)."""
+        wanted = [q for q in queries if (q, limit) not in self._matches]
         if not wanted:
             return
         with self.session.no_autoflush:
-            rows = self.session.execute(text("""
-                SELECT q.n, m.number, m.title, m.solution, m.score
-                FROM unnest(CAST(:tsqs AS text[]), CAST(:raws AS text[])) WITH ORDINALITY AS q(tsq, raw, n)
-                CROSS JOIN LATERAL (
-                    SELECT number, title, solution,
-                           ts_rank_cd(search, tq) + similarity(title, q.raw) AS score
-                    FROM incidents, to_tsquery('russian', q.tsq) AS tq
-                    WHERE status <> 'closed' AND (search @@ tq OR similarity(title, q.raw) > 0.3)
-                    ORDER BY score DESC, number LIMIT :limit) AS m
-                ORDER BY q.n, m.score DESC, m.number"""),
-                {"tsqs": [" | ".join(searched[q]) for q in wanted],
-                 "raws": [q[:500] for q in wanted], "limit": limit}).all()
-        found: dict[int, list[IncidentMatch]] = {}
-        for row in rows:
-            found.setdefault(row.n, []).append(
-                IncidentMatch(row.number, row.title, row.solution, float(row.score)))
-        for n, query in enumerate(wanted, 1):
-            self._matches[query, limit] = found.get(n, [])
+            found = search(self.session, wanted, limit)
+        for query in wanted:
+            self._matches[query, limit] = found[query]
 
     # ------------------------------------------------------------ mail hygiene
 

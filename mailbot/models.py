@@ -103,12 +103,51 @@ class Incident(Base):
     title: Mapped[str]
     symptoms: Mapped[str] = mapped_column(server_default="")
     solution: Mapped[str] = mapped_column(server_default="")
-    status: Mapped[str] = mapped_column(server_default="open")
+    product: Mapped[str] = mapped_column(server_default="")
+    version: Mapped[str] = mapped_column(server_default="")
+    status: Mapped[str] = mapped_column(server_default="new")
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
-    search: Mapped[Any | None] = mapped_column(
-        TSVECTOR, Computed("to_tsvector('russian', title || ' ' || symptoms || ' ' || solution)"))
+    search: Mapped[Any | None] = mapped_column(TSVECTOR, Computed(
+        "setweight(to_tsvector('russian', kb_text(title)), 'A')"
+        " || setweight(to_tsvector('russian', kb_text(symptoms)), 'B')"
+        " || setweight(to_tsvector('russian', kb_text(solution)), 'C')"
+        " || setweight(to_tsvector('russian', kb_text(product || ' ' || version)), 'D')"))
+
+
+class IncidentTerm(Base):
+    """A word of the known-error database and how many incidents hold it (kept by triggers)."""
+
+    __tablename__ = "incident_terms"
+    lexeme: Mapped[str] = mapped_column(primary_key=True)
+    ndoc: Mapped[int] = mapped_column(Integer)
+
+
+class IncidentTitleWord(Base):
+    """A lexeme of an incident's title (kept by triggers): a long text's candidates come from here."""
+
+    __tablename__ = "incident_title_words"
+    lexeme: Mapped[str] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class IncidentHistory(Base):
+    """One change of an incident: who, when, what (``changes``: field → [old, new])."""
+
+    __tablename__ = "incident_history"
+    id: Mapped[int] = _pk()
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    at: Mapped[datetime]
+    actor: Mapped[str]
+    kind: Mapped[str]
+    changes: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+
+    request: Mapped[Request | None] = relationship()
+    message: Mapped[Message | None] = relationship()
 
 
 class RequestCounter(Base):
@@ -152,6 +191,7 @@ class Inbound(Base):
     id: Mapped[int] = _pk()
     dedup_key: Mapped[str] = mapped_column(unique=True)
     source: Mapped[str]
+    mailbox: Mapped[str] = mapped_column(server_default="support")  # support or tp2
     uid: Mapped[int | None]
     raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
     size: Mapped[int] = mapped_column(Integer)
@@ -327,6 +367,9 @@ class Escalation(Base):
     due_at: Mapped[datetime]
     answered_at: Mapped[datetime | None]
     result_sent_at: Mapped[datetime | None]
+    escalated_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+
+    request: Mapped[Request] = relationship()
 
 
 class Event(Base):

@@ -216,7 +216,7 @@ class Processor:
         except Exception as exc:  # a deadline passed, or the parser broke its promise not to raise
             raise StageError("parse", exc) from exc
         try:
-            verdict = decide(mail, Context(self.config, lookup, now))
+            verdict = decide(mail, Context(self.config, lookup, now, row.mailbox))
         except Exception as exc:
             raise StageError("rules", exc) from exc
         try:

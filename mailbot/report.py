@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import AttachmentRow, Delivery, Event, FileRequest, Message, Organization, Request
+from .models import (AttachmentRow, Delivery, Event, FileRequest, Incident, Message, Organization,
+                     Request)
 from .parsers.visible import one_line
 
 
@@ -41,6 +42,7 @@ def request_detail(session: Session, number: str) -> str | None:
         f"  received:      {request.received_at:%Y-%m-%d %H:%M:%S %Z}",
         f"  due:           {request.due_at:%Y-%m-%d %H:%M %Z}" if request.due_at else "  due:           -",
         *_files_lines(session, request),
+        *_related(session, request),
         "timeline:",
     ]
     events = session.scalars(select(Event).where(Event.request_id == request.id)
@@ -73,6 +75,21 @@ def _files_lines(session: Session, request: Request) -> list[str]:
                  "received": f"received {f.received_at:%Y-%m-%d %H:%M}" if f.received_at else ""}
         lines.append(f"  files asked:   {f.created_at:%Y-%m-%d %H:%M} {one_line(f.asked)} "
                      f"(by {one_line(f.asked_by)}): {state[f.status]}")
+    return lines
+
+
+def _related(session: Session, request: Request) -> list[str]:
+    """The incident, the ОП3 request of an ОП4 and the ОП4 requests of an ОП3 one."""
+    lines = []
+    if request.incident_id:
+        incident = session.get(Incident, request.incident_id)
+        lines.append(f"  incident:      [{incident.number}] {incident.status} {one_line(incident.title)}")
+    if request.parent_id:
+        lines.append(f"  ОП4 of:        {session.get(Request, request.parent_id).number}")
+    children = session.scalars(select(Request).where(Request.parent_id == request.id)
+                               .order_by(Request.id)).all()
+    if children:
+        lines.append("  ОП4:           " + ", ".join(f"{c.number} ({c.status})" for c in children))
     return lines
 
 

@@ -24,6 +24,17 @@ command block is the text of the answer.
 | ``#доставлено …`` | ``#delivered`` | how and when the customer confirmed receipt outside mail ("по телефону 12.03") |
 | ``#закрыть без подтверждения: …`` | ``#close unconfirmed: …`` | the reason: close although files are not confirmed (``close_unconfirmed``) |
 | ``#запросить …`` | ``#request-files`` | what the customer should send ("логи, скриншот") |
+
+ОП4 (regulation §5; docs/workflow.md): ТП1 at the support address
+
+| ``#оп4`` | ``#op4``, ``#эскалация``, ``#escalate`` | none; the text is what ТП1 tried, for ТП2 |
+| ``#дди`` | ``#ddi`` | none; asks the customer for the missing ДДИ (the text is added) |
+
+and ТП2 at the ТП2 address (``#инцидент INC-000045`` links a known incident there)
+
+| ``#новый инцидент …`` | ``#new-incident`` | the new incident's title |
+| ``#решение`` | ``#solution`` | none; the text is the solution, stored and sent to ТП1 |
+| ``#статус закрыт`` | ``#status`` | the incident's status (``дубликат INC-000045``) |
 """
 from __future__ import annotations
 
@@ -45,12 +56,19 @@ ALIASES: dict[str, str] = {
     "файлы": "files", "files": "files",
     "доставлено": "delivered", "delivered": "delivered",
     "запросить": "request_files", "request-files": "request_files",
+    # ОП4 (issue 17): ТП1's escalation and ДДИ request, ТП2's answers
+    "оп4": "escalate", "op4": "escalate", "эскалация": "escalate", "escalate": "escalate",
+    "дди": "ask_ddi", "ddi": "ask_ddi",
+    "новый": "new_incident", "новый-инцидент": "new_incident", "new-incident": "new_incident",
+    "решение": "solution", "solution": "solution",
+    "статус": "incident_status", "status": "incident_status",
 }
 NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization", "delivered",
-                            "request_files"})
+                            "request_files", "new_incident", "incident_status"})
 # "#закрыть без подтверждения: причина": close although files sent are not confirmed
 CLOSE_UNCONFIRMED = re.compile(r"^(?:без\s+подтверждения|unconfirmed|without\s+confirmation)"
                                r"(?![\w-])\s*[:—–-]?\s*(.*)$", re.IGNORECASE | re.DOTALL)
+NEW_INCIDENT = re.compile(r"^инцидент\b\s*[:]?\s*", re.IGNORECASE)  # "#новый инцидент <title>"
 LEVEL = re.compile(r"^(?:оп|op|уровень|level)?\s*-?\s*([1-4])$", re.IGNORECASE)
 COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
 
@@ -58,7 +76,8 @@ COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
 @dataclass(frozen=True)
 class Command:
     name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization,
-    # files, delivered, close_unconfirmed, request_files
+    # files, delivered, close_unconfirmed, request_files, escalate, ask_ddi, new_incident,
+    # solution, incident_status
     argument: str  # normalised: "2" for a level, "INC-000045" for an incident
     line: str  # as written
 
@@ -124,4 +143,10 @@ def _parse_line(line: str, incident_prefix: str) -> Command | str:
         if not argument:
             return f"{line}: write the reason: #{word} без подтверждения: причина"
         name = "close_unconfirmed"
+    elif name == "new_incident" and word == "новый":
+        if not NEW_INCIDENT.match(argument):
+            return f"{line}: write #новый инцидент <title of the incident>"
+        argument = NEW_INCIDENT.sub("", argument, count=1).strip()
+        if not argument:
+            return f"{line}: #новый инцидент needs the incident's title"
     return Command(name, argument, line)

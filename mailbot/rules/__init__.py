@@ -14,10 +14,12 @@ from .contact import ContactDetails
 from .contract import ContractCheck
 from .authentication import StaffAuthentication
 from .conversation import ReplyOwnership, ThreadMatch
+from .escalation import EscalationMail, Tp2Answer
 from .hygiene import AcknowledgementRateLimit, AutomaticMail, AutoReplyCap, OwnMail
 from .identity import SenderIdentity
 from .known_errors import KnownErrorSearch, searched_problems
 from .level import LevelClassification
+from .mailbox import MailboxRole
 from .staff import StaffCommands
 from .verdict import Action, Confirmation, Role, Untrusted, Verdict
 
@@ -25,9 +27,12 @@ PIPELINE: tuple[Rule, ...] = (
     OwnMail(),
     AutomaticMail(),
     SenderIdentity(),
+    MailboxRole(),
     ThreadMatch(),
     StaffAuthentication(),
     ReplyOwnership(),
+    EscalationMail(),
+    Tp2Answer(),
     StaffCommands(),
     ContactDetails(),
     ContractCheck(),

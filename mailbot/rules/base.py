@@ -18,6 +18,7 @@ class Context:
     config: Config
     lookup: Lookup
     now: datetime
+    mailbox: str = "support"  # the role of the mailbox the mail came from (inbound.mailbox)
 
 
 class Rule:

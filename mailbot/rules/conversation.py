@@ -8,12 +8,15 @@ from .verdict import Action, Role, Untrusted, Verdict
 
 
 class ThreadMatch(Rule):
-    """A request number in the subject, then In-Reply-To/References, attach the mail to a request.
+    """A request number in the subject, then In-Reply-To/References, then an incident number in
+    brackets (``[INC-000045]``: :func:`by_incident`) attach the mail to a request.
 
     Numbers are read from the subject only, never from the text: a number
     quoted or typed in the body of a new mail does not file it into that request
     (the parser finds none there). Automatic mail (auto-replies, bulk) that
-    belongs to no request is ignored: it never opens a request.
+    belongs to no request is ignored: it never opens a request. Only staff act on
+    an ОП4 request (ТП1 ↔ ТП2): anyone else's mail that names one joins the
+    customer's ОП3 request behind it.
     """
 
     name = "thread-match"
@@ -30,10 +33,31 @@ class ThreadMatch(Rule):
             request = lookup.request_by_message_ids(mail.thread_ids)
             if request is not None:
                 verdict.note(self.name, f"request {request.number} by thread headers")
+        if request is None and mail.incident_numbers:
+            request = by_incident(lookup.requests_by_incident(mail.incident_numbers), mail, verdict)
+            if request is not None:
+                verdict.note(self.name, f"request {request.number} by incident "
+                                        f"{', '.join(mail.incident_numbers)}")
+        if request is not None and request.level == 4 and verdict.role is not Role.STAFF:
+            request = lookup.request_by_id(request.parent_id)
+            verdict.note(self.name, f"not staff: the customer's request {request.number}")
         if request is not None:
             verdict.request, verdict.action = request, Action.APPEND
         elif mail.kind is not MailKind.HUMAN:
             verdict.stop(self.name, Action.IGNORE, "automatic mail outside any request")
+
+
+def by_incident(requests: list[Request], mail: ParsedMail, verdict: Verdict) -> Request | None:
+    """The request a mail tagged with an incident is about, of those linked to it (newest
+    first): for ТП2 mail an ОП4 request, for ТП1 mail a customer's, for anyone else one of
+    their own (:func:`belongs_to`); open ones first."""
+    if verdict.role is Role.STAFF:
+        tp2 = verdict.mailbox == "tp2"
+        mine = [r for r in requests if (r.level == 4) == tp2]
+    else:
+        mine = [r for r in requests if r.level != 4 and belongs_to(mail.author, verdict, r)]
+    return next((r for r in mine if r.status not in ("closed", "rejected")),
+                mine[0] if mine else None)
 
 
 def belongs_to(author: str, verdict: Verdict, request: Request) -> bool:

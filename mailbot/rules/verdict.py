@@ -20,6 +20,8 @@ class Action(str, enum.Enum):
     APPEND = "append"  # add the message to an existing request
     REPORT = "report"  # a DSN or MDN about mail we sent
     STAFF_HELP = "staff_help"  # staff mail that names no request: explain how to answer
+    ESCALATE = "escalate"  # ТП1 mail to the ТП2 address: an escalation (ОП4) or more about one
+    TP2_ANSWER = "tp2_answer"  # ТП2 mail about an ОП4 request: its commands and its answer to ТП1
     NOTE = "note"  # keep the message (on its request, if any) and tell staff; change nothing
     IGNORE = "ignore"  # keep the message, do nothing else
 
@@ -43,10 +45,42 @@ class Confirmation(str, enum.Enum):
     REJECTED = "rejected"  # "не помогло"
 
 
+@dataclass(frozen=True)
+class DdiCheck:
+    """Which parts of the ДДИ (regulation §5) the files hold: part → file names; the required
+    parts none holds."""
+
+    found: dict[str, list[str]]
+    missing: tuple[str, ...]
+
+
+@dataclass
+class EscalationCheck:
+    """Whether a mail (or ``#оп4``) may open ОП4 or add to it, and what is wrong otherwise.
+
+    ``problems`` are codes (the template ``staff_escalation_refused`` words them):
+    ``no_number`` (the subject names no request), ``unknown_number``, ``not_open_op3`` (ОП4
+    only from an open ОП3 request), ``no_organization`` (the subject does not name the request's
+    organisation), ``ddi`` (parts missing), ``no_tp2_staff``, ``already_escalated`` (``#оп4``
+    while an ОП4 is under way).
+    """
+
+    request: Request | None = None  # the ОП3 request (the mail is kept on it, valid or not)
+    op4: Request | None = None  # its ОП4 under way: the mail adds to it
+    organization: OrganizationInfo | None = None  # the request's
+    problems: list[str] = field(default_factory=list)
+    ddi: DdiCheck | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
 @dataclass
 class Verdict:
     action: Action = Action.NEW_REQUEST
     role: Role = Role.UNKNOWN
+    mailbox: str = "support"  # whose mail this is: the support address's or ТП2's (rules/mailbox.py)
     staff: Staff | None = None
     contact: ContactInfo | None = None
     organization: OrganizationInfo | None = None
@@ -61,6 +95,7 @@ class Verdict:
     confirmation: Confirmation | None = None
     receipt: Confirmation | None = None  # the customer says the files sent arrived, or not (ОП2)
     incident_matches: list[IncidentMatch] = field(default_factory=list)
+    escalation: EscalationCheck | None = None  # ТП1 mail to the ТП2 address (Action.ESCALATE)
     may_auto_reply: bool = True
     untrusted: Untrusted | None = None  # with Action.NOTE: why the mail may not act
     untrusted_reason: str = ""

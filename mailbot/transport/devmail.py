@@ -2,8 +2,8 @@
 
 Used when no IMAP server is configured, so ``mailbot run`` works out of the
 box: every address on it is a mailbox (multi-user mode, one password), the bot
-reads ``support.address`` and sends through its SMTP port, and a person reads
-and writes mail in the browser. mail-devel keeps mail in memory only.
+reads ``support.address`` and ``support.tp2_address`` (ОП4) and sends through its SMTP
+port, and a person reads and writes mail in the browser. mail-devel keeps mail in memory only.
 
 Its web page talks to the server over a websocket that reads, sends and moves
 mail for every address. Browsers let any web site open a websocket to
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..config import Config, with_overrides
+from ..config import Config, MailboxConfig, with_overrides
 
 if TYPE_CHECKING:
     from mail_devel.http import Frontend
@@ -57,7 +57,9 @@ class DevMailServer:
             self.config,
             imap={"host": self.host, "port": dev.imap_port, "ssl": False,
                   "username": self.config.support.address, "password": dev.password,
-                  "idle": False, "poll_interval": 1.0},
+                  "idle": False, "poll_interval": 1.0,
+                  "tp2": MailboxConfig(username=self.config.support.tp2_address,
+                                       password=dev.password)},
             smtp={"host": self.host, "port": dev.smtp_port, "ssl": False, "starttls": False})
 
     def stop(self) -> None:
@@ -91,7 +93,8 @@ class DevMailServer:
         dev = self.config.dev
         return (f"development mail server: web mail http://{self.host}:{dev.http_port}/ , "
                 f"SMTP {self.host}:{dev.smtp_port}, IMAP {self.host}:{dev.imap_port} "
-                f"(any address, password {dev.password!r}); write to {self.config.support.address}")
+                f"(any address, password {dev.password!r}); write to {self.config.support.address} "
+                f"(ТП2: {self.config.support.tp2_address})")
 
 
 def page_origins(host: str, port: int) -> frozenset[str]:

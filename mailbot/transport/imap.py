@@ -61,9 +61,11 @@ class FolderSync:
 
     def __init__(self, config: ImapConfig, folder: str, sessions: sessionmaker[Session],
                  on_stored: Callable[[dict[int, bytes]], None] = lambda new: None,
-                 on_found: Callable[[int], None] = lambda count: None) -> None:
+                 on_found: Callable[[int], None] = lambda count: None,
+                 role: str = "support") -> None:
         self.config = config
         self.folder = folder
+        self.role = role  # the mailbox's role, stored with its mail (inbound.mailbox)
         self.sessions = sessions
         self.on_stored = on_stored
         self.on_found = on_found
@@ -104,7 +106,7 @@ class FolderSync:
 
     def _fetch(self, client: IMAPClient, batch: list[int]) -> list[RawMail]:
         fetched = client.fetch(batch, ["BODY.PEEK[]"])
-        return [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid)
+        return [RawMail(fetched[uid][b"BODY[]"], f"imap:{self.name}", uid, self.role)
                 for uid in batch if uid in fetched]
 
     def _commit(self, mails: list[RawMail], uidvalidity: int, batch: list[int]) -> int:

@@ -22,6 +22,7 @@ class RawMail:
     raw: bytes
     source: str  # 'imap:<account>/<folder>' or 'ingest'
     uid: int | None = None
+    mailbox: str = "support"  # the role of the mailbox: 'support' or 'tp2' (ОП4)
 
 
 def dedup_key(raw: bytes) -> str:
@@ -45,7 +46,7 @@ def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
     statement = (
         insert(Inbound)
         .values([{"dedup_key": key, "source": m.source, "uid": m.uid, "raw": m.raw,
-                  "size": len(m.raw)} for key, m in rows.items()])
+                  "size": len(m.raw), "mailbox": m.mailbox} for key, m in rows.items()])
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .returning(Inbound.id, Inbound.dedup_key)
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from operator import itemgetter
 from zoneinfo import ZoneInfo
@@ -33,6 +33,18 @@ from .states import Journal, change_status, record
 
 
 log = logging.getLogger(__name__)
+
+
+def tag_subject(subject: str, request_number: str, incident_number: str) -> str:
+    """``subject`` with ``[incident_number]`` after ``[request_number]`` (or in front), unless
+    it has it already."""
+    tag = f"[{incident_number}]"
+    if tag in subject:
+        return subject
+    request_tag = f"[{request_number}]"
+    if request_tag in subject:
+        return subject.replace(request_tag, f"{request_tag} {tag}", 1)
+    return f"{tag} {subject}"
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
 CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info",  # our mail in their thread
@@ -360,18 +372,19 @@ class Workflow:
                about=about, template=template)
         return True
 
-    def help_staff(self, address: str, **context) -> str | None:
+    def help_staff(self, address: str, template: str = "staff_help", **context) -> str | None:
         """Explain to a staff member how to answer (their mail named no request)."""
-        content = render("staff_help", with_html=False, support=self.config.support, **context)
-        return self._mail_staff("staff_help", address, content)
+        content = render(template, with_html=False, support=self.config.support, **context)
+        return self._mail_staff(template, address, content)
 
     def _mail_staff(self, kind: str, to: str | Sequence[str], content: Rendered,
-                    request: Request | None = None,
-                    files: tuple[AttachmentRow, ...] = ()) -> str | None:
-        """Staff mail comes from the support address, and replies go back to it."""
+                    request: Request | None = None, files: tuple[AttachmentRow, ...] = (),
+                    reply_to: str | None = None) -> str | None:
+        """Staff mail comes from the support address, and replies go back to it (or to
+        ``reply_to``: ТП2's mail to the ТП2 address)."""
         recipients = (to,) if isinstance(to, str) else tuple(to)
         return self._send(Outgoing(kind=kind, to=recipients, content=content, request=request,
-                                   reply_to=self.config.support.address, files=files))
+                                   reply_to=reply_to or self.config.support.address, files=files))
 
     def _send(self, mail: Outgoing) -> str | None:
         """Enqueue ``mail``; its Message-ID, or None when the outbox refused it.
@@ -382,12 +395,24 @@ class Workflow:
         one), and the refusal is logged and written into the request's trail.
         """
         try:
-            return enqueue(self.session, self.config, mail, self.now)
+            return enqueue(self.session, self.config, self._tagged(mail), self.now)
         except InvalidRecipient as exc:
             log.error("%s%s", f"{mail.request.number}: " if mail.request else "", exc)
             record(self.session, mail.request, "mail_not_sent", actor="system", at=self.now,
                    mail=mail.kind, to=list(mail.to), reason=str(exc))
             return None
+
+    def _tagged(self, mail: Outgoing) -> Outgoing:
+        """Mail about a request linked to an incident carries ``[INC-…]`` in its subject, to
+        anyone (regulation §5: «Номер инцидента добавляется в заголовок письма в квадратных
+        скобках»): the replies come back to the request by it too."""
+        request = mail.request
+        if request is None or request.incident_id is None:
+            return mail
+        with self.session.no_autoflush:
+            incident = self.session.get(Incident, request.incident_id)
+        subject = tag_subject(mail.content.subject, request.number, incident.number)
+        return replace(mail, content=replace(mail.content, subject=subject))
 
     def customer_thread(self, request: Request) -> Thread:
         """In-Reply-To and References that keep the customer's own thread.

@@ -15,6 +15,7 @@ from ..status import Status
 from .actions import Thread, Workflow
 from .deliveries import unsettled
 from .op2 import Op2
+from .escalation import Escalations, Tp2Reply
 from .reports import apply_report
 from .staff import StaffReply
 from .states import record
@@ -43,12 +44,17 @@ class Intake:
             message = self.new_request(inbound_id, mail, verdict, channel="email")
         elif verdict.action is Action.APPEND and verdict.request is not None:
             message = self.append(inbound_id, mail, verdict, verdict.request)
+        elif verdict.action is Action.ESCALATE:
+            message = self.escalation(inbound_id, mail, verdict)
+        elif verdict.action is Action.TP2_ANSWER:
+            message = self.tp2_answer(inbound_id, mail, verdict)
         else:
             message = record_incoming(self.session, mail, inbound_id, None, self.now)
             if verdict.action is Action.REPORT:
                 apply_report(self.workflow, mail, message)
             elif verdict.action is Action.STAFF_HELP:
-                self.workflow.help_staff(mail.author, mail=mail)
+                self.workflow.help_staff(mail.author, mail=mail, template=(
+                    "tp2_help" if verdict.mailbox == "tp2" else "staff_help"))
         if verdict.auto_reply_cap_reached:
             self.workflow.alert(AUTO_REPLY_CAP, "staff_auto_reply_cap", to=self.config.support.tp1_address,
                                 message=message, limit=self.config.support.unknown_auto_reply_limit_per_hour,
@@ -77,6 +83,39 @@ class Intake:
         else:
             self.workflow.alert(f"sender:{sender}", "staff_stranger", request=request,
                                 message=message, **context)
+        return message
+
+    # ------------------------------------------------------------ ОП4 (regulation §5)
+
+    def escalation(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict) -> Message:
+        """ТП1's mail to the ТП2 address: ОП4 opened, or added to, or refused (kept on the request
+        when one is found, ТП1 told what is missing)."""
+        check, staff = verdict.escalation, verdict.staff
+        message = record_incoming(self.session, mail, inbound_id, check.request, self.now)
+        if check.request is not None:
+            record(self.session, check.request, "message_in", actor=staff.login, at=self.now,
+                   message=message, mail_kind=mail.kind.value, mailbox="tp2",
+                   reasons=verdict.reasons)
+        escalations = Escalations(self.workflow)
+        files = [row for row in message.attachments if not row.inline]
+        if not check.valid:
+            escalations.refuse(check, staff, subject=mail.subject, message=message)
+        elif check.op4 is not None:
+            escalations.follow_up(check.op4, check.request, staff, text=mail.text,
+                                  message=message, files=files)
+        else:
+            escalations.open(check.request, staff, text=mail.text, message=message, files=files,
+                             forwarded=True)
+        return message
+
+    def tp2_answer(self, inbound_id: int | None, mail: ParsedMail, verdict: Verdict) -> Message:
+        """ТП2's mail about an ОП4 request: its commands, and its answer to ТП1."""
+        op4 = verdict.request
+        message = record_incoming(self.session, mail, inbound_id, op4, self.now)
+        record(self.session, op4, "message_in", actor=verdict.staff.login, at=self.now,
+               message=message, mail_kind=mail.kind.value, mailbox="tp2", reasons=verdict.reasons)
+        Tp2Reply(Escalations(self.workflow), op4, verdict.staff, message).apply(
+            verdict.commands, mail.incident_numbers)
         return message
 
     # ------------------------------------------------------------ customers
@@ -147,11 +186,15 @@ class Intake:
                    message=message)
             flow.close(request, actor=actor, reason="confirmed", message=message)
             flow.notify_staff(request, "staff_event", event="confirmed", mail=mail)
+            Escalations(flow).customer_result(request, "confirmed", actor=actor, message=message,
+                                              text=mail.new_text or mail.text)
             return
         if verdict.confirmation is Confirmation.REJECTED and request.status in ANSWERED:
             request.confirmation = "rejected"
             record(self.session, request, "not_confirmed", actor=actor, at=self.now,
                    message=message)
+            Escalations(flow).customer_result(request, "not_helped", actor=actor,
+                                              message=message, text=mail.new_text or mail.text)
         if request.status in (*ANSWERED, Status.CLOSED.value):
             flow.reopen(request, actor=actor, reason="customer wrote again", message=message,
                         customer_waits=True)

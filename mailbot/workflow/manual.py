@@ -22,6 +22,7 @@ from ..parsers import MailKind, ParsedMail, ParseOptions, parse_mail
 from ..parsers.addresses import is_valid_address
 from ..parsers.commands import CommandBlock, parse_commands
 from ..rules import MANUAL_INTAKE, Action, Context, Role, Verdict, decide
+from .escalation import Escalations, Tp2Reply
 from .intake import Intake
 from .staff import StaffReply, find_organization
 from .states import record
@@ -79,9 +80,15 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
 
 def run_commands(session: Session, config: Config, now, request: Request, staff: Staff,
                  block: CommandBlock, message: Message | None = None) -> list[str]:
-    """What a staff reply with these commands would do, from the command line."""
-    intake = Intake(session, config, now)
-    return StaffReply(intake.workflow, request, staff, message, notify_errors=False).apply(block)
+    """What a staff reply with these commands would do, from the command line: a ТП2 member's
+    act on the request's ОП4 (as their mail to the ТП2 address would)."""
+    flow = Intake(session, config, now).workflow
+    if staff.tier == "tp2":
+        op4 = flow.lookup.op4_of(request, closed_too=True)
+        if op4 is None:
+            return [f"{request.number} has no ОП4 request (ТП2 acts on ОП4 only)"]
+        return Tp2Reply(Escalations(flow), op4, staff, message, notify_errors=False).apply(block)
+    return StaffReply(flow, request, staff, message, notify_errors=False).apply(block)
 
 
 def send_files(session: Session, config: Config, now: datetime, request: Request, staff: Staff,

@@ -21,13 +21,17 @@ from ..lookup import Lookup
 from ..models import AttachmentRow, Incident, Message, Request, Staff
 from ..parsers.commands import Command, CommandBlock
 from ..status import Status
+from ..rules.escalation import check_escalation, ddi_check
 from .actions import Workflow
+from .escalation import Escalations
 from .assign import is_eligible
 from .deliveries import unsettled
 from .op2 import Op2
 from .states import can_change
 
 SOLUTION_FROM = (Status.OPEN, Status.AWAITING_CUSTOMER, Status.ESCALATED_OP4)
+DDI_FROM = (Status.OPEN.value, Status.AWAITING_CUSTOMER.value, Status.ESCALATED_OP4.value)
+TP2_ONLY = ("new_incident", "solution", "incident_status")  # ТП2's commands (the ТП2 address)
 
 
 @dataclass
@@ -40,6 +44,8 @@ class StaffReply:
 
     def apply(self, block: CommandBlock) -> list[str]:
         """Carry out ``block``; the problems found (already reported to the staff member)."""
+        if block.has("escalate"):
+            return self.escalate(block)
         problems = list(block.errors) + self.check(block)
         if problems:
             if self.notify_errors:
@@ -80,6 +86,11 @@ class StaffReply:
                 problems.append(f"{command.line}: the request is already {status.value}")
             elif name == "reopen" and not can_change(status.value, Status.OPEN):
                 problems.append(f"{command.line}: the request is {status.value}")
+            elif name in TP2_ONLY:
+                problems.append(f"{command.line}: a ТП2 command: ТП2 writes it to the ТП2 address "
+                                f"({self.workflow.config.support.tp2_address})")
+            elif name == "ask_ddi":
+                problems += self._ddi_problems(command, block)
         sends_solution = block.has("resolved") or block.has("incident")
         if block.has("resolved") and not block.text:
             problems.append("#решено: write the solution below the command")
@@ -144,10 +155,14 @@ class StaffReply:
         elif command.name == "delivered":
             Op2(flow).confirmed_by_staff(request, self.staff, command.argument, self.message)
 
+
     def deliver(self, block: CommandBlock) -> None:
         """Send the text (and files) of the reply to the customer, as the commands say."""
         flow, request = self.workflow, self.request
         files = self._attachments()
+        if block.has("ask_ddi"):  # the text goes to the customer with the request for the ДДИ
+            Escalations(flow).ask_ddi(request, self.staff, self._missing_ddi(), block.text)
+            return
         if block.has("incident") and not block.text:
             incident = flow.session.get(Incident, request.incident_id)
             flow.resolve(request, self.staff, incident.solution, files)
@@ -157,6 +172,8 @@ class StaffReply:
             override = block.get("close_unconfirmed")
             flow.close(request, actor=self.staff.login, reason=block.text or "staff",
                        message=self.message, override=override.argument if override else None)
+            Escalations(flow).customer_result(request, "closed", actor=self.staff.login,
+                                              message=self.message, text=block.text)
         elif block.has("files"):
             Op2(flow).send_files(request, self.staff, block.text, files,
                                  block.get("files").argument)
@@ -165,6 +182,47 @@ class StaffReply:
                                     block.text, files, self.message)
         elif block.text or files:
             flow.answer(request, self.staff, block.text, files)
+
+    # ------------------------------------------------------------ ОП4 (regulation §5)
+
+    def escalate(self, block: CommandBlock) -> list[str]:
+        """``#оп4``: open ОП4 on this open ОП3 request, the bot writing the mail to ТП2 (the text
+        below the command is what ТП1 tried; the request's ДДИ and the mail's files go along)."""
+        problems = list(block.errors) + [f"{c.line}: #оп4 goes alone (its text is for ТП2)"
+                                         for c in block.commands if c.name != "escalate"]
+        if problems:
+            if self.notify_errors:
+                self.workflow.notify_staff(self.request, "staff_command_error",
+                                           to=self.staff.email, errors=problems)
+            return problems
+        files = self._attachments()
+        escalations = Escalations(self.workflow)
+        check = check_escalation(self.workflow.lookup, self.workflow.config, self.request,
+                                 subject=None, files=[(f.filename, f.content_type) for f in files])
+        if not check.valid:
+            if self.notify_errors:
+                escalations.refuse(check, self.staff, subject="", message=self.message)
+            return [escalations.refusal(check, self.staff, subject="").text]
+        escalations.open(self.request, self.staff, text=block.text, message=self.message,
+                         files=files)
+        return []
+
+    def _ddi_problems(self, command: Command, block: CommandBlock) -> list[str]:
+        request = self.request
+        if request.status not in DDI_FROM:
+            return [f"{command.line}: the request is {request.status}"]
+        if not request.requester_email:
+            return [f"{command.line}: the customer has no e-mail address"]
+        if any(block.has(name) for name in ("note", "resolved", "incident", "close", "reopen")):
+            return [f"{command.line}: goes alone (its text goes to the customer with it)"]
+        if not self._missing_ddi():
+            return [f"{command.line}: every ДДИ part is on the request already"]
+        return []
+
+    def _missing_ddi(self) -> tuple[str, ...]:
+        stored = [(row.filename, row.content_type)
+                  for row in self.workflow.lookup.request_files(self.request)]
+        return ddi_check(stored, self.workflow.config.ddi).missing
 
     def _attachments(self) -> tuple[AttachmentRow, ...]:
         """The staff member's files (stored with their mail), for the customer."""
