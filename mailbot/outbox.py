@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .config import Config
 from .db import insert_rows, next_ids
 from .models import AttachmentRow, Message, Outbox, OutboxFile, Request
@@ -166,6 +167,7 @@ def enqueue(session: Session, config: Config, mail: Outgoing, now: datetime) -> 
                         for file, placeholder in zip(mail.files, composed.placeholders)])
     session.add(Message(**_trail_values(mail, composed, config.support.address, now),
                         request=mail.request, outbox=row))
+    metrics.OUTGOING_QUEUED.labels(mail.kind).inc()
     return composed.message_id
 
 
@@ -253,6 +255,8 @@ class Queue:
         insert_rows(connection, Outbox.__table__, outbox)
         insert_rows(connection, Message.__table__, trail)
         insert_rows(connection, OutboxFile.__table__, attached)
+        for q in mails:
+            metrics.OUTGOING_QUEUED.labels(q.mail.kind).inc()
 
     def discard(self) -> None:
         """Forget the mail queued since the last write (its attempt was rolled back)."""

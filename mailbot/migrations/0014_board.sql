@@ -43,6 +43,9 @@ CREATE INDEX requests_assignee_deadline_idx
 CREATE INDEX requests_organization_deadline_idx
     ON requests (organization_id, (coalesce(due_at, 'infinity'::timestamptz)), id);
 CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE parent_id IS NOT NULL;
+-- requests waiting for their first reaction: the SLA board, overdue marks, the metrics
+CREATE INDEX requests_awaiting_reaction_idx ON requests (due_at)
+    WHERE first_reaction_at IS NULL AND status NOT IN ('closed', 'rejected');
 -- the register's text filter: number, subject, requester (substring, any case)
 CREATE INDEX requests_text_trgm_idx ON requests USING gin (
     (number || ' ' || subject || ' ' || requester_email || ' ' || requester_name) gin_trgm_ops);
