@@ -123,19 +123,22 @@ CREATE INDEX requests_requester_idx ON requests (requester_email);
 CREATE INDEX requests_assignee_idx ON requests (assignee_id, id) WHERE assignee_id IS NOT NULL;
 CREATE INDEX requests_assignee_open_idx ON requests (assignee_id)
     WHERE assignee_id IS NOT NULL AND status NOT IN ('closed', 'rejected');
--- the board's register (migration 0014): sorted by deadline (requests without one last), alone
--- or within a status, an assignee or an organisation; ОП4 requests by their parent.
+-- the board's register (migration 0014): by deadline (none last), open (the expression
+-- `(status IN ('closed', 'rejected')) IS FALSE`) or finished, per status, assignee, organisation
 CREATE INDEX requests_deadline_idx ON requests ((coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_done_deadline_idx ON requests ((status IN ('closed', 'rejected')),
+    (coalesce(due_at, 'infinity'::timestamptz)), id);
 CREATE INDEX requests_status_deadline_idx
     ON requests (status, (coalesce(due_at, 'infinity'::timestamptz)), id);
-CREATE INDEX requests_assignee_deadline_idx
-    ON requests (assignee_id, (coalesce(due_at, 'infinity'::timestamptz)), id);
-CREATE INDEX requests_organization_deadline_idx
-    ON requests (organization_id, (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_assignee_deadline_idx ON requests (assignee_id,
+    (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_organization_deadline_idx ON requests (organization_id,
+    (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
 CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX requests_incident_idx ON requests (incident_id) WHERE incident_id IS NOT NULL;
 -- requests waiting for their first reaction: the SLA board, overdue marks, the metrics
 CREATE INDEX requests_awaiting_reaction_idx ON requests (due_at)
-    WHERE first_reaction_at IS NULL AND status NOT IN ('closed', 'rejected');
+    WHERE first_reaction_at IS NULL AND (status IN ('closed', 'rejected')) IS FALSE;
 -- the register's text filter: number, subject, requester (substring, any case)
 CREATE INDEX requests_text_trgm_idx ON requests USING gin (
     (number || ' ' || subject || ' ' || requester_email || ' ' || requester_name) gin_trgm_ops);

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import text
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .clock import Clock
 
 log = logging.getLogger(__name__)
+disable_created_metrics()  # no *_created series: the process start time says as much
 
 MAIL_RECEIVED = Counter("mailbot_mail_received", "Messages fetched from an IMAP folder",
                         ["mailbox"])
@@ -52,6 +53,7 @@ IMAP_LAST_SYNC = Gauge("mailbot_imap_last_sync_timestamp_seconds",
 IMAP_UP = Gauge("mailbot_imap_up", "Whether the folder's watcher is connected to the IMAP "
                 "server", ["mailbox"])
 SMTP_UP = Gauge("mailbot_smtp_up", "0 while the SMTP server is found unreachable, else 1")
+SMTP_UP.set(1)
 
 # one round trip: queue depths, the oldest pending items, open quarantine items
 _QUEUES = text("""
@@ -63,7 +65,8 @@ _QUEUES = text("""
 # requests whose reaction deadline has passed without a reaction, by level
 _BREACHED = text("""
     SELECT coalesce(level, 0), count(*) FROM requests
-    WHERE first_reaction_at IS NULL AND status NOT IN ('closed', 'rejected') AND due_at < :now
+    WHERE first_reaction_at IS NULL AND (status IN ('closed', 'rejected')) IS FALSE
+      AND due_at < :now
     GROUP BY 1""")
 
 

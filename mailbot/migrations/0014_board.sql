@@ -33,19 +33,26 @@ CREATE TABLE web_sessions (
     ended_at    timestamptz                         -- logout
 );
 
--- The register sorted by deadline (requests without one last), alone or within a status, an
--- assignee or an organisation; ОП4 requests by their parent (the ТП2 view and the links).
+-- The register sorted by deadline (requests without one last): all of it, the open or the
+-- finished ones (closed, rejected), one status, or an assignee's or an organisation's open or
+-- finished ones. Queries write the open ones as `(status IN ('closed', 'rejected')) IS FALSE`,
+-- the very expression indexed (PostgreSQL turns `NOT …` and `= false` into `<> ALL`, which no
+-- index column matches). ОП4 requests by their parent (the ТП2 view and the links), the requests
+-- of an incident (the known-error pages).
 CREATE INDEX requests_deadline_idx ON requests ((coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_done_deadline_idx ON requests ((status IN ('closed', 'rejected')),
+    (coalesce(due_at, 'infinity'::timestamptz)), id);
 CREATE INDEX requests_status_deadline_idx
     ON requests (status, (coalesce(due_at, 'infinity'::timestamptz)), id);
-CREATE INDEX requests_assignee_deadline_idx
-    ON requests (assignee_id, (coalesce(due_at, 'infinity'::timestamptz)), id);
-CREATE INDEX requests_organization_deadline_idx
-    ON requests (organization_id, (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_assignee_deadline_idx ON requests (assignee_id,
+    (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_organization_deadline_idx ON requests (organization_id,
+    (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
 CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX requests_incident_idx ON requests (incident_id) WHERE incident_id IS NOT NULL;
 -- requests waiting for their first reaction: the SLA board, overdue marks, the metrics
 CREATE INDEX requests_awaiting_reaction_idx ON requests (due_at)
-    WHERE first_reaction_at IS NULL AND status NOT IN ('closed', 'rejected');
+    WHERE first_reaction_at IS NULL AND (status IN ('closed', 'rejected')) IS FALSE;
 -- the register's text filter: number, subject, requester (substring, any case)
 CREATE INDEX requests_text_trgm_idx ON requests USING gin (
     (number || ' ' || subject || ' ' || requester_email || ' ' || requester_name) gin_trgm_ops);

@@ -79,6 +79,11 @@ class SmtpSender:
                         "will go out once more", len(self._unrecorded))
         self.owner.close()
 
+    @property
+    def reachable(self) -> bool:
+        """False while the server is found unreachable (until a connection succeeds again)."""
+        return self._down_since is None
+
     def wait_time(self) -> float | None:
         """Seconds until the next connection attempt while the server is unreachable, else None."""
         return max(self._next_try - time.monotonic(), 0.0) if self._down_since is not None else None
