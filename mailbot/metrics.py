@@ -11,7 +11,6 @@ Every name starts with ``mailbot_``. A process counts its own work: mail that
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -91,16 +90,16 @@ class DatabaseCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        now = time.time()
+        now = self.clock.now()
         inbound, inbound_oldest, outbox, outbox_oldest, quarantine = queues
         yield _gauge("mailbot_inbound_pending", "Stored messages waiting to be processed", inbound)
         yield _gauge("mailbot_inbound_oldest_pending_age_seconds",
                      "Age of the oldest message waiting to be processed (0: none)",
-                     now - inbound_oldest.timestamp() if inbound_oldest else 0)
+                     (now - inbound_oldest).total_seconds() if inbound_oldest else 0)
         yield _gauge("mailbot_outbox_pending", "Outgoing mail waiting to be sent (or retried)", outbox)
         yield _gauge("mailbot_outbox_oldest_pending_age_seconds",
                      "Age of the oldest mail waiting to be sent (0: none)",
-                     now - outbox_oldest.timestamp() if outbox_oldest else 0)
+                     (now - outbox_oldest).total_seconds() if outbox_oldest else 0)
         yield _gauge("mailbot_quarantine_open", "Quarantined messages not retried or dropped",
                      quarantine)
         family = GaugeMetricFamily("mailbot_sla_breached_requests",

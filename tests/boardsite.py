@@ -7,7 +7,11 @@ test reads the link from the mail.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -131,3 +135,72 @@ def add_request(desk: Desk, number: str, *, level: int | None = 1, status: str =
         session.add(request)
         session.flush()
         return request.id
+
+
+# ---------------------------------------------------------------- a real daemon
+
+class Daemon:
+    """A `mailbot run` process over the desk (its database, Dovecot mailbox and SMTP sink),
+    with the board and the monitoring endpoints on free ports."""
+
+    def __init__(self, desk: Desk, directory) -> None:
+        c = desk.config
+        self.board_port, self.metrics_port = free_port(), free_port()
+        self.board = f"http://127.0.0.1:{self.board_port}"
+        self.metrics = f"http://127.0.0.1:{self.metrics_port}"
+        self.config = directory / "mailbot.toml"
+        self.config.write_text(f"""log_level = "INFO"
+[database]
+url = "{c.database.url}"
+[imap]
+host = "{c.imap.host}"
+port = {c.imap.port}
+ssl = false
+username = "{c.imap.username}"
+password = "{c.imap.password}"
+idle = false
+poll_interval = 0.5
+[smtp]
+host = "{c.smtp.host}"
+port = {c.smtp.port}
+retry_base = 1.0
+[support]
+address = "{c.support.address}"
+tp1_address = "{c.support.tp1_address}"
+tp2_address = "{c.support.tp2_address}"
+[staff]
+trusted_authserv_id = "{c.staff.trusted_authserv_id[0]}"
+[web]
+enabled = true
+port = {self.board_port}
+[monitoring]
+enabled = true
+port = {self.metrics_port}
+stuck_minutes = 1
+""")
+        self.logfile = directory / "mailbot.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Daemon":
+        with open(self.logfile, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mailbot", "--config", str(self.config), "run"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_until(lambda: "mailbot is watching" in self.log or self.process.poll() is not None,
+                   30, "the daemon to start")
+        assert self.process.poll() is None, self.log
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
