@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -164,14 +165,18 @@ class Board:
         return response
 
     async def checked_form(self, request: Request) -> dict[str, str]:
-        """The POSTed form, if its CSRF token matches the cookie and it came from our own page."""
+        """The POSTed form, if its CSRF token matches the cookie and it came from our own page.
+
+        "Our own page": the browser's ``Sec-Fetch-Site`` says ``same-origin``; a client
+        without it must not name another ``Origin`` (browsers send ``Origin: null`` under
+        ``Referrer-Policy: no-referrer``, so that alone proves nothing either way).
+        """
         form = await request.form(max_files=0, max_fields=10)
         token, cookie = str(form.get("csrf", "")), request.cookies.get(self.csrf_cookie, "")
-        origin = request.headers.get("origin")
-        own = {self.origin, f"{request.url.scheme}://{request.headers.get('host', '')}"}
-        if (not cookie or not hmac.compare_digest(token.encode(), cookie.encode())
-                or (origin is not None and origin not in own)
-                or request.headers.get("sec-fetch-site") == "cross-site"):
+        origin, fetch_site = request.headers.get("origin"), request.headers.get("sec-fetch-site")
+        own = {self.origin, f"{request.url.scheme}://{request.headers.get('host', '')}", "null"}
+        same = fetch_site == "same-origin" if fetch_site else origin is None or origin in own
+        if not cookie or not hmac.compare_digest(token.encode(), cookie.encode()) or not same:
             log.warning("board: form refused from %s (CSRF token or origin)", _client(request))
             raise HTTPException(403)
         return {key: str(value) for key, value in form.items()}
@@ -296,10 +301,10 @@ def _register_query(params: Any) -> RegisterQuery:
         value = params.get(name, "")
         return int(value) if value.isdigit() and len(value) < 12 else None
 
-    status = params.get("status", "open")
+    status = params.get("status", "active")
     level = number("level")
     return RegisterQuery(
-        status=status if status in ("open", "finished", "all") + queries.STATUSES else "open",
+        status=status if status in ("active", "finished", "all") + queries.STATUSES else "active",
         level=level if level in (0, 1, 2, 3, 4) else None,
         organization=params.get("org", "")[:200], assignee=number("assignee"),
         text=params.get("q", "")[:200], descending=params.get("order") == "desc",
@@ -322,7 +327,25 @@ def environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       auto_reload=False, finalize=shown)
     env.filters["size"] = _size
+    env.filters["details"] = _details
     return env
+
+
+def _details(details: dict[str, Any]) -> list[tuple[str, str]]:
+    """An event's details as short "key: value" pairs (the level assessment's inner workings are
+    left out: its one-line reason says it)."""
+    shown_ = []
+    for key, value in details.items():
+        if value in (None, "", [], {}) or (key == "level" and isinstance(value, dict)
+                                           and "level_reason" in details):
+            continue
+        if isinstance(value, list):
+            value = "; ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False)
+        text = str(value)
+        shown_.append((key, text if len(text) <= 300 else text[:299] + "…"))
+    return shown_
 
 
 def _size(count: int) -> str:

@@ -98,7 +98,7 @@ class Key:
 
 @dataclass(frozen=True)
 class RegisterQuery:
-    status: str = "open"  # open, finished, all, or one status
+    status: str = "active"  # active (not closed or rejected), finished, all, or one status
     level: int | None = None  # 1-4; 0: no level yet
     organization: str = ""  # a part of the name or of an alias
     assignee: int | None = None  # a staff id; 0: nobody
@@ -113,7 +113,7 @@ class RegisterQuery:
                   "order": "desc" if self.descending else None,
                   "after": self.after.encode() if self.after else None} | changes
         return {k: str(v) for k, v in values.items()
-                if v not in (None, "") and not (k == "status" and v == "open")}
+                if v not in (None, "") and not (k == "status" and v == "active")}
 
 
 @dataclass
@@ -127,7 +127,7 @@ def register(session: Session, viewer: Viewer, query: RegisterQuery, now: dateti
              limit: int) -> Page:
     """One page of the register: ``limit`` rows at most, sorted by deadline."""
     where, params = [scope(viewer)], {"viewer": viewer.staff_id, "limit": limit + 1}
-    if query.status == "open":
+    if query.status == "active":
         where.append(OPEN)
     elif query.status == "finished":
         where.append(f"{DONE} IS TRUE")
