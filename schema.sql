@@ -134,7 +134,7 @@ CREATE INDEX requests_assignee_deadline_idx ON requests (assignee_id,
     (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
 CREATE INDEX requests_organization_deadline_idx ON requests (organization_id,
     (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
-CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE parent_id IS NOT NULL;
+CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE level = 4;
 CREATE INDEX requests_incident_idx ON requests (incident_id) WHERE incident_id IS NOT NULL;
 -- requests waiting for their first reaction: the SLA board, overdue marks, the metrics
 CREATE INDEX requests_awaiting_reaction_idx ON requests (due_at)

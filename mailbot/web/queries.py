@@ -58,13 +58,20 @@ class Viewer:
         return self.supervisor
 
 
-def scope(viewer: Viewer) -> str:
-    """The SQL condition on requests ``r`` that the viewer may see (parameter ``:viewer``)."""
+def scope(viewer: Viewer, *, many: bool = False) -> str:
+    """The SQL condition on requests ``r`` that the viewer may see (parameter ``:viewer``).
+
+    ТП2's "an ОП4 request came from it" is a probe of the ОП4 index per row
+    (``OFFSET 0`` keeps PostgreSQL from hashing all 50,000 parents first: 1 ms
+    instead of 25 for a page); ``many``: for aggregates over thousands of rows,
+    where hashing them once is cheaper.
+    """
     if viewer.supervisor:
         return "true"
     if viewer.tier == "tp2":
         return ("(r.level = 4 OR r.status = 'escalated_op4' OR r.assignee_id = :viewer OR "
-                "EXISTS (SELECT 1 FROM requests c WHERE c.parent_id = r.id AND c.level = 4))")
+                "EXISTS (SELECT 1 FROM requests c WHERE c.parent_id = r.id AND c.level = 4"
+                f"{'' if many else ' OFFSET 0'}))")
     return "(r.level IS DISTINCT FROM 4 OR r.assignee_id = :viewer)"
 
 
@@ -229,7 +236,7 @@ def request_view(session: Session, viewer: Viewer, number: str) -> RequestView |
     ids = {"id": request.id, "viewer": viewer.staff_id}
     children = session.execute(text(f"""
         SELECT r.number, r.level, r.status, r.subject FROM requests r
-        WHERE r.parent_id = :id AND {scope(viewer)} ORDER BY r.id"""), ids).all()
+        WHERE r.parent_id = :id AND r.level = 4 AND {scope(viewer)} ORDER BY r.id"""), ids).all()
     events = session.execute(text("""
         SELECT e.at, e.actor, e.kind, e.from_status, e.to_status, e.details, m.subject
         FROM events e LEFT JOIN messages m ON m.id = e.message_id
@@ -292,7 +299,7 @@ class SlaBoard:
 def sla_board(session: Session, viewer: Viewer, now: datetime, tz: str,
               limit: int = 500) -> SlaBoard:
     params = {"viewer": viewer.staff_id, "now": now, "soon": now + SOON, "limit": limit}
-    where = f"{scope(viewer)}"
+    where, many = scope(viewer), scope(viewer, many=True)
     urgent = session.execute(text(f"""
         SELECT r.number, r.level, r.status, r.subject, r.received_at, r.due_at,
                r.first_reaction_at, o.name AS organization, s.full_name AS assignee
@@ -301,21 +308,19 @@ def sla_board(session: Session, viewer: Viewer, now: datetime, tz: str,
         LEFT JOIN staff s ON s.id = r.assignee_id
         WHERE {AWAITING} AND r.due_at < :soon AND {where}
         ORDER BY r.due_at, r.id LIMIT :limit"""), params).all()
-    counts = f"""
-        count(*) AS open,
-        count(*) FILTER (WHERE r.first_reaction_at IS NULL) AS awaiting,
-        count(*) FILTER (WHERE r.first_reaction_at IS NULL AND r.due_at < :now) AS overdue,
-        count(*) FILTER (WHERE r.first_reaction_at IS NULL AND r.due_at >= :now
-                         AND r.due_at < :soon) AS soon"""
-    by_level = session.execute(text(f"""
-        SELECT r.level, {counts} FROM requests r WHERE {OPEN} AND {where}
-        GROUP BY r.level ORDER BY r.level NULLS FIRST"""), params).all()
-    by_assignee = session.execute(text(f"""
-        SELECT s.full_name AS assignee, r.assignee_id, {counts}
+    groups = session.execute(text(f"""
+        SELECT GROUPING(r.level) = 0 AS by_level, r.level, r.assignee_id, s.full_name AS assignee,
+               count(*) AS open,
+               count(*) FILTER (WHERE r.first_reaction_at IS NULL) AS awaiting,
+               count(*) FILTER (WHERE r.first_reaction_at IS NULL AND r.due_at < :now) AS overdue,
+               count(*) FILTER (WHERE r.first_reaction_at IS NULL AND r.due_at >= :now
+                                AND r.due_at < :soon) AS soon
         FROM requests r LEFT JOIN staff s ON s.id = r.assignee_id
-        WHERE {OPEN} AND {where}
-        GROUP BY s.full_name, r.assignee_id
-        ORDER BY overdue DESC, soon DESC, s.full_name NULLS FIRST"""), params).all()
+        WHERE {OPEN} AND {many}
+        GROUP BY GROUPING SETS ((r.level), (r.assignee_id, s.full_name))"""), params).all()
+    by_level = sorted((g for g in groups if g.by_level), key=lambda g: g.level or 0)
+    by_assignee = sorted((g for g in groups if not g.by_level),
+                         key=lambda g: (-g.overdue, -g.soon, g.assignee is not None, g.assignee or ""))
     local = now.astimezone(ZoneInfo(tz))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     starts = {"week": midnight - timedelta(days=local.weekday()), "month": midnight.replace(day=1)}
@@ -323,7 +328,7 @@ def sla_board(session: Session, viewer: Viewer, now: datetime, tz: str,
         SELECT r.level, count(*) FILTER (WHERE r.first_reaction_at <= r.due_at) AS met,
                count(*) AS total
         FROM requests r
-        WHERE {DEADLINE} >= :start AND {DEADLINE} < :now AND {where}
+        WHERE {DEADLINE} >= :start AND {DEADLINE} < :now AND {many}
         GROUP BY r.level ORDER BY r.level NULLS FIRST"""), params | {"start": start}).all()
         for name, start in starts.items()}
     return SlaBoard(urgent, by_level, by_assignee, met)
