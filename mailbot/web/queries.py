@@ -297,7 +297,7 @@ class SlaBoard:
 
 
 def sla_board(session: Session, viewer: Viewer, now: datetime, tz: str,
-              limit: int = 500) -> SlaBoard:
+              limit: int = 200) -> SlaBoard:
     params = {"viewer": viewer.staff_id, "now": now, "soon": now + SOON, "limit": limit}
     where, many = scope(viewer), scope(viewer, many=True)
     urgent = session.execute(text(f"""
