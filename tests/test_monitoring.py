@@ -160,3 +160,32 @@ def test_the_daemon_serves_the_board_and_the_monitoring_endpoints(desk, tmp_path
     finally:
         assert daemon.stop() == 0
     assert "Traceback" not in daemon.log
+
+
+def test_mailbot_web_serves_the_board_alone_and_says_when_its_port_is_taken(desk, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    port = free_port()
+    config = tmp_path / "web.toml"
+    config.write_text(f'[database]\nurl = "{desk.config.database.url}"\n[web]\nport = {port}\n')
+    process = subprocess.Popen([sys.executable, "-m", "mailbot", "--config", str(config), "web"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, timeout=20)
+        assert httpx.get(f"http://127.0.0.1:{port}/login").status_code == 200
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            busy = tmp_path / "busy.toml"
+            busy.write_text(f'[database]\nurl = "{desk.config.database.url}"\n'
+                            f'[web]\nport = {taken.getsockname()[1]}\n')
+            second = subprocess.run([sys.executable, "-m", "mailbot", "--config", str(busy), "web"],
+                                    capture_output=True, text=True, timeout=30)
+        assert second.returncode == 69
+        assert second.stderr.strip().startswith("mailbot: board: cannot listen on 127.0.0.1:")
+        assert second.stderr.strip().count("\n") == 0
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert process.returncode == 0, output
+    assert f"supervisors' board: http://127.0.0.1:{port}/" in output
