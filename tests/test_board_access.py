@@ -7,7 +7,6 @@ Dovecot and the whole pipeline before the board shows them.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import select, update
 
 from mailbot.models import AttachmentRow, Incident, Outbox, Request, Staff, WebLoginLink, WebSession
 from mailbot.web.app import content_disposition
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 
 from tests.boardsite import BoardSite, add_request, add_staff, csrf
 from tests.mailflow import body

@@ -63,7 +63,6 @@ def test_the_register_pages_through_every_request_once_in_deadline_order(site, c
 
 
 def test_the_register_filters(site, client, desk):
-    now = desk.clock.now()
     add_request(desk, "ТП-2026-900001", level=1, subject="Перепривязка ключа", assignee="ivanov",
                 organization="ООО «Завод»")
     add_request(desk, "ТП-2026-900002", level=3, subject="Не запускается АРМ", assignee="sidorov",
@@ -103,7 +102,6 @@ def test_an_overdue_request_is_marked_and_one_due_within_the_hour_too(site, clie
 
 def test_the_request_page_shows_the_trail_with_files_and_links(site, client, desk):
     """Timeline, the mail in and out (the files of both), the incident and the ОП4 link."""
-    staff = "ivanov@tecon.example"
     desk.add_incident("INC-000045", "Ошибка запуска АРМ", "не запускается", "переустановить драйвер")
     desk.write("ivanov@zavod.example", "Не запускается АРМ", "АРМ не запускается, лог во вложении.",
                attachments=(("armlog.txt", b"log"),))
