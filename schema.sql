@@ -219,6 +219,23 @@ CREATE INDEX requests_assignee_open_idx ON requests (assignee_id)
     WHERE assignee_id IS NOT NULL AND status NOT IN ('closed', 'rejected');
 CREATE INDEX requests_incident_idx ON requests (incident_id) WHERE incident_id IS NOT NULL;
 CREATE INDEX requests_parent_idx ON requests (parent_id) WHERE parent_id IS NOT NULL;
+-- the board's register (migration 0014): by deadline (none last), open (the expression
+-- `(status IN ('closed', 'rejected')) IS FALSE`) or finished, per status, assignee, organisation
+CREATE INDEX requests_deadline_idx ON requests ((coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_done_deadline_idx ON requests ((status IN ('closed', 'rejected')),
+    (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_status_deadline_idx
+    ON requests (status, (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_assignee_deadline_idx ON requests (assignee_id,
+    (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
+CREATE INDEX requests_organization_deadline_idx ON requests (organization_id,
+    (status IN ('closed', 'rejected')), (coalesce(due_at, 'infinity'::timestamptz)), id);
+-- requests waiting for their first reaction: the SLA board, overdue marks, the metrics
+CREATE INDEX requests_awaiting_reaction_idx ON requests (due_at)
+    WHERE first_reaction_at IS NULL AND (status IN ('closed', 'rejected')) IS FALSE;
+-- the register's text filter: number, subject, requester (substring, any case)
+CREATE INDEX requests_text_trgm_idx ON requests USING gin (
+    (number || ' ' || subject || ' ' || requester_email || ' ' || requester_name) gin_trgm_ops);
 
 -- ---------------------------------------------------------------- intake
 CREATE TABLE inbound (
@@ -468,3 +485,36 @@ CREATE TABLE sla_digests (
 ALTER TABLE inbound ALTER COLUMN raw SET STORAGE EXTERNAL;
 ALTER TABLE files ALTER COLUMN data SET STORAGE EXTERNAL;
 ALTER TABLE outbox ALTER COLUMN raw SET STORAGE EXTERNAL;
+
+-- ---------------------------------------------------------------- the board (migration 0014)
+-- A login link mailed to a staff address: the token is kept only as its SHA-256; it works
+-- once (used_at), until expires_at.
+CREATE TABLE web_login_links (
+    id          bigserial PRIMARY KEY,
+    staff_id    bigint NOT NULL REFERENCES staff (id) ON DELETE CASCADE,
+    token_hash  text NOT NULL UNIQUE CHECK (token_hash ~ '^[0-9a-f]{64}$'),
+    created_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    used_at     timestamptz
+);
+
+-- Every request for a link, registered address or not: the limits per address and per client.
+CREATE TABLE web_login_attempts (
+    id       bigserial PRIMARY KEY,
+    address  text NOT NULL,
+    client   text NOT NULL,
+    at       timestamptz NOT NULL
+);
+CREATE INDEX web_login_attempts_address_idx ON web_login_attempts (address, at);
+CREATE INDEX web_login_attempts_client_idx ON web_login_attempts (client, at);
+
+-- A browser's session after a log-in: the cookie's token kept only as its SHA-256.
+CREATE TABLE web_sessions (
+    id          bigserial PRIMARY KEY,
+    staff_id    bigint NOT NULL REFERENCES staff (id) ON DELETE CASCADE,
+    token_hash  text NOT NULL UNIQUE CHECK (token_hash ~ '^[0-9a-f]{64}$'),
+    client      text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    ended_at    timestamptz                         -- logout
+);

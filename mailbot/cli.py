@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db
 from .clock import Clock
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, with_overrides
 from .daemon import Daemon
 from .parsers.visible import one_line, visible
 from .supervision import GiveUp
@@ -22,7 +22,8 @@ from .transport.notify import INBOUND, OUTBOX, notify
 log = logging.getLogger("mailbot")
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-NOISY_LOGGERS = ("mail.log", "mail_devel", "pgserver", "apscheduler", "aiohttp.access")
+NOISY_LOGGERS = ("mail.log", "mail_devel", "pgserver", "apscheduler", "aiohttp.access",
+                 "uvicorn.error")
 EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
 
 
@@ -75,9 +76,14 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         except DevMailError as exc:
             raise Fail(str(exc), EX_UNAVAILABLE) from None
         print(dev.describe(), flush=True)
+        config = _with_dev_sites(config)
     _log_staff_authentication(app.config)  # as configured (the development server's hint)
+    daemon = None
     try:
-        daemon = Daemon(config, app.ready_sessions(), app.clock)
+        sessions = app.ready_sessions()
+        daemon = Daemon(config, sessions, app.clock)
+        if not args.once:
+            daemon.sites = _bound_sites(config, sessions, app.clock, daemon)
         if args.once:
             result = asyncio.run(daemon.run_once())
             print(f"processed {result.processed}, quarantined {result.quarantined}")
@@ -95,8 +101,56 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a stop asked for before the daemon's loop took the signals
         return EX_OK
     finally:
+        for site in daemon.sites if daemon else ():
+            site.close()
         if dev:
             dev.stop()
+
+
+def _with_dev_sites(config: Config) -> Config:
+    """With the development mail server, the board and the monitoring endpoints are on too
+    (on ``dev.board_port`` and ``dev.metrics_port``; 0 turns one off), unless configured."""
+    dev, changes = config.dev, {}
+    if dev.board_port and not config.web.enabled:
+        changes["web"] = {"enabled": True, "port": dev.board_port, "host": "127.0.0.1",
+                          "base_url": f"http://127.0.0.1:{dev.board_port}"}
+    if dev.metrics_port and not config.monitoring.enabled:
+        changes["monitoring"] = {"enabled": True, "port": dev.metrics_port, "host": "127.0.0.1"}
+    return with_overrides(config, **changes)
+
+
+def _bound_sites(config: Config, sessions: sessionmaker[Session], clock: Clock,
+                 daemon: Daemon | None = None, board: bool | None = None) -> list:
+    """The board and the monitoring endpoints, bound now (each says where it listens)."""
+    from .web.serve import ListenError, sites
+
+    try:
+        bound = sites(config, sessions, clock, daemon, board=board)
+    except ListenError as exc:
+        raise Fail(str(exc), EX_UNAVAILABLE) from None
+    for site in bound:
+        what = "supervisors' board" if site.name == "board" else "monitoring (/metrics, /healthz, /readyz)"
+        print(f"{what}: {site.url}/", flush=True)
+    return bound
+
+
+def cmd_web(app: App, args: argparse.Namespace) -> int:
+    """The board (and the monitoring endpoints, when enabled) without the daemon."""
+    sessions = app.ready_sessions()
+    bound = _bound_sites(app.config, sessions, app.clock, board=True)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: [site.stop() for site in bound])
+        await asyncio.gather(*(site.serve() for site in bound))
+
+    try:
+        asyncio.run(serve())
+    finally:
+        for site in bound:
+            site.close()
+    return EX_OK
 
 
 def _log_staff_authentication(config: Config) -> None:
@@ -508,6 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     database = commands.add_parser("db", help="create or upgrade the database schema")
     database.add_argument("action", choices=("init", "upgrade"))
     database.set_defaults(func=cmd_db)
+
+    web = commands.add_parser("web", help="serve the supervisors' board alone ([web]; the "
+                              "daemon sends the login links)")
+    web.set_defaults(func=cmd_web)
 
     check = commands.add_parser("check", help="validate config, IMAP, SMTP and the database")
     check.set_defaults(func=cmd_check)

@@ -121,6 +121,8 @@ class DevConfig:
     smtp_port: int = 4025
     http_port: int = 4080
     password: str = "secret"
+    board_port: int = 4081  # the supervisors' board in the embedded mode (0: none)
+    metrics_port: int = 4082  # /metrics, /healthz, /readyz in the embedded mode (0: none)
 
 
 HH_MM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
@@ -378,6 +380,73 @@ class DeliveryConfig:
         return max(1, round(self.remind_after_hours * 60))
 
 
+def _check_listen(section: str, host: str, port: int) -> None:
+    if not host or not _host_or_network(host.lower()):
+        raise ConfigError(f"{section}.host: not a host name or IP address: {host!r}")
+    if not 0 < port < 65536:
+        raise ConfigError(f"{section}.port: expected 1-65535, got {port!r}")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The supervisors' board (``mailbot/web``): read-only pages, log-in by a mailed link.
+
+    ``base_url`` is where people reach it (behind the reverse proxy): the login
+    links in mail point there, never at the Host a request named. Empty: the
+    listen address (development). ``supervisors`` are staff logins who see
+    everything, besides every staff member who is someone's supervisor.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8470
+    base_url: str = ""  # e.g. https://support-board.example.ru
+    secure_cookies: bool = False  # true behind TLS: cookies are Secure (and __Host- named)
+    session_hours: float = 12.0  # a session ends this long after the log-in (or at logout)
+    link_minutes: float = 15.0  # a login link works once, within this time
+    login_window_minutes: float = 15.0  # the window of the two limits below
+    login_limit_per_address: int = 3  # link requests per address in the window
+    login_limit_per_client: int = 20  # link requests per client IP address in the window
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)  # proxies whose X-Forwarded-For counts
+    supervisors: tuple[str, ...] = ()  # staff logins who see everything
+    page_size: int = 50
+
+    def __post_init__(self) -> None:
+        _check_listen("web", self.host, self.port)
+        base = self.base_url.rstrip("/")
+        if base and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", base):
+            raise ConfigError(f"web.base_url: expected http(s)://host[/path], got {self.base_url!r}")
+        object.__setattr__(self, "base_url", base)
+        for key in ("session_hours", "link_minutes", "login_window_minutes"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"web.{key}: must be positive, got {getattr(self, key)!r}")
+        for key in ("login_limit_per_address", "login_limit_per_client", "page_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"web.{key}: must be at least 1, got {getattr(self, key)!r}")
+
+    @property
+    def public_url(self) -> str:
+        """Where people reach the board: ``base_url``, or the listen address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.base_url or f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` on a listen address of their
+    own, without log-in: keep it on localhost or a monitoring network."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9470
+    stuck_minutes: float = 10.0  # /readyz: the oldest pending mail older than this is a stuck backlog
+
+    def __post_init__(self) -> None:
+        _check_listen("monitoring", self.host, self.port)
+        if self.stuck_minutes <= 0:
+            raise ConfigError(f"monitoring.stuck_minutes: must be positive, got {self.stuck_minutes!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -392,6 +461,8 @@ class Config:
     workflow: WorkflowConfig = field(default_factory=WorkflowConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     ddi: DdiConfig = field(default_factory=DdiConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     state_dir: str = ".mailbot"  # embedded PostgreSQL data and other local state
     timezone: str = "Europe/Moscow"
     log_level: str = "INFO"
@@ -503,4 +574,5 @@ def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
     return replace(config, **changes)
 
 
-__all__ = ["ClassifyConfig", "Config", "ConfigError", "SlaConfig", "load_config", "with_overrides"]
+__all__ = ["ClassifyConfig", "Config", "ConfigError", "MonitoringConfig", "SlaConfig", "WebConfig",
+           "load_config", "with_overrides"]

@@ -7,14 +7,18 @@ stored by other processes (``mailbot ingest``) and outbox retries.
 
 Every worker retries on its own after any error (:mod:`.supervision`); the
 watchdog starts again a worker that dies, and gives up (``GiveUp``, the
-process exits non-zero) when one keeps dying.
+process exits non-zero) when one keeps dying. The board and the monitoring
+endpoints (``sites``, :mod:`.web.serve`), when enabled, are workers too,
+served on the same loop.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +35,9 @@ from .transport.smtp import SmtpSender
 from .workflow.actions import Workflow
 from .workflow.reports import apply_refusal
 
+if TYPE_CHECKING:
+    from .web.serve import Site
+
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0  # seconds the processor and the sender have to finish what they are doing on stop
@@ -45,6 +52,8 @@ class Daemon:
         self.processor = Processor(config, sessions, clock)
         self.sender = SmtpSender(config.smtp, sessions, clock, on_refused=self._refused)
         self.health = DatabaseHealth()
+        self.watchers: list[ImapWatcher] = []
+        self.sites: Sequence[Site] = ()  # bound web sites to serve (mailbot.web.serve.sites)
         self.stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound = asyncio.Event()
@@ -120,13 +129,15 @@ class Daemon:
 
     def _supervise(self) -> Watchdog:
         watchdog = Watchdog(self.stopping)
-        for sync in self.folder_syncs():
-            watchdog.thread(f"imap:{sync.role}:{sync.folder}",
-                            ImapWatcher(sync, self.stopping, self.health).run)
+        self.watchers = [ImapWatcher(sync, self.stopping, self.health) for sync in self.folder_syncs()]
+        for watcher in self.watchers:
+            watchdog.thread(f"imap:{watcher.sync.role}:{watcher.sync.folder}", watcher.run)
         listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping, self.health)
         watchdog.thread("listen", listener.run)
         watchdog.task("processor", self._process_loop)
         watchdog.task("sender", self._send_loop)
+        for site in self.sites:
+            watchdog.task(site.name, site.serve)
         return watchdog
 
     def _connected(self, _dbapi_connection, _record) -> None:
@@ -157,6 +168,8 @@ class Daemon:
             return
         self.stopping.set()
         self.processor.stop_parsing()
+        for site in self.sites:
+            site.stop()
         self.wake()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)

@@ -410,3 +410,38 @@ class SlaDigest(Base):
     slot: Mapped[datetime] = mapped_column(primary_key=True)
     sent_at: Mapped[datetime]
     mails: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class WebLoginLink(Base):
+    """A one-time login link mailed to a staff address (the token only as its SHA-256)."""
+
+    __tablename__ = "web_login_links"
+    id: Mapped[int] = _pk()
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    token_hash: Mapped[str] = mapped_column(unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class WebLoginAttempt(Base):
+    """A request for a login link (registered address or not): the rate limits count these."""
+
+    __tablename__ = "web_login_attempts"
+    id: Mapped[int] = _pk()
+    address: Mapped[str]
+    client: Mapped[str]
+    at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A browser's session on the board (the cookie's token only as its SHA-256)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = _pk()
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    token_hash: Mapped[str] = mapped_column(unique=True)
+    client: Mapped[str] = mapped_column(server_default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]

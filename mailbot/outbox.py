@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .config import Config
 from .db import insert_rows, next_ids
 from .models import AttachmentRow, Delivery, Message, Outbox, OutboxFile, Request
@@ -175,6 +176,7 @@ def enqueue(session: Session, config: Config, mail: Outgoing, now: datetime) -> 
                         request=mail.request, outbox=row))
     session.add_all(Delivery(**values, request=mail.request, outbox=row)
                     for values in _delivery_values(mail, now))
+    metrics.OUTGOING_QUEUED.labels(mail.kind).inc()
     return composed.message_id
 
 
@@ -266,6 +268,8 @@ class Queue:
         insert_rows(connection, Message.__table__, trail)
         insert_rows(connection, OutboxFile.__table__, attached)
         insert_rows(connection, Delivery.__table__, deliveries)
+        for q in mails:
+            metrics.OUTGOING_QUEUED.labels(q.mail.kind).inc()
 
     def discard(self) -> None:
         """Forget the mail queued since the last write (its attempt was rolled back)."""

@@ -23,6 +23,7 @@ message, in order.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from functools import partial
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import metrics
 from .clock import Clock
 from .config import Config
 from .db import binary_cursor
@@ -88,6 +90,7 @@ class Processor:
         self.batch = batch
         self.options = parse_options(config)
         self.parsing = ParsePool(self.options, parse_workers, config.limits.parse_timeout)
+        self._quarantined: list[str] = []  # the stages of the batch's quarantined messages
 
     def warm_up(self, *, workers: bool) -> None:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
@@ -134,6 +137,7 @@ class Processor:
 
     def _run_batch(self) -> tuple[BatchResult, bool]:
         """One batch; also whether more may be pending (the batch was full or cut by size)."""
+        started = time.perf_counter()
         with self.sessions.begin() as session:
             claimed = session.scalars(
                 select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
@@ -162,6 +166,11 @@ class Processor:
             finally:
                 lookup.close()
                 after_flush.close()
+        if rows:  # committed
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.MAIL_PROCESSED.inc(result.processed)
+            for stage in self._quarantined:
+                metrics.MAIL_QUARANTINED.labels(stage).inc()
         return result, len(claimed) == self.batch or len(rows) < len(claimed)
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
@@ -178,6 +187,7 @@ class Processor:
         message.
         """
         done, quarantined = [], 0
+        self._quarantined = []
         for row, parse in zip(rows, parsed):
             try:
                 if careful:
@@ -215,6 +225,7 @@ class Processor:
             raise  # the daemon is stopping: the batch is rolled back, its mail stays pending
         except Exception as exc:  # a deadline passed, or the parser broke its promise not to raise
             raise StageError("parse", exc) from exc
+        started = time.perf_counter()
         try:
             verdict = decide(mail, Context(self.config, lookup, now, row.mailbox))
         except Exception as exc:
@@ -224,6 +235,7 @@ class Processor:
             row.status, row.processed_at = "processed", now
         except Exception as exc:
             raise StageError("workflow", exc) from exc
+        metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
         return f"inbound {row.id} from {mail.from_addr}: {'; '.join(verdict.reasons)}"
 
     def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
@@ -243,6 +255,7 @@ class Processor:
         """Keep the raw message with the reason; an operator can retry it later."""
         reason = _describe(error)
         log.warning("inbound %d quarantined at %s: %s", row.id, stage, reason)
+        self._quarantined.append(stage)
         row.status, row.processed_at = "quarantined", self.clock.now()
         existing = session.scalar(select(Quarantine).where(Quarantine.inbound_id == row.id))
         if existing is None:
@@ -271,10 +284,12 @@ class _Once:
     def __call__(self) -> ParsedMail:
         if self._parse is not None:
             parse, self._parse = self._parse, None
+            started = time.perf_counter()
             try:
                 self._mail = parse()
             except Exception as exc:
                 self._error = exc
+            metrics.PARSE_SECONDS.observe(time.perf_counter() - started)
         if self._error is not None:
             raise self._error
         return self._mail

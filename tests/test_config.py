@@ -60,12 +60,26 @@ def test_password_from_file(tmp_path):
     ('[staff]\nauthentication = "maybe"\n', "staff.authentication"),
     ('[staff]\ntrusted_relays = ["10.1.1.7"]\n', "staff.trusted_relays"),
     ('[staff]\ninternal_hosts = ["mx.example.ru; rm -rf"]\n', "staff.internal_hosts"),
+    ('[web]\nbase_url = "javascript:alert(1)"\n', "web.base_url"),
+    ('[web]\nport = 70000\n', "web.port"),
+    ('[web]\nhost = "a b"\n', "web.host"),
+    ('[web]\nlink_minutes = 0\n', "web.link_minutes"),
+    ('[web]\nlogin_limit_per_address = 0\n', "web.login_limit_per_address"),
+    ('[monitoring]\nport = 0\n', "monitoring.port"),
+    ('[monitoring]\nstuck_minutes = 0\n', "monitoring.stuck_minutes"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text), environ={})
     message = str(err.value)
     assert key in message and "\n" not in message
+
+
+def test_the_board_links_to_its_listen_address_unless_told_its_public_one():
+    assert load_config(None, environ={}).web.public_url == "http://127.0.0.1:8470"
+    config = load_config(None, environ={"MAILBOT_WEB_BASE_URL": "https://board.example.ru/"})
+    assert config.web.public_url == "https://board.example.ru"
+    assert load_config(None, environ={"MAILBOT_WEB_HOST": "::1"}).web.public_url == "http://[::1]:8470"
 
 
 def test_missing_or_broken_file_is_one_line(tmp_path):

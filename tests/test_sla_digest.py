@@ -22,7 +22,7 @@ from tests.servers import Received
 from tests.slaclock import BOSS, CHIEF, CUSTOMER, HEADS, configure, msk, tick
 
 BOSS2, LONELY = "boss2@tecon.example", "lonely@tecon.example"
-ARTIFACTS = Path(__file__).parent / "artifacts"  # kept after the run, ignored by git
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "sla"  # kept, git-ignored
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -196,7 +196,7 @@ def browser():
 
 def test_the_digest_looks_right_in_a_real_browser(desk, browser, tmp_path):
     """The HTML part as a mail client shows it: headless Chromium renders it, the screenshot
-    (tests/artifacts/sla_digest.png) shows the tables with their rows where the page has them."""
+    (test-artifacts/sla/sla_digest.png) shows the tables with their rows where the page has them."""
     from selenium.webdriver.common.by import By
 
     teams(desk)
@@ -219,7 +219,7 @@ def test_the_digest_looks_right_in_a_real_browser(desk, browser, tmp_path):
     browser.set_window_size(900, height + 200)  # the whole digest in one screenshot
 
     png = browser.get_screenshot_as_png()
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "sla_digest.png").write_bytes(png)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     assert image.width >= 800 and image.height >= height

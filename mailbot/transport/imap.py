@@ -23,6 +23,7 @@ from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import metrics
 from ..config import ImapConfig
 from ..models import MailboxState
 from ..supervision import Backoff, DatabaseHealth, Retry
@@ -70,9 +71,17 @@ class FolderSync:
         self.on_stored = on_stored
         self.on_found = on_found
         self.name = f"{config.username}@{config.host}/{folder}"
+        self._received = metrics.MAIL_RECEIVED.labels(self.name)
+        self._stored = metrics.MAIL_STORED.labels(self.name)
+        self._last_sync = metrics.IMAP_LAST_SYNC.labels(self.name)
 
     def sync(self, client: IMAPClient) -> int:
         """Store every message not stored yet and move it away; the number stored."""
+        stored = self._sync(client)
+        self._last_sync.set_to_current_time()
+        return stored
+
+    def _sync(self, client: IMAPClient) -> int:
         uidvalidity = client.select_folder(self.folder)[b"UIDVALIDITY"]
         announced_new_mail(client)  # the count SELECT reports is not news
         last_uid = self._last_uid(uidvalidity)
@@ -114,6 +123,8 @@ class FolderSync:
         with self.sessions.begin() as session:
             new = store(session, mails)
             self._save_state(session, uidvalidity, max(batch))
+        self._received.inc(len(mails))
+        self._stored.inc(len(new))
         mails.clear()  # the bytes are in the database; don't keep them while the next FETCH runs
         self.on_stored(new)
         return len(new)
@@ -168,6 +179,9 @@ class ImapWatcher:
         self.stop = stop
         self.retry = Retry(f"IMAP watcher {sync.name}", health)
         self._unreachable: str | None = None  # why the server could not be reached
+        self.connected = False  # logged in now (/readyz)
+        self._up = metrics.IMAP_UP.labels(sync.name)
+        self._up.set(0)
 
     def run(self) -> None:
         reconnect, login = Backoff(*RECONNECT), Backoff(*LOGIN_RETRY)
@@ -189,6 +203,8 @@ class ImapWatcher:
             except Exception as exc:
                 self.stop.wait(self.retry.failed(exc))
             finally:
+                self.connected = False
+                self._up.set(0)
                 if client is not None:
                     _logout(client)
 
@@ -199,6 +215,8 @@ class ImapWatcher:
         self._unreachable = f"{type(exc).__name__}: {exc}"
 
     def _reached(self) -> None:
+        self.connected = True
+        self._up.set(1)
         if self._unreachable is not None:
             log.info("%s: IMAP server available again", self.sync.name)
             self._unreachable = None

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import files
+from .. import files, metrics
 from ..clock import Clock
 from ..config import SmtpConfig
 from ..db import binary_cursor
@@ -79,6 +79,11 @@ class SmtpSender:
             log.warning("%d sent mail(s) could not be marked sent (database unavailable): they "
                         "will go out once more", len(self._unrecorded))
         self.owner.close()
+
+    @property
+    def reachable(self) -> bool:
+        """False while the server is found unreachable (until a connection succeeds again)."""
+        return self._down_since is None
 
     def wait_time(self) -> float | None:
         """Seconds until the next connection attempt while the server is unreachable, else None."""
@@ -164,6 +169,7 @@ class SmtpSender:
                 UNREACHABLE + reason)
         if self._down_since is None:
             self._down_since = time.monotonic()
+            metrics.SMTP_UP.set(0)
             log.warning("SMTP server %s:%d unreachable (%s): outgoing mail waits, "
                         "trying again every few seconds", self.config.host, self.config.port, reason)
         else:
@@ -175,6 +181,7 @@ class SmtpSender:
             return
         released = bring_forward(conn, self.clock.now(), UNREACHABLE)
         self._more = self._more or released > 0
+        metrics.SMTP_UP.set(1)
         if self._down_since is not None:
             log.info("SMTP server available again (after %.0f s): %d waiting mail(s) go out now",
                      time.monotonic() - self._down_since, released)
@@ -229,6 +236,7 @@ class SmtpSender:
         record waits in memory and is written first thing once it is back (not sent again)."""
         values = {"status": "sent", "sent_at": self.clock.now(), "attempts": item.attempts + 1,
                   "last_error": None}
+        metrics.OUTGOING_SENT.inc()
         try:
             _mark(conn, item.id, **values)
         except SQLAlchemyError:
@@ -248,12 +256,15 @@ class SmtpSender:
         values: dict = {"attempts": item.attempts + 1, "last_error": error[:2000], "claimed_by": None}
         if later and item.attempts + 1 < self.config.max_attempts:
             values |= {"recipients": list(later), "next_attempt_at": now + self._retry_delay(item)}
+            metrics.OUTGOING_RETRIED.inc()
             log.warning("outbox %d: %s; retry %d for %s", item.id, error, item.attempts + 1, list(later))
         elif delivered:
             values |= {"status": "sent", "sent_at": now}
+            metrics.OUTGOING_SENT.inc()
             log.warning("outbox %d: %s", item.id, error)
         else:
             values |= {"status": "failed"}
+            metrics.OUTGOING_FAILED.inc()
             log.error("outbox %d to %s failed for good: %s", item.id, item.recipients, error)
         with self.sessions.begin() as session:
             session.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
@@ -272,10 +283,12 @@ class SmtpSender:
     def _failed(self, conn: Connection, item: Claimed, error: str, *, permanent: bool) -> None:
         attempts = item.attempts + 1
         if permanent or attempts >= self.config.max_attempts:
+            metrics.OUTGOING_FAILED.inc()
             log.error("outbox %d to %s failed for good: %s", item.id, item.recipients, error)
             _mark(conn, item.id, status="failed", attempts=attempts, last_error=error)
             return
         delay = self._retry_delay(item)
+        metrics.OUTGOING_RETRIED.inc()
         log.warning("outbox %d: %s; retry %d in %s", item.id, error, attempts, delay)
         _mark(conn, item.id, attempts=attempts, last_error=error,
               next_attempt_at=self.clock.now() + delay)
