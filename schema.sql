@@ -187,6 +187,8 @@ CREATE TABLE requests (
                                           'awaiting_customer', 'escalated_op4',
                                           'resolved', 'closed', 'rejected')),
     parent_id           bigint REFERENCES requests (id) ON DELETE SET NULL,
+    -- the request this one continues: a new question asked in a reply that confirmed it (0015)
+    follows_id          bigint REFERENCES requests (id) ON DELETE SET NULL,
     incident_id         bigint REFERENCES incidents (id) ON DELETE SET NULL,
     assignee_id         bigint REFERENCES staff (id) ON DELETE SET NULL,
     thread_message_id   text,                       -- the customer's first Message-ID
@@ -292,13 +294,16 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due_idx ON outbox (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX outbox_kind_recipient_idx ON outbox (kind, created_at);
 
--- Addresses our SMTP server refused for good (migration 0007): later mail to them fails at
--- once with the server's words. `mailbot undeliverable forget ADDRESS` removes one.
+-- Addresses our mail cannot reach (migration 0007; 0015): our SMTP server refused them for good
+-- ('smtp'), or a bounce of our mail failed them permanently ('dsn'). No automatic mail goes to
+-- them; a staff answer is tried, and the server accepting it clears the mark, as do
+-- `#адрес исправлен` and `mailbot undeliverable forget ADDRESS`.
 CREATE TABLE undeliverable_addresses (
     address     text PRIMARY KEY CHECK (address = lower(address)),
     reply       text NOT NULL,
     refused_at  timestamptz NOT NULL DEFAULT now(),
-    outbox_id   bigint REFERENCES outbox (id) ON DELETE SET NULL
+    outbox_id   bigint REFERENCES outbox (id) ON DELETE SET NULL,
+    source      text NOT NULL DEFAULT 'smtp' CHECK (source IN ('smtp', 'dsn'))
 );
 
 -- ---------------------------------------------------------------- the trail
@@ -335,7 +340,8 @@ CREATE TABLE files (
 CREATE TABLE attachments (
     id            bigserial PRIMARY KEY,
     message_id    bigint NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-    filename      text NOT NULL,
+    filename      text NOT NULL,                    -- safe on any file system (parsers/attachments.py)
+    original_filename text,                         -- as the mail named it, when it did (0015)
     content_type  text NOT NULL,
     size          integer NOT NULL,
     sha256        text NOT NULL,  -- which file of the message's raw mail (or of files)

@@ -9,17 +9,20 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING
 
-from . import db
 from .clock import Clock
 from .config import Config, ConfigError, load_config, with_overrides
-from .daemon import Daemon
 from .parsers.visible import one_line, visible
-from .supervision import GiveUp
-from .transport.notify import INBOUND, OUTBOX, notify
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from .daemon import Daemon
 
 log = logging.getLogger("mailbot")
+# Each command imports what it uses when it runs: `mailbot requests list` does not load the
+# daemon, the parsers or the scheduler (issue 16 §5: a command answers in well under 0.5 s).
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 NOISY_LOGGERS = ("mail.log", "mail_devel", "pgserver", "apscheduler", "aiohttp.access",
@@ -45,6 +48,8 @@ class App:
 
     @property
     def sessions(self) -> sessionmaker[Session]:
+        from . import db
+
         if self._sessions is None:
             engine = db.make_engine(db.database_url(self.config))
             try:
@@ -56,6 +61,8 @@ class App:
 
     def ready_sessions(self) -> sessionmaker[Session]:
         """Sessions on a database whose schema is created and up to date."""
+        from . import db
+
         sessions = self.sessions
         db.ensure_schema(sessions.kw["bind"])
         return sessions
@@ -64,6 +71,9 @@ class App:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .supervision import GiveUp
+
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until then, SIGTERM stops as Ctrl+C does
     dev = None
     config = app.config
@@ -161,7 +171,7 @@ def _log_staff_authentication(config: Config) -> None:
     log.log(logging.INFO if state == "ok" else logging.WARNING, "%s", line)
 
 
-async def _run_until_signal(daemon: Daemon) -> None:
+async def _run_until_signal(daemon: "Daemon") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.stop)
@@ -169,6 +179,8 @@ async def _run_until_signal(daemon: Daemon) -> None:
 
 
 def cmd_db(app: App, args: argparse.Namespace) -> int:
+    from . import db
+
     engine = app.sessions.kw["bind"]
     if args.action == "init":
         created = db.init_schema(engine)
@@ -211,6 +223,7 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
     """List the files of a request, or save them into a directory."""
     from pathlib import Path
 
+    from . import db
     from .files import read as read_file
     from .report import request_files
 
@@ -221,6 +234,8 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
         for message, row in files:
             line = (f"{row.id:>6}  {row.size:>10} B  {one_line(message.sender) or '-':<30} "
                     f"{one_line(row.filename)}")
+            if row.original_filename and row.original_filename != row.filename:
+                line += f"  (named in the mail: {one_line(row.original_filename)!r})"
             if args.save:
                 target = Path(args.save) / f"{row.id}-{row.filename}"
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +249,7 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
 
 def cmd_request_new(app: App, args: argparse.Namespace) -> int:
     """Register a request taken by phone, from the web site or the intranet portal."""
+    from .transport.notify import OUTBOX, notify
     from .workflow.manual import ManualError, ManualRequest, register
 
     given = ManualRequest(channel=args.channel, text=args.text, subject=args.subject or "",
@@ -252,6 +268,7 @@ def cmd_request_new(app: App, args: argparse.Namespace) -> int:
 
 def cmd_request_command(app: App, args: argparse.Namespace) -> int:
     """Do what a staff reply with these command lines would do."""
+    from .transport.notify import OUTBOX, notify
     from .lookup import Lookup
     from .parsers.commands import parse_commands
     from .workflow.manual import run_commands
@@ -275,6 +292,7 @@ def cmd_request_command(app: App, args: argparse.Namespace) -> int:
 
 def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
     """ОП2: send files to the customer of a request, as ``#файлы`` in a staff reply would."""
+    from .transport.notify import OUTBOX, notify
     from pathlib import Path
 
     from .lookup import Lookup
@@ -342,6 +360,7 @@ def cmd_kb(app: App, args: argparse.Namespace) -> int:
     from .kb import incidents as kb
     from .kb import views
     from .lookup import Lookup
+    from .transport.notify import OUTBOX, notify
 
     prefix, now = app.config.support.incident_prefix, app.clock.now()
     with app.ready_sessions().begin() as session:
@@ -491,7 +510,8 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
-    """Addresses our SMTP server refused for good: list them, or forget one (mail to it is tried again)."""
+    """Addresses our mail cannot reach (refused or bounced for good): list them, or forget one
+    (automatic mail to it is sent again)."""
     from sqlalchemy import delete, select
 
     from .models import UndeliverableAddress
@@ -501,7 +521,8 @@ def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
             rows = session.scalars(select(UndeliverableAddress)
                                    .order_by(UndeliverableAddress.refused_at)).all()
             for row in rows:
-                print(f"{row.refused_at:%Y-%m-%d %H:%M}  {row.address:<40} {row.reply[:90]}")
+                print(f"{row.refused_at:%Y-%m-%d %H:%M}  {row.source:<4} {row.address:<40} "
+                      f"{one_line(row.reply)[:90]}")
             print(f"{len(rows)} undeliverable address(es)")
         else:
             address = args.address.strip().lower()
@@ -509,13 +530,14 @@ def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
                                    .where(UndeliverableAddress.address == address)).rowcount
             if not gone:
                 raise Fail(f"{address} is not recorded as undeliverable")
-            print(f"{address} forgotten: new mail to it goes to the SMTP server again")
+            print(f"{address} forgotten: automatic mail to it is sent again")
     return EX_OK
 
 
 def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
-    from . import quarantine
+    from . import db, quarantine
     from .models import Inbound
+    from .transport.notify import INBOUND, notify
 
     with app.ready_sessions().begin() as session:
         if args.action == "list":
@@ -697,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(func=cmd_quarantine)
 
     undeliverable = commands.add_parser("undeliverable",
-                                        help="addresses the SMTP server refused for good")
+                                        help="addresses our mail cannot reach (refused or bounced)")
     u_actions = undeliverable.add_subparsers(dest="action", required=True)
     u_actions.add_parser("list")
     u_actions.add_parser("forget", help="send to it again").add_argument("address")

@@ -85,6 +85,9 @@ class SmtpConfig:
     retry_base: float = 30.0  # seconds; doubles on every failed attempt
 
 
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
 @dataclass(frozen=True)
 class SupportConfig:
     address: str = "support@localhost"  # customers write here; replies come from here
@@ -97,6 +100,18 @@ class SupportConfig:
     # automatic mail per hour to addresses that are not registered contacts, all together
     unknown_auto_reply_limit_per_hour: int = 30
     contract_contact: str = "отдел продаж"  # whom a customer without a contract should contact
+    # staff mail to this address (an alias of the same mailbox, as Request Tracker's comment
+    # address) is an internal note on its request; empty: none (``#заметка`` still works)
+    note_address: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("address", "tp1_address", "tp2_address", "note_address"):
+            value = getattr(self, key).strip().lower()
+            if value and not _ADDRESS.match(value):
+                raise ConfigError(f"support.{key}: not one plain e-mail address: {value!r}")
+            object.__setattr__(self, key, value)
+        if self.note_address and self.note_address == self.address:
+            raise ConfigError("support.note_address: must differ from support.address")
 
 
 @dataclass(frozen=True)
@@ -306,17 +321,49 @@ def _host_or_network(value: str) -> bool:
 
 @dataclass(frozen=True)
 class WorkflowConfig:
-    """Confirmation and closing (regulation §2–4)."""
+    """Confirmation and closing (regulation §2–4): how a customer's reply to an answer reads
+    (:mod:`mailbot.rules.reading`). Phrases match whole words, any case, ё as е."""
 
     quiet_close_hours: float = 72.0  # an answered ОП1/ОП2 request closes after this silence
+    # an explicit confirmation that the solution works; thanks alone are none
     confirm_positive: tuple[str, ...] = (
-        "помогло", "работает", "заработало", "решено", "решена", "получилось", "всё в порядке",
-        "все в порядке", "вопрос закрыт", "можно закрывать", "спасибо", "it works", "works now",
-        "solved", "resolved", "fixed", "thank you", "thanks")
+        "помогло", "помог", "помогли", "заработало", "заработал", "заработала", "всё работает",
+        "все работает", "всё заработало", "все заработало", "теперь работает", "снова работает",
+        "работает нормально", "работает корректно", "работает штатно", "решено", "решена",
+        "проблема решена", "вопрос решен", "проблема устранена", "ошибка устранена",
+        "ошибка ушла", "ошибка исчезла", "проблема ушла", "проблема исчезла", "ошибок нет",
+        "ошибок больше нет", "больше не появляется", "больше не возникает", "больше не повторяется",
+        "получилось", "всё получилось", "все получилось", "всё в порядке", "все в порядке",
+        "вопрос закрыт", "вопрос снят", "вопросов нет", "вопросов больше нет", "можно закрывать",
+        "можно закрыть", "запрос можно закрыть", "it works", "works now", "working now",
+        "solved", "resolved", "fixed", "that helped", "it helped")
+    # "it did not help": wins over everything else ("спасибо, но не помогло")
     confirm_negative: tuple[str, ...] = (
-        "не помогло", "не работает", "не заработало", "не решено", "не решена", "не получилось",
-        "по-прежнему", "все еще", "всё ещё", "опять", "снова", "ошибка осталась",
+        "не помогло", "не помог", "не помогли", "не работает", "не заработало", "не заработал",
+        "не решено", "не решена", "не получилось", "по-прежнему", "все еще", "всё ещё",
+        "ошибка осталась", "проблема осталась", "та же ошибка", "ошибка та же", "та же проблема",
+        "ошибка повторяется", "снова ошибка", "опять ошибка", "опять не", "снова не",
         "doesn't work", "does not work", "not working", "still", "not fixed", "didn't help")
+    # with a confirmation, words that make it unsure ("вроде заработало"): the assignee decides
+    confirm_hedges: tuple[str, ...] = (
+        "вроде", "вроде бы", "кажется", "похоже", "наверное", "возможно", "пока работает",
+        "пока все", "пока всё", "пока что", "пока нормально", "пока заработало", "частично",
+        "не до конца", "не полностью", "не совсем", "почти", "seems", "maybe", "partly",
+        "partially", "for now", "so far")
+    # thanks and "we will see": no confirmation, nothing new; the request waits
+    acknowledgements: tuple[str, ...] = (
+        "спасибо", "спс", "благодарю", "благодарим", "посмотрим", "посмотрю", "понаблюдаем",
+        "понаблюдаю", "попробуем",
+        "попробую", "проверим", "проверю", "будем пробовать", "будем смотреть", "будем проверять",
+        "ок", "окей", "ok", "okay", "хорошо", "понял", "поняла", "поняли", "понятно", "ясно",
+        "принято", "принял", "приняла", "сообщим", "сообщу", "отпишусь", "отпишемся", "вернусь",
+        "вернемся", "thanks", "thank you", "will try", "will check", "noted")
+    # something was done, its result not said ("сделали, как вы написали"): the assignee decides
+    done_phrases: tuple[str, ...] = (
+        "сделали", "сделал", "сделала", "выполнили", "выполнил", "выполнила", "попробовали",
+        "попробовал", "попробовала", "проделали", "установили", "установил", "применили",
+        "применил", "перезапустили", "перезапустил", "переустановили", "переустановил",
+        "обновили", "обновил", "done", "tried", "installed", "restarted")
 
 
 DDI_PARTS = ("screenshot", "logs", "system_info")
@@ -482,7 +529,8 @@ class Config:
     @property
     def own_addresses(self) -> tuple[str, ...]:
         s = self.support
-        return tuple(a.lower() for a in (s.address, s.tp1_address, s.tp2_address) if a)
+        return tuple(a.lower() for a in (s.address, s.tp1_address, s.tp2_address, s.note_address)
+                     if a)
 
 
 def load_config(path: str | os.PathLike | None = None,

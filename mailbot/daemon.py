@@ -34,6 +34,7 @@ from .transport.notify import INBOUND, Listener
 from .transport.smtp import SmtpSender
 from .workflow.actions import Workflow
 from .workflow.reports import apply_refusal
+from .workflow.undeliverable import delivered
 
 if TYPE_CHECKING:
     from .web.serve import Site
@@ -50,7 +51,8 @@ class Daemon:
         self.sessions = sessions
         self.clock = clock
         self.processor = Processor(config, sessions, clock)
-        self.sender = SmtpSender(config.smtp, sessions, clock, on_refused=self._refused)
+        self.sender = SmtpSender(config.smtp, sessions, clock, on_refused=self._refused,
+                                 on_delivered=self._delivered)
         self.health = DatabaseHealth()
         self.watchers: list[ImapWatcher] = []
         self.sites: Sequence[Site] = ()  # bound web sites to serve (mailbot.web.serve.sites)
@@ -98,6 +100,11 @@ class Daemon:
     def _refused(self, session: Session, outbox_id: int, refused: dict[str, str]) -> None:
         """The sender's hook: recipients of a mail were refused for good (its transaction)."""
         apply_refusal(Workflow(session, self.config, self.clock.now()), outbox_id, refused)
+
+    def _delivered(self, session: Session, outbox_id: int, addresses: list[str]) -> None:
+        """The sender's hook: mail to addresses marked undeliverable was accepted (a new
+        transaction): the marks go (issue 16 §5)."""
+        delivered(Workflow(session, self.config, self.clock.now()), outbox_id, addresses)
 
     def _sync_folder(self, sync: FolderSync) -> int:
         client = connect(sync.config)

@@ -219,7 +219,10 @@ def upgrade_schema(engine: Engine) -> list[str]:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create or upgrade the schema so the daemon can start."""
+    """Create or upgrade the schema so the daemon can start (one read when it is up to date:
+    every CLI command asks)."""
+    if current_version(engine) == latest_version():
+        return
     if not init_schema(engine):
         for name in upgrade_schema(engine):
             log.info("applied migration %s", name)

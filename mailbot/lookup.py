@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from .crm import DatabaseDirectory
 from .kb.search import IncidentMatch, search
-from .models import (REGISTERED_SOURCES, AttachmentRow, Event, Incident, Message, Outbox, Request,
-                     RequestCounter, Staff)
+from .models import (REGISTERED_SOURCES, AttachmentRow, Contact, Event, Incident, Message, Outbox,
+                     Request, RequestCounter, Staff, UndeliverableAddress)
 from .outbox import Queue
 from .parsers import ParsedMail
 from .pending import Unflushed
@@ -78,6 +78,7 @@ class Lookup:
         self._read_threads([mid for m in mails for mid in m.thread_ids])
         self._read_numbers([number for m in mails for number in m.request_numbers])
         self._read_automatic(senders, now - AUTOMATIC_WINDOW)
+        self._read_undeliverable(senders)
         self._search(problems)
 
     # ------------------------------------------------------------ staff
@@ -213,6 +214,17 @@ class Lookup:
         """The active ТП2 members: ОП4 escalations go to them."""
         return [s for s in self.staff() if s.tier == "tp2" and s.active]
 
+    def staff_mail_in_thread(self, request: Request, message_ids: Sequence[str]) -> bool:
+        """Does one of ``message_ids`` name mail the bot sent to staff about ``request`` (a
+        notification a staff member answers)? Asked of staff mail only."""
+        if not message_ids or request.id is None:
+            return False
+        with self.session.no_autoflush:
+            return self.session.scalar(
+                select(Message.id).where(Message.request_id == request.id, Message.direction == "out",
+                                         Message.kind.startswith("staff_"),
+                                         Message.message_id.in_(list(message_ids))).limit(1)) is not None
+
     def request_counter(self, year: int) -> RequestCounter:
         """The year's counter of request numbers, locked until the transaction ends.
 
@@ -288,6 +300,41 @@ class Lookup:
                 sent[address].append(at)
         for address, times in sent.items():
             self.unflushed.put(("automatic", address), (since, times))
+
+    def undeliverable(self, address: str) -> UndeliverableAddress | None:
+        """The mark of an address our mail cannot reach (refused or bounced for good), if any."""
+        address = address.strip().lower()
+        if not address:
+            return None
+        if not self.unflushed.has(("undeliverable", address)):
+            self._read_undeliverable([address])
+        return self.unflushed.get(("undeliverable", address))
+
+    def _read_undeliverable(self, addresses: Sequence[str]) -> None:
+        wanted = {a.strip().lower() for a in addresses} - {""}
+        wanted = {a for a in wanted if not self.unflushed.has(("undeliverable", a))}
+        if not wanted:
+            return
+        with self.session.no_autoflush:
+            found = {row.address: row for row in self.session.scalars(
+                select(UndeliverableAddress).where(UndeliverableAddress.address.in_(wanted)))}
+        for address in wanted:
+            self.unflushed.put(("undeliverable", address), found.get(address))
+
+    def phones(self, request: Request) -> list[str]:
+        """How else to reach a request's customer: the requester's phone in the CRM, else those
+        of the organisation's contacts (at most three), each with whose it is."""
+        own = self.directory.contact_row(request.requester_email) if request.requester_email else None
+        if own is not None and own.phone:
+            return [f"{own.phone} ({own.full_name or own.email})"]
+        if request.organization_id is None:
+            return []
+        with self.session.no_autoflush:
+            rows = self.session.scalars(
+                select(Contact).where(Contact.organization_id == request.organization_id,
+                                      Contact.phone.is_not(None), Contact.phone != "")
+                .order_by(Contact.id).limit(3)).all()
+        return [f"{row.phone} ({row.full_name or row.email})" for row in rows]
 
     def automatic_to_unregistered_last_hour(self, now: datetime) -> int:
         """How many automatic mails went, in the hour before ``now``, to addresses that are not

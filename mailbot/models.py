@@ -169,6 +169,7 @@ class Request(Base):
     level: Mapped[int | None] = mapped_column(SmallInteger)
     status: Mapped[str] = mapped_column(server_default="new")
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    follows_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))  # a follow-up's
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     thread_message_id: Mapped[str | None]
@@ -241,13 +242,16 @@ class Outbox(Base):
 
 
 class UndeliverableAddress(Base):
-    """An address our SMTP server refused for good: later mail to it fails at once."""
+    """An address our mail cannot reach (refused by our SMTP server, or bounced for good): no
+    automatic mail goes to it until a delivery succeeds or staff clear the mark."""
 
     __tablename__ = "undeliverable_addresses"
     address: Mapped[str] = mapped_column(primary_key=True)
     reply: Mapped[str]
     refused_at: Mapped[datetime] = _now()
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    source: Mapped[str] = mapped_column(server_default="smtp")  # 'smtp' or 'dsn'
+
 
 
 class OutboxFile(Base):
@@ -301,7 +305,8 @@ class AttachmentRow(Base):
     __tablename__ = "attachments"
     id: Mapped[int] = _pk()
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
-    filename: Mapped[str]
+    filename: Mapped[str]  # safe on any file system
+    original_filename: Mapped[str | None]  # as the mail named it, when it did
     content_type: Mapped[str]
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str]

@@ -9,7 +9,7 @@ from jinja2 import (Environment, PackageLoader, StrictUndefined, Template, Templ
                     select_autoescape)
 from markupsafe import Markup, escape
 
-from .parsers.visible import visible
+from .parsers.visible import one_line, visible
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ def environment() -> Environment:
     )
     env.globals["m"] = env.get_template("_macros.j2").module  # duration(), level_name()
     env.filters["paragraphs"] = paragraphs
+    env.filters["one_line"] = one_line
     return env
 
 

@@ -41,6 +41,7 @@ def request_detail(session: Session, number: str) -> str | None:
         f"  channel:       {request.channel}",
         f"  received:      {request.received_at:%Y-%m-%d %H:%M:%S %Z}",
         f"  due:           {request.due_at:%Y-%m-%d %H:%M %Z}" if request.due_at else "  due:           -",
+        *_follow_up_lines(session, request),
         *_files_lines(session, request),
         *_related(session, request),
         "timeline:",
@@ -54,6 +55,18 @@ def request_detail(session: Session, number: str) -> str | None:
         about = f"  «{one_line(subjects[event.message_id])}»" if event.message_id in subjects else ""
         lines.append(f"  {event.at:%Y-%m-%d %H:%M:%S}  {one_line(event.actor):<28} {event.kind}{change}{about}")
     return "\n".join(lines)
+
+
+def _follow_up_lines(session: Session, request: Request) -> list[str]:
+    """A new question asked in a confirming reply: the request it continues, those continuing it."""
+    lines = []
+    if request.follows_id:
+        lines.append(f"  follows:       {session.get(Request, request.follows_id).number}")
+    later = session.scalars(select(Request.number).where(Request.follows_id == request.id)
+                            .order_by(Request.id)).all()
+    if later:
+        lines.append(f"  followed by:   {', '.join(later)}")
+    return lines
 
 
 def _files_lines(session: Session, request: Request) -> list[str]:

@@ -82,7 +82,8 @@ class Desk:
               reply_to: Received | None = None, headers: dict[str, str] | None = None,
               attachments: tuple[tuple[str, bytes], ...] = (), dmarc: str | None = "pass",
               mx_results: str | None = None, mx_received: str | None = None,
-              above: tuple[str, ...] = (), from_header: str | None = None) -> str:
+              above: tuple[str, ...] = (), from_header: str | None = None,
+              to: str | None = None, cc: str | None = None) -> str:
         """Put a mail into the bot's INBOX as our MX delivers it; its Message-ID.
 
         The MX (:data:`MX`) writes its ``Authentication-Results`` (``dmarc``: what it
@@ -90,11 +91,14 @@ class Desk:
         one, None for no header; ``mx_results``: its results exactly) and its
         ``Received`` (``mx_received``: its value) on top; ``above`` are header lines our
         own later hops wrote above those (LMTP, say); ``headers`` are what the sender
-        wrote, below them all. ``from_header`` replaces the ``From:`` value as written.
+        wrote, below them all. ``from_header`` replaces the ``From:`` value as written; ``to``
+        and ``cc`` are the ``To:`` (the bot's address by default) and ``Cc:`` as written.
         """
         msg = EmailMessage()
         msg["From"] = f"{name} <{sender}>" if name else sender
-        msg["To"] = self.mailbox.user
+        msg["To"] = self.mailbox.user if to is None else to
+        if cc:
+            msg["Cc"] = cc
         msg["Subject"] = subject
         msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "example")
         msg["Date"] = "Wed, 25 Nov 2026 10:00:00 +0300"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -19,11 +20,13 @@ from tests.servers import LOCALHOST, free_port, wait_for_port
 
 
 @pytest.fixture(scope="module")
-def web_port() -> Iterator[int]:
-    """A running development mail server; its web port."""
+def web_port(tmp_path_factory) -> Iterator[int]:
+    """A running development mail server (its mail in a temporary state directory); its web port."""
     port = free_port()
-    config = with_overrides(load_config(None, environ={}),
-                            dev={"imap_port": free_port(), "smtp_port": free_port(), "http_port": port})
+    config = replace(with_overrides(load_config(None, environ={}),
+                                    dev={"imap_port": free_port(), "smtp_port": free_port(),
+                                         "http_port": port}),
+                     state_dir=str(tmp_path_factory.mktemp("state")))
     server = DevMailServer(config)
     server.start()
     try:
@@ -71,3 +74,49 @@ def test_the_web_mail_page_is_still_served(web_port):
                 return response.status, await response.text()
     status, text = asyncio.run(page())
     assert status == 200 and "<html" in text.lower()
+
+
+def test_the_development_mail_survives_a_restart_with_its_uids(tmp_path):
+    """Issue 16 §5: `make run` restarted keeps the walk-through's mail, and each folder keeps
+    its UIDVALIDITY and UIDs, so the bot's IMAP state still fits (no UIDVALIDITY warning)."""
+    import smtplib
+    from email.message import EmailMessage
+
+    from imapclient import IMAPClient
+
+    config = replace(with_overrides(load_config(None, environ={}),
+                                    dev={"imap_port": free_port(), "smtp_port": free_port(),
+                                         "http_port": free_port()}), state_dir=str(tmp_path))
+
+    def folder_state() -> tuple[int, list[int], list[bytes]]:
+        with IMAPClient(LOCALHOST, config.dev.imap_port, ssl=False) as imap:
+            imap.login(config.support.address, config.dev.password)
+            validity = imap.select_folder("INBOX")[b"UIDVALIDITY"]
+            uids = imap.search("ALL")
+            flags = [f for uid, data in sorted(imap.get_flags(uids).items()) for f in data]
+            return validity, uids, flags
+
+    server = DevMailServer(config)
+    server.start()
+    try:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "ivanov@zavod.example", \
+            config.support.address, "Не запускается АРМ"
+        message.set_content("Добрый день!")
+        with smtplib.SMTP(LOCALHOST, config.dev.smtp_port) as smtp:
+            smtp.send_message(message)
+        with IMAPClient(LOCALHOST, config.dev.imap_port, ssl=False) as imap:
+            imap.login(config.support.address, config.dev.password)
+            imap.select_folder("INBOX")
+            imap.add_flags(imap.search("ALL"), [b"\\Seen"])
+        before = folder_state()
+    finally:
+        server.stop()
+    assert (tmp_path / "devmail" / "index.json").exists()
+
+    again = DevMailServer(config)
+    again.start()
+    try:
+        assert folder_state() == before and before[1] and b"\\Seen" in before[2]
+    finally:
+        again.stop()

@@ -76,21 +76,21 @@ def test_a_bounce_of_our_answer_alerts_staff_and_never_creates_a_request(desk):
 def test_an_auto_responder_that_answers_everything_gets_a_bounded_exchange(desk):
     """A careless auto-responder (no RFC 3834 headers, no threading) cannot start a ping-pong."""
     limit = desk.config.support.ack_limit_per_hour
-    desk.write("robot@zavod.example", "Заявка", "Как настроить опрос?")
+    desk.write("dispatch@zavod.example", "Заявка", "Как настроить опрос?")
     exchanged = 1
     for _ in range(20):
         desk.run()
-        answers = [m for m in desk.new_mail() if "robot@zavod.example" in m.rcpt_tos]
+        answers = [m for m in desk.new_mail() if "dispatch@zavod.example" in m.rcpt_tos]
         exchanged += len(answers)
         for answer in answers:  # the responder answers every mail with a brand-new message
-            desk.write("robot@zavod.example", "Ваше письмо получено", "Спасибо, ваше письмо получено.")
+            desk.write("dispatch@zavod.example", "Ваше письмо получено", "Спасибо, ваше письмо получено.")
             exchanged += 1
         if not answers:
             break
     assert exchanged <= 2 * limit + 2
     with desk.sessions() as session:
         automatic = session.scalar(select(func.count()).select_from(Outbox).where(
-            any_(Outbox.recipients) == "robot@zavod.example"))
+            any_(Outbox.recipients) == "dispatch@zavod.example"))
     assert automatic == limit
 
 

@@ -464,6 +464,53 @@ def test_auto_replies(headers: str) -> None:
     assert parsed.kind is MailKind.AUTO_REPLY, parsed.kind_reason
 
 
+VACATION_NOTICES = [  # the defaults and the usual own texts of mail clients' autoresponders
+    "Здравствуйте!\nЯ в отпуске до 23.03.2026. По срочным вопросам обращайтесь к Петрову Петру,"
+    " petrov@zavod.example, тел. 123-45-67.",
+    "Добрый день! Нахожусь в командировке до 20.03, с ограниченным доступом к почте.",
+    "Здравствуйте! Спасибо за письмо. Я сейчас в отпуске и отвечу после 23 марта.",
+    "Это автоматическое сообщение. Меня нет на рабочем месте до 25.03.2026.",
+    "Я нахожусь вне офиса до 1 апреля. Ваше письмо будет прочитано после возвращения.",
+    "Буду на связи после 23.03. В моё отсутствие по всем вопросам — Сидоров, sidorov@zavod.example",
+    "Уважаемый отправитель! Временно отсутствую на рабочем месте. Ваше письмо будет обработано "
+    "после 10.04.2026.",
+    "I am out of the office until 23/03/2026 with limited access to email. For urgent matters "
+    "please contact John Smith.",
+    "Out of Office\n\nI will be back on Monday, 23 March.",
+    "Thank you for your email. I'm currently on annual leave, returning on 2 April.",
+]
+
+
+@pytest.mark.parametrize("text", VACATION_NOTICES)
+def test_a_vacation_notice_in_the_text_alone_is_an_auto_reply(text: str) -> None:
+    """Issue 16 §3: no Auto-Submitted, no telling subject; the text says it all."""
+    raw = mail(BASE + "Subject: Re: [ТП-2026-000001] Не запускается АРМ", text)
+    parsed = parse_mail(raw)
+    assert parsed.kind is MailKind.AUTO_REPLY, text
+    assert parsed.kind_reason.startswith("vacation notice in the text")
+
+
+@pytest.mark.parametrize("text", [
+    "Я был в отпуске, а после возвращения система не запускается.",
+    "Добрый день. Я в отпуске до 23.03, но коллеги пишут, что не работает опрос. Посмотрите, пожалуйста.",
+    "Сотрудник, отвечавший за систему, в отпуске до 30.03, поэтому пишу я: как выгрузить архив?",
+    "После отпуска не могу зайти в АРМ, пишет неверный пароль.",
+    "Я в отпуске до понедельника, файлы получил, спасибо.",
+    "Я сейчас в отпуске, вернусь 23.03 — тогда и посмотрим ошибку на сервере.",
+    "Out of office we keep a backup server; is it supported until version 5?",
+])
+def test_a_customer_who_mentions_a_vacation_is_a_person(text: str) -> None:
+    parsed = parse_mail(mail(BASE + "Subject: Re: [ТП-2026-000001] Не запускается АРМ", text))
+    assert parsed.kind is MailKind.HUMAN, parsed.kind_reason
+
+
+def test_a_vacation_notice_quoting_our_mail_is_read_from_its_own_words() -> None:
+    """The quoted request below a notice ("не запускается") does not make it a person's."""
+    text = ("Я в отпуске до 23.03.2026.\n\n25.11.2026, support@tecon.example пишет:\n"
+            "> Запрос ТП-2026-000001: АРМ не запускается, ошибка 1045?")
+    assert parse_mail(mail(BASE + "Subject: Re: заявка", text)).kind is MailKind.AUTO_REPLY
+
+
 @pytest.mark.parametrize(("headers", "kind"), [
     ("Subject: x\nX-Auto-Response-Suppress: All", MailKind.HUMAN),
     ("Subject: Отпуск не начисляется в 1С", MailKind.HUMAN),

@@ -303,15 +303,24 @@ def test_the_customer_says_the_files_did_not_arrive(desk):
     assert "ФАЙЛЫ НЕ ПОЛУЧЕНЫ" in told.parsed()["Subject"] and "patch-2.4.1.zip" in body(told)
 
 
-def test_a_receipt_with_a_question_confirms_the_files_but_keeps_the_request_open(desk):
+def test_a_receipt_with_a_new_question_closes_the_request_and_opens_one_for_the_question(desk):
+    """§3 and issue 16 §2: the receipt confirms the delivery, so the ОП2 request closes; the
+    question in the same reply becomes a request of its own, linked, and reaches a person."""
     staff, notice = op2_request(desk)
     sent = files_sent(desk, staff, notice)
+    first = desk.request().number
     desk.reply(sent, CUSTOMER, "Файлы получили. А как установить патч на резервный сервер?")
     desk.run()
     assert deliveries(desk)[0].status == "confirmed"
-    assert desk.request().status == "open"
-    told = desk.mail_to(staff)
-    assert "подтвердил получение файлов" in body(told) and "резервный сервер" in body(told)
+    assert desk.request(first).status == "closed"
+    new = desk.request()
+    assert new.number != first and new.status == "open" and new.follows_id == desk.request(first).id
+    assert "резервный сервер" in new.subject
+    mail = desk.inbox()
+    (ack,) = mail[CUSTOMER]
+    assert new.number in ack.parsed()["Subject"] and first in body(ack)
+    assert any("резервный сервер" in body(m) and new.number in m.parsed()["Subject"]
+               for m in mail[staff])
 
 
 def test_read_receipts_that_do_not_show_the_files_were_seen(desk):

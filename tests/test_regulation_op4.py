@@ -466,15 +466,16 @@ def test_tp2_and_the_known_errors_from_the_command_line(desk, capsys, monkeypatc
 
 def test_tp2_mail_to_the_support_address_never_reaches_the_customer(desk):
     """Attack/mistake: a ТП2 member writes to the support address on the customer's request:
-    ТП2's mail is internal, whatever address it went to; it reaches ТП1 at most."""
+    ТП2's mail is internal, whatever address it went to; it reaches ТП1 at most (with no ОП4
+    under way, as an internal note to the assignee)."""
     tp1, tp2 = staff(desk)
     request, notice = op3_request(desk)
     desk.write(tp2, f"Re: [{request.number}] Сбой", "Скачайте исправление: http://evil.example/fix.exe")
     desk.run()
     mail = desk.inbox()
-    assert CUSTOMER not in mail
-    (help_,) = mail[tp2]
-    assert "не связано с ОП4" in subject(help_)
+    assert CUSTOMER not in mail and tp2 not in mail
+    (note,) = mail[tp1]
+    assert "Внутренняя заметка" in subject(note)
 
     # with an ОП4 under way, the text goes to ТП1, never to the customer
     desk.reply(notice, tp1, "#оп4")

@@ -77,21 +77,27 @@ def test_a_recipient_our_server_refuses_for_good_is_not_retried_and_staff_are_to
     assert desk.sink.rcpts.count(CUSTOMER) == 1  # asked once, never again
 
 
-def test_later_mail_to_an_undeliverable_address_fails_at_once_without_asking_the_server(desk):
+def test_no_automatic_mail_goes_to_an_address_our_server_refused(desk):
+    """Issue 16 §5: the refused address is marked; the next request's acknowledgement is not
+    sent (the server is not asked again), the trail says why, and ТП1's notice says to reach
+    the customer another way."""
     desk.sink.refuse(CUSTOMER, MALFORMED)
     desk.write(CUSTOMER, "Не запускается АРМ", "АРМ диспетчера не запускается.")
     desk.run()
+    desk.new_mail()
     desk.write(CUSTOMER, "Ещё вопрос", "Не работает отчёт по теплосети.")
 
     desk.run()
 
     acks = [r for r in outbox(desk) if r.kind == "ack"]
-    assert [r.status for r in acks] == ["failed", "failed"]
-    assert acks[1].last_error == f"{CUSTOMER}: known to be undeliverable: {MALFORMED}"
+    assert [r.status for r in acks] == ["failed"]
     assert desk.sink.rcpts.count(CUSTOMER) == 1
     with desk.sessions() as session:
-        refused = session.scalars(select(Event.request_id).where(Event.kind == "refused")).all()
-    assert refused == [acks[0].request_id, acks[1].request_id]
+        (skipped,) = session.scalars(select(Event).where(Event.kind == "mail_not_sent")).all()
+    assert skipped.request_id == desk.request().id and skipped.details["mail"] == "ack"
+    assert MALFORMED in skipped.details["reason"]
+    (notice,) = desk.inbox()["tp1@tecon.example"]
+    assert "НЕДОСТАВЛЯЕМ" in notice.parsed().get_body(("plain",)).get_content()
 
 
 def test_a_mail_goes_to_its_other_recipients_when_one_is_refused(desk):

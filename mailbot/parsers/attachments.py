@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .model import Attachment, MailTooLarge, ParseOptions
 
 MAX_NAME_BYTES = 200
+MAX_ORIGINAL_CHARS = 1000
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f-\x9f/\\<>:"|?*]')
 _WINDOWS_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(?:\..*)?$", re.I)
 _DEFAULT_NAMES = {
@@ -50,6 +51,14 @@ def safe_filename(name: str | None, index: int, content_type: str = "application
     return _cap(cleaned)
 
 
+def original_name(name: str | None) -> str | None:
+    """The name as the mail gave it, for staff to see (shown through ``visible``): only NUL
+    characters (which PostgreSQL text cannot hold) go, and the length is capped."""
+    if not name:
+        return None
+    return name.replace("\x00", "")[:MAX_ORIGINAL_CHARS] or None
+
+
 def default_name(content_type: str) -> str | None:
     """The conventional name of a report part or TNEF blob, if it has one."""
     return _DEFAULT_NAMES.get(content_type)
@@ -76,6 +85,7 @@ class AttachmentSink:
         if index > self.options.max_attachments:
             raise MailTooLarge(f"more than {self.options.max_attachments} attachments")
         attachment = Attachment(filename=filename, content_type=content_type, data=data,
-                                content_id=content_id or None, inline=inline)
+                                content_id=content_id or None, inline=inline,
+                                original_name=original_name(name))
         self.items.append(attachment)
         return attachment

@@ -15,6 +15,8 @@ command block is the text of the answer.
 | ``#закрыть`` | ``#close`` | none |
 | ``#открыть`` | ``#reopen``, ``#переоткрыть`` | none; also overrides a rejection |
 | ``#организация …`` | ``#organization``, ``#org`` | CRM id or name of the customer's organisation |
+| ``#подтверждено`` | ``#confirmed`` | none; the customer confirmed the solution (an unclear reply, by phone): close as confirmed |
+| ``#адрес исправлен`` | ``#address ok`` | none but that; the customer's address works again: automatic mail to it resumes |
 
 ОП2, files (regulation §3):
 
@@ -52,6 +54,8 @@ ALIASES: dict[str, str] = {
     "закрыть": "close", "close": "close",
     "открыть": "reopen", "переоткрыть": "reopen", "reopen": "reopen",
     "организация": "organization", "organization": "organization", "org": "organization",
+    "подтверждено": "confirmed", "confirmed": "confirmed",
+    "адрес": "address_ok", "address": "address_ok",
     # ОП2, files (regulation §3)
     "файлы": "files", "files": "files",
     "доставлено": "delivered", "delivered": "delivered",
@@ -64,7 +68,10 @@ ALIASES: dict[str, str] = {
     "статус": "incident_status", "status": "incident_status",
 }
 NEEDS_ARGUMENT = frozenset({"level", "assign", "incident", "organization", "delivered",
-                            "request_files", "new_incident", "incident_status"})
+                            "request_files", "new_incident", "incident_status",
+                            "address_ok"})
+# "#адрес исправлен": the only form of the address command
+ADDRESS_OK = re.compile(r"^(?:исправлен|работает|доступен|ok|fixed|works)\.?$", re.IGNORECASE)
 # "#закрыть без подтверждения: причина": close although files sent are not confirmed
 CLOSE_UNCONFIRMED = re.compile(r"^(?:без\s+подтверждения|unconfirmed|without\s+confirmation)"
                                r"(?![\w-])\s*[:—–-]?\s*(.*)$", re.IGNORECASE | re.DOTALL)
@@ -76,8 +83,8 @@ COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
 @dataclass(frozen=True)
 class Command:
     name: str  # canonical: level, assign, note, incident, resolved, close, reopen, organization,
-    # files, delivered, close_unconfirmed, request_files, escalate, ask_ddi, new_incident,
-    # solution, incident_status
+    # confirmed, address_ok, files, delivered, close_unconfirmed, request_files, escalate, ask_ddi,
+    # new_incident, solution, incident_status
     argument: str  # normalised: "2" for a level, "INC-000045" for an incident
     line: str  # as written
 
@@ -138,6 +145,8 @@ def _parse_line(line: str, incident_prefix: str) -> Command | str:
         if not numbers:
             return f"{line}: no incident number like {incident_prefix}-000045"
         argument = numbers[0]
+    elif name == "address_ok" and not ADDRESS_OK.match(argument):
+        return f"{line}: write #{word} исправлен (the customer's address works again)"
     elif name == "close" and (unconfirmed := CLOSE_UNCONFIRMED.match(argument)):
         argument = unconfirmed.group(1).strip()
         if not argument:

@@ -22,7 +22,8 @@ class MailKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Attachment:
-    """One attachment, decoded to its real bytes, with a safe file name.
+    """One attachment, decoded to its real bytes, with a safe file name (``filename``, used on
+    disk and in our mail) and the name its mail gave it (``original_name``, shown to staff).
 
     The bytes stay in the raw mail (:mod:`mailbot.files`): :meth:`kept` gives the
     same attachment without them (``data`` is None; ``size`` and ``sha256`` still
@@ -35,6 +36,7 @@ class Attachment:
     content_id: str | None = None
     inline: bool = False
     kept_as: tuple[int, str] | None = None  # (size, sha256) once handed on without data
+    original_name: str | None = None  # the name the mail gave it, decoded (None: it gave none)
 
     @property
     def size(self) -> int:

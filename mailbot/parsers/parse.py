@@ -132,10 +132,12 @@ def _build(raw: bytes, message: Message, defects: list[str], options: ParseOptio
     subject = _SUBJECT_SPACE.sub(" ", headers.get("subject") or "").strip()
     text, html = _bodies(content)
     return_path = _return_path(headers.get("return-path"))
+    fresh = new_text(text)
     kind, reason = classify(KindInput(
         header=headers.get, report_type=_report_type(message),
         has_delivery_status=bool(content.delivery_status), has_disposition=bool(content.disposition),
         from_addr=from_addr, from_name=from_name, return_path=return_path, subject=subject, text=text,
+        new_text=fresh,
     ))
     return ParsedMail(
         message_id=first_message_id(headers.get("message-id")),
@@ -144,7 +146,7 @@ def _build(raw: bytes, message: Message, defects: list[str], options: ParseOptio
         subject=subject, from_addr=from_addr, from_name=from_name,
         reply_to=reply_to[0] if reply_to else None, to=to, cc=cc,
         date=parse_date(headers.get("date")), return_path=return_path,
-        text=text, html=html, new_text=new_text(text), attachments=tuple(sink.items),
+        text=text, html=html, new_text=fresh, attachments=tuple(sink.items),
         kind=kind, kind_reason=reason,
         # numbers name a request only in the subject: never in the text, which quotes anything
         request_numbers=numbers_in((subject,), options.request_prefix, find_request_numbers),

@@ -20,7 +20,7 @@ from .identity import SenderIdentity
 from .known_errors import KnownErrorSearch, searched_problems
 from .level import LevelClassification
 from .mailbox import MailboxRole
-from .staff import StaffCommands
+from .staff import StaffAddressing, StaffCommands
 from .verdict import Action, Confirmation, Role, Untrusted, Verdict
 
 PIPELINE: tuple[Rule, ...] = (
@@ -33,6 +33,7 @@ PIPELINE: tuple[Rule, ...] = (
     ReplyOwnership(),
     EscalationMail(),
     Tp2Answer(),
+    StaffAddressing(),
     StaffCommands(),
     ContactDetails(),
     ContractCheck(),

@@ -119,8 +119,9 @@ class EscalationMail(Rule):
 
 class Tp2Answer(Rule):
     """ТП2's mail acts on the ОП4 request it is about (its number, the ОП3 request's, thread
-    headers, or the incident in brackets): its commands, and its text for ТП1. ТП2 mail that
-    is about no ОП4 gets the help; nothing ТП2 writes reaches a customer."""
+    headers, or the incident in brackets): its commands, and its text for ТП1. ТП2 mail about a
+    request with no ОП4 is an internal note on it (:class:`~.staff.StaffAddressing`); about no
+    request at all, it gets the help. Nothing ТП2 writes reaches a customer."""
 
     name = "tp2-answer"
 
@@ -129,8 +130,10 @@ class Tp2Answer(Rule):
             return
         verdict.may_auto_reply = False
         op4 = context.lookup.op4_of(verdict.request, closed_too=True) if verdict.request else None
+        if op4 is None and verdict.request is not None:
+            return  # about a request with no ОП4: an internal note on it (StaffAddressing)
         if op4 is None:
-            verdict.stop(self.name, Action.STAFF_HELP, "ТП2 mail about no ОП4 request")
+            verdict.stop(self.name, Action.STAFF_HELP, "ТП2 mail about no request")
             return
         verdict.request = op4
         if mail.kind is not MailKind.HUMAN:

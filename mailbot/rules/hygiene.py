@@ -1,13 +1,18 @@
 """Mail hygiene (DESIGN.md §7): loops, automatic mail and acknowledgement storms."""
 from __future__ import annotations
 
+import re
+
 from ..outbox import LOOP_HEADER
 from ..parsers import MailKind, ParsedMail
 from .base import Context, Rule
 from .verdict import Action, Role, Verdict
 
-AUTOMATIC_SENDERS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply",
-                     "donotreply")
+# The local part of a robot's address: one of these words between separators or at its ends
+# ("noreply@", "1c-noreply@", "mailer@", "robot.1c@", "bounces+123@"); "robotov.ivan@" is a person.
+ROBOT_SENDER = re.compile(
+    r"(?:^|[-._+])(?:no-?reply|do-?not-?reply|donotreply|mailer(?:-?daemon)?|mail-?daemon|postmaster"
+    r"|bounces?|robot|autoreply|auto-?responder|notifications?|daemon)(?=$|[-._+0-9])", re.I)
 
 
 class OwnMail(Rule):
@@ -28,7 +33,8 @@ class AutomaticMail(Rule):
     """Bounces, receipts, auto-replies and bulk mail get no automatic answer (RFC 3834).
 
     DSNs and MDNs are reports about mail we sent; an auto-reply may join its
-    request's trail but never opens a request.
+    request's trail but never opens a request. Mail from a robot's address (``noreply@``,
+    ``1c-noreply@``, ``mailer@``, …) is registered, but nothing automatic answers it.
     """
 
     name = "automatic-mail"
@@ -43,7 +49,7 @@ class AutomaticMail(Rule):
         elif mail.return_path == "":
             verdict.may_auto_reply = False
             verdict.note(self.name, "null return path")
-        elif mail.author.partition("@")[0] in AUTOMATIC_SENDERS:
+        elif ROBOT_SENDER.search(mail.author.partition("@")[0]):
             verdict.may_auto_reply = False
             verdict.note(self.name, f"automatic sender {mail.author!r}")
 

@@ -12,6 +12,7 @@ from ..parsers.commands import CommandBlock
 from ..status import Status
 
 if TYPE_CHECKING:
+    from .confirmation import ReplyReading
     from .level import Assessment
 
 
@@ -92,7 +93,9 @@ class Verdict:
     level_reason: str = ""
     level_assessment: Assessment | None = None  # how sure, and why (rules/level.py)
     commands: CommandBlock | None = None  # staff commands and the answer text
+    internal: str = ""  # staff mail not meant for the customer: why it is an internal note
     confirmation: Confirmation | None = None
+    reading: ReplyReading | None = None  # how a customer's reply to an answer reads
     receipt: Confirmation | None = None  # the customer says the files sent arrived, or not (ОП2)
     incident_matches: list[IncidentMatch] = field(default_factory=list)
     escalation: EscalationCheck | None = None  # ТП1 mail to the ТП2 address (Action.ESCALATE)

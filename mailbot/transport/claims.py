@@ -71,7 +71,7 @@ class Claimed:
     mail_from: str
     recipients: list[str]
     attempts: int
-    undeliverable: dict[str, str]  # recipients known to be refused (lower case) -> the reply
+    undeliverable: dict[str, str]  # recipients recorded as undeliverable (lower case) -> why
 
 
 _CLAIM = text("""

@@ -11,8 +11,10 @@ What the server says decides what happens:
 - a 5xx answer to the message is permanent: the row fails with the server's words;
 - a 5xx answer to a recipient (RCPT) is permanent for that recipient: the
   mail goes to the others, and the address is recorded as undeliverable
-  (``undeliverable_addresses``), so later mail to it fails at once;
+  (``undeliverable_addresses``; the workflow then sends it no automatic mail);
   ``on_refused`` (the daemon's workflow hook) tells the request's staff;
+- the server accepting a mail for an address recorded as undeliverable (a
+  staff answer, tried all the same) clears the mark: ``on_delivered``;
 - no connection at all (refused, timed out, a 4xx greeting) is the server's
   outage, not the mail's: the claimed rows are put off in one statement with one
   WARNING, the sender tries to connect again after a short backoff, and once a
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = "SMTP server unreachable: "  # last_error of the rows an outage put off
 RefusalHook = Callable[[Session, int, dict[str, str]], None]
+DeliveryHook = Callable[[Session, int, list[str]], None]
 
 
 class SmtpSender:
@@ -55,16 +58,20 @@ class SmtpSender:
 
     ``on_refused(session, outbox_id, refused)`` is called, in the transaction
     that records it, when recipients of a mail were refused for good
-    (``refused``: address -> the server's words).
+    (``refused``: address -> the server's words); ``on_delivered(session,
+    outbox_id, addresses)`` when the server accepted a mail for addresses
+    recorded as undeliverable.
     """
 
     def __init__(self, config: SmtpConfig, sessions: sessionmaker[Session], clock: Clock,
-                 batch: int = 50, on_refused: RefusalHook | None = None) -> None:
+                 batch: int = 50, on_refused: RefusalHook | None = None,
+                 on_delivered: DeliveryHook | None = None) -> None:
         self.config = config
         self.sessions = sessions
         self.clock = clock
         self.batch = batch
         self.on_refused = on_refused
+        self.on_delivered = on_delivered
         self.owner = ClaimOwner(sessions.kw["bind"])
         self._outage = Backoff(first=1.0, cap=5.0)
         self._down_since: float | None = None  # monotonic time the server was found unreachable
@@ -216,12 +223,22 @@ class SmtpSender:
             return 0
         if not errors and not refused:
             self._sent(conn, item)
+            self._reached(item, recipients)
             return 1
         refused |= {r: f"{e.code} {e.message}" for r, e in errors.items() if e.code >= 500}
         later = {r: f"{e.code} {e.message}" for r, e in errors.items() if e.code < 500}
         delivered = [r for r in recipients if r not in errors]
         self._settled(item, delivered=delivered, refused=refused, later=later)
+        self._reached(item, delivered)
         return 1 if delivered else 0
+
+    def _reached(self, item: Claimed, delivered: list[str]) -> None:
+        """Recipients recorded as undeliverable were accepted now: their marks go (the hook)."""
+        marked = [r.lower() for r in delivered if r.lower() in item.undeliverable]
+        if marked and self.on_delivered is not None:
+            with self.sessions.begin() as session:
+                self.on_delivered(session, item.id, marked)
+            self._more = True  # it may have queued mail
 
     def _broken(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed,
                 error: Exception) -> None:
@@ -295,16 +312,14 @@ class SmtpSender:
 
 
 def _known_refusals(item: Claimed) -> dict[str, str]:
-    """The recipients of ``item`` that cannot be sent to: known to be refused, or malformed."""
-    refused = {}
-    for recipient in item.recipients:
-        known = item.undeliverable.get(recipient.lower())
-        if known is not None:
-            refused[recipient] = f"known to be undeliverable: {known}"
-            continue
-        if not _plain_address(recipient):
-            refused[recipient] = "malformed address, not offered to the server"
-    return refused
+    """The recipients of ``item`` no SMTP command can carry as they are (malformed).
+
+    An address recorded as undeliverable is offered all the same: the workflow
+    sends it no automatic mail, so this is a staff answer (or mail queued before
+    the mark), and the server accepting it now clears the mark.
+    """
+    return {recipient: "malformed address, not offered to the server"
+            for recipient in item.recipients if not _plain_address(recipient)}
 
 
 def _plain_address(address: str) -> bool:

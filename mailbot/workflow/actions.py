@@ -26,7 +26,7 @@ from ..rules.contact import is_full_name
 from ..rules.level import Assessment
 from ..sla import WorkingCalendar, deadline, make_calendar
 from ..status import Status
-from .assign import choose_assignee
+from .assign import choose_assignee, is_eligible
 from .deliveries import DeliveryUnconfirmed, stored, unsettled, waiting_file_requests, waive
 from .numbering import next_request_number
 from .states import Journal, change_status, record
@@ -125,8 +125,13 @@ class Workflow:
 
     def admit(self, request: Request, *, contract_ok: bool, actor: str,
               message: Message | None = None, matches: Sequence[IncidentMatch] = (),
-              may_auto_reply: bool = True, mail_thread: Thread = (None, ())) -> None:
-        """The contract decides: open (acknowledge, assign, notify) or reject (tell both sides)."""
+              may_auto_reply: bool = True, mail_thread: Thread = (None, ()),
+              prefer: Staff | None = None) -> None:
+        """The contract decides: open (acknowledge, assign, notify) or reject (tell both sides).
+
+        ``prefer``: the assignee to keep when eligible (a follow-up of their request).
+        """
+        follows = self.session.get(Request, request.follows_id) if request.follows_id else None
         if not contract_ok:
             change_status(self.session, request, Status.REJECTED, actor=actor, at=self.now,
                           message=message, reason="no active support contract")
@@ -137,14 +142,16 @@ class Workflow:
         change_status(self.session, request, Status.OPEN, actor=actor, at=self.now,
                       message=message)
         self.start_reaction_clock(request)
-        assignee = choose_assignee(self.lookup, request.level, self.config.staff)
+        assignee = (prefer if prefer is not None and is_eligible(prefer, request.level, self.config.staff)
+                    else choose_assignee(self.lookup, request.level, self.config.staff))
         if assignee is not None:
             self.assign(request, assignee, actor="system")
         level = self.level_context(request)
         if may_auto_reply:
-            self.tell_customer(request, "ack", automatic=True, thread=mail_thread, **level)
+            self.tell_customer(request, "ack", automatic=True, thread=mail_thread, follows=follows,
+                               **level)
         self.notify_staff(request, "staff_new_request", matches=list(matches),
-                          message=message, **level)
+                          message=message, follows=follows, **level)
 
     def ask_contact_info(self, request: Request, *, actor: str, message: Message | None,
                          may_auto_reply: bool, mail_thread: Thread) -> None:
@@ -232,9 +239,18 @@ class Workflow:
         request.incident_id = incident.id
         record(self.session, request, "incident", actor=actor, at=self.now, incident=incident.number)
 
-    def note(self, request: Request, text: str, actor: str, message: Message | None) -> None:
-        record(self.session, request, "note", actor=actor, at=self.now,
-               message=message, text=text)
+    def note(self, request: Request, staff: Staff, text: str, message: Message | None,
+             how: str = "#заметка", recipients: Sequence[str] = ()) -> None:
+        """An internal note on the request (``how``: why it is one): recorded, and shown to
+        the assignee (the ТП1 group when nobody is assigned) unless they wrote it or already
+        got the mail (``recipients``). Nothing goes to the customer; it is no reaction."""
+        record(self.session, request, "note", actor=staff.login, at=self.now,
+               message=message, text=text, how=how)
+        assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
+        reader = assignee.email if assignee else self.config.support.tp1_address
+        if reader != staff.email and reader not in recipients:
+            self.notify_staff(request, "staff_note", to=reader, message=message, author=staff,
+                              text=text, how=how)
 
     def answer(self, request: Request, staff: Staff, text: str,
                files: tuple[AttachmentRow, ...] = (), template: str = "relay", **context) -> None:
@@ -257,8 +273,10 @@ class Workflow:
         change_status(self.session, request, Status.RESOLVED, actor=staff.login, at=self.now)
 
     def close(self, request: Request, actor: str, reason: str,
-              message: Message | None = None, override: str | None = None) -> None:
-        """Close, telling the customer (``reason``: 'confirmed', 'quiet', 'staff' or words for them).
+              message: Message | None = None, override: str | None = None,
+              tell: bool = True) -> None:
+        """Close, telling the customer (``reason``: 'confirmed', 'quiet', 'staff' or words for them;
+        ``tell`` False: another mail of this step tells them, a follow-up's acknowledgement).
 
         Files sent on the request must be confirmed first (regulation §3): with
         deliveries unsettled it closes only by a staff ``override`` (the reason,
@@ -280,7 +298,8 @@ class Workflow:
         change_status(self.session, request, Status.CLOSED, actor=actor, at=self.now,
                       message=message, reason=reason, **details)
         request.waiting_since = None
-        self.tell_customer(request, "closed", automatic=True, reason=reason)
+        if tell:
+            self.tell_customer(request, "closed", automatic=True, reason=reason)
 
     def reopen(self, request: Request, actor: str, reason: str,
                message: Message | None = None, customer_waits: bool = False) -> None:
@@ -312,6 +331,12 @@ class Workflow:
         delivery record waits for it, and an ОП1 request becomes ОП2.
         """
         if not request.requester_email:
+            return None
+        unreachable = self.lookup.undeliverable(request.requester_email)
+        if automatic and unreachable is not None:  # issue 16 §5: staff reach them another way
+            record(self.session, request, "mail_not_sent", actor="system", at=self.now,
+                   mail=template, to=[request.requester_email],
+                   reason=f"undeliverable ({unreachable.source}): {unreachable.reply[:300]}")
             return None
         context.update(receipt=bool(files), sent_files=[row.filename for row in files])
         in_reply_to, references = thread if thread and thread[0] else self.customer_thread(request)
@@ -454,7 +479,7 @@ class Workflow:
         if request not in self._customer_text:
             self._customer_text[request] = self.session.scalar(
                 select(Message.body).where(Message.request == request,
-                                           Message.direction == "in",
+                                           Message.direction == "in", Message.kind == "human",
                                            Message.sender == request.requester_email)
                 .order_by(Message.id.desc()).limit(1)) or ""
         return self._customer_text[request]
@@ -466,7 +491,12 @@ class Workflow:
                     if organization else None)
         assignee = self.session.get(Staff, request.assignee_id) if request.assignee_id else None
         tz = ZoneInfo(self.config.timezone)
+        unreachable = self.lookup.undeliverable(request.requester_email) \
+            if request.requester_email else None
+        if unreachable is not None:  # how else to reach the customer
+            extra.setdefault("phones", self.lookup.phones(request))
         return {"request": request, "customer_text": self.customer_text(request),
+                "undeliverable": unreachable,
                 "organization": organization, "contract": contract,
                 "assignee": assignee, "support": self.config.support,
                 "norm": self.config.sla.norm(request.level) if request.level else None,

@@ -125,17 +125,19 @@ class Op2:
                    message=message, files=delivery.files, to=delivery.recipient, failure=failure)
         return list(deliveries)
 
-    def close_if_done(self, request: Request, *, by: str, message: Message | None) -> bool:
+    def close_if_done(self, request: Request, *, by: str, message: Message | None,
+                      tell: bool = True) -> bool:
         """§3, "получение подтверждения о приеме/доставке; закрытие запроса": an answered ОП2
         request whose files are all confirmed, waiting for no files of the customer, closes
-        (``delivery.close_on_confirmation``), and the assignee is told."""
+        (``delivery.close_on_confirmation``), and the assignee is told (the customer too,
+        unless ``tell`` is False: a follow-up's acknowledgement says it)."""
         flow = self.flow
         if not (flow.config.delivery.close_on_confirmation and request.level == 2
                 and request.status in ANSWERED):
             return False
         if unsettled(flow.session, request) or waiting_file_requests(flow.session, request):
             return False
-        flow.close(request, actor=by, reason="delivery_confirmed", message=message)
+        flow.close(request, actor=by, reason="delivery_confirmed", message=message, tell=tell)
         flow.notify_staff(request, "staff_delivery", event="closed")
         return True
 

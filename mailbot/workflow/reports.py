@@ -5,6 +5,9 @@ record failed and alerts staff (the customer did not get our answer); a delay
 notice is only recorded. A read receipt confirms or fails the delivery record of
 the mail it is about (ОП2 files, :meth:`Op2.read_receipt`). A refusal is our own
 SMTP server's permanent "no" to some recipients while we sent (:func:`apply_refusal`).
+A permanent failure in a bounce marks the address undeliverable, as a refusal does
+(:mod:`.undeliverable`): only addresses the bounced mail was sent to, since a bounce is as
+forgeable as any mail.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from ..parsers import ParsedMail
 from .actions import Workflow
 from .op2 import Op2
 from .states import record
+from .undeliverable import mark
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,12 @@ def _bounce(flow: Workflow, mail: ParsedMail, message: Message, outbox: Outbox,
     outbox.status, outbox.last_error = "failed", f"bounced: {summary}"[:2000]
     record(flow.session, request, "bounced", actor="mailer-daemon", at=flow.now,
            message=message, outbox=outbox.message_id, details=summary)
+    ours = {r.lower() for r in outbox.recipients}  # a bounce names only addresses we wrote to
+    for failure in failed:
+        if failure.address.lower() in ours and (
+                failure.permanent or (failure.action or "").lower() == "failed"):
+            mark(flow, failure.address, f"{failure.status or '?'} {failure.diagnostic or ''}".strip(),
+                 source="dsn", outbox_id=outbox.id, request=request)
     undelivered = Op2(flow).failed(request, _waiting(flow, outbox), summary, by="mailer-daemon",
                                    message=message)
     if request is not None:

@@ -3,9 +3,11 @@
 All commands are checked before any is applied: one invalid line means the
 staff member gets the list of valid commands back and nothing else happens,
 so nothing reaches the customer by mistake. ``#заметка`` makes the whole mail
-an internal note. Otherwise the text after the commands goes to the customer:
-as the solution (asking for confirmation) after ``#решено`` or ``#инцидент``,
-with a closing notice after ``#закрыть``, or as a plain answer. ОП2: ``#файлы``
+an internal note, shown to the assignee. Otherwise the text after the commands goes to
+the customer: as the solution (asking for confirmation) after ``#решено`` or ``#инцидент``,
+with a closing notice after ``#закрыть`` or ``#подтверждено`` (the customer confirmed: an
+unclear reply read by the assignee, a phone call), or as a plain answer. ``#адрес
+исправлен`` clears the mark of a customer's address our mail could not reach. ОП2: ``#файлы``
 sends the attached files with a standard text, ``#запросить`` asks the customer
 for files, ``#доставлено`` records a confirmation of receipt given outside mail,
 and ``#закрыть без подтверждения: причина`` closes although files sent are not
@@ -27,7 +29,8 @@ from .escalation import Escalations
 from .assign import is_eligible
 from .deliveries import unsettled
 from .op2 import Op2
-from .states import can_change
+from .states import can_change, record
+from .undeliverable import clear
 
 SOLUTION_FROM = (Status.OPEN, Status.AWAITING_CUSTOMER, Status.ESCALATED_OP4)
 DDI_FROM = (Status.OPEN.value, Status.AWAITING_CUSTOMER.value, Status.ESCALATED_OP4.value)
@@ -53,7 +56,7 @@ class StaffReply:
                                            to=self.staff.email, errors=problems)
             return problems
         if block.has("note"):
-            self.workflow.note(self.request, block.text, self.staff.login, self.message)
+            self.workflow.note(self.request, self.staff, block.text, self.message)
             return []
         for command in block.commands:
             self.run(command)
@@ -82,8 +85,11 @@ class StaffReply:
                 problems.append(f"{command.line}: no organisation {arg!r} in the CRM")
             elif name in ("resolved", "incident") and status not in SOLUTION_FROM:
                 problems.append(f"{command.line}: the request is {status.value}")
-            elif name == "close" and not can_change(status.value, Status.CLOSED):
+            elif name in ("close", "confirmed") and not can_change(status.value, Status.CLOSED):
                 problems.append(f"{command.line}: the request is already {status.value}")
+            elif name == "address_ok" and lookup.undeliverable(self.request.requester_email) is None:
+                problems.append(f"{command.line}: {self.request.requester_email or 'the customer'} "
+                                "is not marked undeliverable")
             elif name == "reopen" and not can_change(status.value, Status.OPEN):
                 problems.append(f"{command.line}: the request is {status.value}")
             elif name in TP2_ONLY:
@@ -94,8 +100,10 @@ class StaffReply:
         sends_solution = block.has("resolved") or block.has("incident")
         if block.has("resolved") and not block.text:
             problems.append("#решено: write the solution below the command")
-        if sends_solution and block.has("close"):
+        if sends_solution and (block.has("close") or block.has("confirmed")):
             problems.append("#закрыть: the request closes after the customer confirms the solution")
+        if block.has("confirmed") and (block.has("close") or block.has("close_unconfirmed")):
+            problems.append("#подтверждено closes the request itself: leave out #закрыть")
         return problems + self.check_op2(block)
 
     def check_op2(self, block: CommandBlock) -> list[str]:
@@ -113,21 +121,23 @@ class StaffReply:
                 problems.append(f"{command.line}: the request is already {status.value}")
         files = [c.line for c in block.commands if c.name in ("files", "request_files")]
         others = [c.line for c in block.commands
-                  if c.name in ("resolved", "incident", "note", "close", "close_unconfirmed")]
+                  if c.name in ("resolved", "incident", "note", "close", "close_unconfirmed",
+                                "confirmed")]
         if len(files) > 1 or (files and others):
             problems.append(f"{', '.join(files + others)}: one mail to the customer at a time "
                             "(send files, ask for files, send a solution or close)")
         if block.has("close_unconfirmed") and (block.has("resolved") or block.has("incident")):
             problems.append("#закрыть: the request closes after the customer confirms the solution")
+        closing = block.get("close") or block.get("confirmed")
         pending = unsettled(self.workflow.session, self.request) \
-            if block.has("delivered") or block.has("close") else []
+            if block.has("delivered") or closing else []
         if block.has("delivered") and not pending:
             problems.append(f"{block.get('delivered').line}: no files sent on this request "
                             "await a confirmation")
-        if block.has("close") and pending and not block.has("delivered"):
+        if closing and pending and not block.has("delivered"):
             sent = "; ".join(f"{d.created_at.astimezone(self._tz()):%d.%m.%Y %H:%M} "
                              f"{', '.join(d.files)} ({d.status})" for d in pending)
-            problems.append(f"{block.get('close').line}: files sent are not confirmed ({sent}). "
+            problems.append(f"{closing.line}: files sent are not confirmed ({sent}). "
                             "Confirm them (#доставлено по телефону …) or close with "
                             "#закрыть без подтверждения: причина")
         return problems
@@ -154,6 +164,8 @@ class StaffReply:
             flow.reopen(request, actor=login, reason="staff", message=self.message)
         elif command.name == "delivered":
             Op2(flow).confirmed_by_staff(request, self.staff, command.argument, self.message)
+        elif command.name == "address_ok":
+            clear(flow, request.requester_email, actor=login, how="staff", request=request)
 
 
     def deliver(self, block: CommandBlock) -> None:
@@ -168,6 +180,11 @@ class StaffReply:
             flow.resolve(request, self.staff, incident.solution, files)
         elif block.has("resolved") or block.has("incident"):
             flow.resolve(request, self.staff, block.text, files)
+        elif block.has("confirmed"):  # the customer confirmed: an unclear reply, by phone
+            request.confirmation = "confirmed"
+            record(flow.session, request, "confirmed", actor=self.staff.login, at=flow.now,
+                   message=self.message, by_staff=True)
+            flow.close(request, actor=self.staff.login, reason="confirmed", message=self.message)
         elif block.has("close") or block.has("close_unconfirmed"):
             override = block.get("close_unconfirmed")
             flow.close(request, actor=self.staff.login, reason=block.text or "staff",

@@ -23,8 +23,22 @@ def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
         message_id=mail.message_id, in_reply_to=mail.in_reply_to[0] if mail.in_reply_to else None,
         kind=mail.kind.value, sender=mail.author, recipients=list(mail.to + mail.cc),
         subject=mail.subject, body=mail.new_text or mail.text, sent_at=mail.date, created_at=at,
-        attachments=[AttachmentRow(filename=a.filename, content_type=a.content_type, size=a.size,
-                                   sha256=a.sha256, inline=a.inline)
+        attachments=[AttachmentRow(filename=a.filename, original_filename=a.original_name,
+                                   content_type=a.content_type, size=a.size, sha256=a.sha256,
+                                   inline=a.inline)
                      for a in mail.attachments])
+    session.add(message)
+    return message
+
+
+def record_follow_up(session: Session, mail: ParsedMail, question: str, request: Request,
+                     at: datetime) -> Message:
+    """The text of a follow-up request: the new question of a customer's reply, which is itself
+    kept on the request it answered (its files stay there too)."""
+    message = Message(
+        request=request, direction="in", inbound_id=None, message_id=None,
+        in_reply_to=mail.message_id, kind=mail.kind.value, sender=mail.author,
+        recipients=list(mail.to + mail.cc), subject=mail.subject, body=question,
+        sent_at=mail.date, created_at=at, attachments=[])
     session.add(message)
     return message
