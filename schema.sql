@@ -1,6 +1,6 @@
 -- mailbot register: the whole schema (DESIGN.md §4). This file is the truth;
--- mailbot/models.py mirrors it and tests/test_schema.py checks they match.
--- Later changes go through numbered files in mailbot/migrations/ AND are
+-- mailbot/register/models.py mirrors it and tests/test_schema.py checks they match.
+-- Later changes go through numbered files in mailbot/register/migrations/ AND are
 -- folded in here, so a fresh `mailbot db init` and a migrated database agree.
 
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -329,7 +329,7 @@ CREATE INDEX messages_request_idx ON messages (request_id, id);
 
 -- The file store (migration 0005): the decoded files of mail stored by version 5, once per
 -- content, by the SHA-256 of their bytes. Since migration 0006 the files of a mail stay in
--- its raw message (inbound.raw) and are decoded again when read (mailbot/files.py).
+-- its raw message (inbound.raw) and are decoded again when read (mailbot/register/files.py).
 CREATE TABLE files (
     sha256     text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size       integer NOT NULL,

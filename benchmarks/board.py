@@ -31,9 +31,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailbot import db  # noqa: E402
 from mailbot.clock import Clock  # noqa: E402
 from mailbot.config import load_config, with_overrides  # noqa: E402
+from mailbot.register import db  # noqa: E402
 from mailbot.web.app import Board  # noqa: E402
 from mailbot.web.queries import Key  # noqa: E402
 from mailbot.web.serve import Site  # noqa: E402

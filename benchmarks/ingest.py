@@ -50,16 +50,15 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from mailbot import db, files  # noqa: E402
 from mailbot.clock import Clock  # noqa: E402
 from mailbot.config import load_config, with_overrides  # noqa: E402
 from mailbot.daemon import Daemon  # noqa: E402
-from mailbot.models import AttachmentRow, Inbound, Message, Outbox, Quarantine, Request  # noqa: E402
 from mailbot.parsers import parse_mail  # noqa: E402
 from mailbot.processor import parse_options  # noqa: E402
+from mailbot.register import db, files  # noqa: E402
+from mailbot.register.models import AttachmentRow, Inbound, Message, Outbox, Quarantine, Request  # noqa: E402
 from mailbot.transport.imap import connect  # noqa: E402
-from tests.servers import (Dovecot, SmtpSink, drop_database, embedded_postgres_url,  # noqa: E402
-                           fresh_database)
+from tests.servers import Dovecot, SmtpSink, drop_database, embedded_postgres_url, fresh_database  # noqa: E402
 
 CRLF = b"\r\n"
 ACKS_PER_SENDER = 4  # below support.ack_limit_per_hour (5): every new request is acknowledged
@@ -451,7 +450,7 @@ INCIDENTS = [
 
 def seed_register_contacts(sessions, senders: list[Sender]) -> None:
     """Every other sender becomes a known CRM contact of the organisation of their domain."""
-    from mailbot.crm import import_text
+    from mailbot.register.crm import import_text
 
     orgs = {domain: (f"ORG-{i}", name) for i, (name, domain) in enumerate(RU_ORGS + EN_ORGS, 1)}
     lines = ["crm_id;organization;contact_name;contact_email"]
@@ -466,8 +465,8 @@ def seed_register_contacts(sessions, senders: list[Sender]) -> None:
 
 def seed_register(sessions, senders: list[Sender]) -> None:
     """The CRM (organisations with contracts, every other sender a known contact), staff, incidents."""
-    from mailbot.crm import import_text
-    from mailbot.models import Incident, Staff
+    from mailbot.register.crm import import_text
+    from mailbot.register.models import Incident, Staff
 
     lines = ["crm_id;organization;aliases;domains;contact_name;contact_email;contact_phone;"
              "contract_number;valid_from;valid_to"]

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from mailbot import db  # noqa: E402
 from mailbot.kb import incidents, search  # noqa: E402
+from mailbot.register import db  # noqa: E402
 from tests.servers import drop_database, embedded_postgres_url, fresh_database  # noqa: E402
 
 TARGET_P95_MS = 50.0

@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from mailbot import db  # noqa: E402
-from mailbot.cli import release_big_buffers_to_the_os  # noqa: E402
+from mailbot.cli.main import release_big_buffers_to_the_os  # noqa: E402
 from mailbot.clock import Clock  # noqa: E402
 from mailbot.config import load_config, with_overrides  # noqa: E402
-from mailbot.models import AttachmentRow  # noqa: E402
 from mailbot.processor import Processor  # noqa: E402
+from mailbot.register import db  # noqa: E402
+from mailbot.register.models import AttachmentRow  # noqa: E402
 from mailbot.transport.store import RawMail, store  # noqa: E402
 from tests.servers import embedded_postgres_url, fresh_database  # noqa: E402
 

@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from mailbot import db  # noqa: E402
 from mailbot.config import load_config, with_overrides  # noqa: E402
-from mailbot.deadlines import CLOCKS, Deadlines  # noqa: E402
+from mailbot.register import db  # noqa: E402
 from mailbot.render import render  # noqa: E402
 from mailbot.scheduler import WINDOW_MARGIN  # noqa: E402
-from mailbot.sla import make_calendar  # noqa: E402
+from mailbot.sla.calendar import make_calendar  # noqa: E402
+from mailbot.sla.deadlines import CLOCKS, Deadlines  # noqa: E402
 from mailbot.workflow.digest import build_digests  # noqa: E402
 from tests.servers import drop_database, fresh_database  # noqa: E402
 

@@ -1,6 +1,6 @@
 """``python -m mailbot …`` is the ``mailbot`` command."""
 import sys
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 
 sys.exit(main())

@@ -24,22 +24,22 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import lru_cache
 from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
 from . import metrics
 from .config import Config
-from .db import insert_rows, next_ids
-from .models import AttachmentRow, Delivery, Message, Outbox, OutboxFile, Request
 from .parsers.addresses import is_valid_address
 from .parsers.headers import MAX_MESSAGE_ID
 from .parsers.visible import one_line
+from .register.db import insert_rows, next_ids
+from .register.models import AttachmentRow, Delivery, Message, Outbox, OutboxFile, Request
 from .render import Rendered
 
 LOOP_HEADER = "X-Loop"

@@ -11,7 +11,7 @@ in a new worker, then :class:`ParseCrashed`.
 The daemon hands every commit of new mail to :meth:`ParsePool.ahead`, so the workers parse
 it while the processor is still busy with the batch before; the processor then takes the
 results (:meth:`ParsePool.parsers`) for the rows it claims. A worker hands back the mail
-without the bytes of its files: they stay in the raw mail (:mod:`mailbot.files`), so they
+without the bytes of its files: they stay in the raw mail (:mod:`mailbot.register.files`), so they
 neither travel back nor wait in memory for their batch.
 
 Workers are forked from a server process that has imported the parsers (multiprocessing's
@@ -546,7 +546,7 @@ _readers_lock = threading.Lock()
 def parse_keeping_files(raw: bytes, options: ParseOptions, timeout: float = DEFAULT_TIMEOUT) -> ParsedMail:
     """:func:`parse_mail` with the bytes of its files, in a worker process under the deadline.
 
-    For reading files back (:mod:`mailbot.files`): one worker per process, started on first
+    For reading files back (:mod:`mailbot.register.files`): one worker per process, started on first
     use and kept. Raises :class:`ParseAborted` when the parse fails.
     """
     global _readers  # noqa: PLW0603 - one reader per process

@@ -3,7 +3,7 @@
 Pending ``inbound`` rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several
 daemons share the work) and processed in batches, one transaction per batch.
 A batch is first written optimistically, in one flush at its end (the reads of
-:mod:`mailbot.lookup` see what earlier messages of the batch created). If that
+:mod:`mailbot.register.lookup` see what earlier messages of the batch created). If that
 attempt fails (a message fails in the workflow, or the flush does), it is
 rolled back and the batch runs again with a savepoint per message: the failing
 message is quarantined with the stage and the error, and the rest of the batch
@@ -13,7 +13,7 @@ Mail is parsed in worker processes (:mod:`mailbot.parsing`), as soon as
 the watcher has stored it when it runs in the daemon, each parse under the
 deadline ``limits.parse_timeout``: a message whose parse passes it is
 quarantined at the stage "parse" and the rest of its batch goes on; the files
-it carries stay in the raw mail (:mod:`mailbot.files`). When the daemon stops
+it carries stay in the raw mail (:mod:`mailbot.register.files`). When the daemon stops
 mid-batch (the parsing processes stopped), the batch is rolled back and its
 mail stays pending. A batch waits for its mail to be
 parsed, reads what the whole batch will ask of the register
@@ -35,15 +35,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import metrics
 from .clock import Clock
 from .config import Config
-from .db import binary_cursor
-from .lookup import Lookup
-from .models import Inbound, Quarantine
 from .outbox import Queue
 from .parsers import MailTooLarge, ParsedMail, ParseOptions
 from .parsing import ParseAborted, ParsePool, ParsingStopped, stop_reading
+from .register.db import binary_cursor
+from .register.lookup import Lookup
+from .register.models import Inbound, Quarantine
 from .render import load_templates
 from .rules import Context, decide, searched_problems
-from .sla import make_calendar
+from .sla.calendar import make_calendar
 from .supervision import database_outage
 from .workflow.intake import Intake
 from .workflow.states import Journal

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
-from .deadlines import Deadlines
+from .sla.deadlines import Deadlines
 from .supervision import Retry
 from .workflow.actions import Workflow
 from .workflow.digest import digest_slot, send_digests

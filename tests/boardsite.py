@@ -20,10 +20,9 @@ import httpx
 from sqlalchemy import any_, select
 
 from mailbot.config import with_overrides
-from mailbot.models import Organization, Outbox, Request, Staff
+from mailbot.register.models import Organization, Outbox, Request, Staff
 from mailbot.web.app import Board
 from mailbot.web.serve import Site
-
 from tests.mailflow import Desk, body
 from tests.servers import free_port, wait_for_port
 

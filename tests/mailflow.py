@@ -8,14 +8,13 @@ from email.utils import make_msgid
 
 from sqlalchemy import select
 
-from mailbot import db
 from mailbot.clock import FrozenClock
 from mailbot.config import load_config, with_overrides
-from mailbot.crm import import_text
 from mailbot.daemon import Daemon
-from mailbot.models import Incident, Request, Staff
 from mailbot.processor import BatchResult
-
+from mailbot.register import db
+from mailbot.register.crm import import_text
+from mailbot.register.models import Incident, Request, Staff
 from tests.servers import Received
 
 # Wednesday 25 November 2026, 10:00 Moscow time: a working day

@@ -4,11 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from mailbot.admin import edit_staff
+from mailbot.cli.admin import edit_staff
 from mailbot.config import with_overrides
 from mailbot.daemon import Daemon
 from mailbot.scheduler import SlaRun, run_sla
-
 from tests.mailflow import Desk
 
 MSK = ZoneInfo("Europe/Moscow")

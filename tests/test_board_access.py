@@ -11,11 +11,10 @@ from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select, update
-
-from mailbot.models import AttachmentRow, Incident, Outbox, Request, Staff, WebLoginLink, WebSession
-from mailbot.web.app import content_disposition
 from starlette.routing import Mount
 
+from mailbot.register.models import AttachmentRow, Incident, Outbox, Request, Staff, WebLoginLink, WebSession
+from mailbot.web.app import content_disposition
 from tests.boardsite import BoardSite, add_request, add_staff, csrf
 from tests.mailflow import body
 

@@ -9,9 +9,8 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from mailbot.models import Incident, Inbound, Quarantine, Request
+from mailbot.register.models import Inbound, Incident, Quarantine, Request
 from mailbot.web.queries import Key
-
 from tests.boardsite import BoardSite, add_request, add_staff
 
 SUPERVISOR = "boss@tecon.example"

@@ -90,7 +90,7 @@ def test_missing_or_broken_file_is_one_line(tmp_path):
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
-    from mailbot.cli import EX_CONFIG, main
+    from mailbot.cli.main import EX_CONFIG, main
 
     code = main(["--config", str(write(tmp_path, '[imap]\nport = "x"\n')), "check"])
     err = capsys.readouterr().err

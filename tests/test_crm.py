@@ -6,9 +6,9 @@ from datetime import date, datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
-from mailbot import db
-from mailbot.crm import CrmFileError, DatabaseDirectory, import_file, import_text
-from mailbot.models import Contact, Organization, SupportContract
+from mailbot.register import db
+from mailbot.register.crm import CrmFileError, DatabaseDirectory, import_file, import_text
+from mailbot.register.models import Contact, Organization, SupportContract
 
 HEADER = ("crm_id;organization;aliases;domains;contact_name;contact_email;contact_phone;"
           "contract_number;valid_from;valid_to\n")
@@ -206,7 +206,7 @@ def test_contract_day_is_taken_in_moscow(directory):
 
 
 def test_cli_crm_import(database_url, tmp_path, monkeypatch, capsys):
-    from mailbot.cli import main
+    from mailbot.cli.main import main
 
     monkeypatch.setenv("MAILBOT_DATABASE_URL", database_url)
     monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
@@ -223,7 +223,7 @@ def test_cli_crm_import(database_url, tmp_path, monkeypatch, capsys):
 
 def test_cli_crm_import_of_an_unreadable_file_is_a_data_error(database_url, tmp_path,
                                                               monkeypatch, capsys):
-    from mailbot.cli import main
+    from mailbot.cli.main import main
 
     monkeypatch.setenv("MAILBOT_DATABASE_URL", database_url)
     monkeypatch.delenv("MAILBOT_CONFIG", raising=False)

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from mailbot.cli import EX_TEMPFAIL, main
-from mailbot.models import Inbound, Outbox, Request
+from mailbot.cli.main import EX_TEMPFAIL, main
 from mailbot.outbox import Outgoing, enqueue
+from mailbot.register.models import Inbound, Outbox, Request
 from mailbot.render import Rendered
 from mailbot.supervision import Watchdog
 from mailbot.transport.notify import OUTBOX, notify

@@ -9,19 +9,29 @@ import psutil
 import pytest
 from sqlalchemy import event, func, select, update
 
-from mailbot import files
 from mailbot.clock import FrozenClock
 from mailbot.config import with_overrides
-from mailbot.db import binary_cursor
-from mailbot.models import (AttachmentRow, Contact, Event, Inbound, MailboxState, Message,
-                            Outbox, Quarantine, Request, StoredFile)
 from mailbot.parsers import MailTooLarge, ParseOptions, parse_mail
 from mailbot.parsing import PARALLEL_MIN, WORKER_NICENESS, ParsePool
 from mailbot.processor import Processor
-from mailbot.workflow.intake import Intake
-from mailbot.workflow.trail import record_incoming
+from mailbot.register import files
+from mailbot.register.db import binary_cursor
+from mailbot.register.models import (
+    AttachmentRow,
+    Contact,
+    Event,
+    Inbound,
+    MailboxState,
+    Message,
+    Outbox,
+    Quarantine,
+    Request,
+    StoredFile,
+)
 from mailbot.transport.imap import FolderSync, connect
 from mailbot.transport.smtp import SmtpSender
+from mailbot.workflow.intake import Intake
+from mailbot.workflow.trail import record_incoming
 from tests.mailflow import MONDAY_MORNING, Desk
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from mailbot import db
-from mailbot.cli import EX_USAGE, main
+from mailbot.cli.main import EX_USAGE, main
 from mailbot.kb import incidents as kb
 from mailbot.kb.search import is_code, search
-from mailbot.models import Incident, IncidentHistory, IncidentTerm
+from mailbot.register import db
+from mailbot.register.models import Incident, IncidentHistory, IncidentTerm
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 KNOWN = [  # number, title, symptoms, solution

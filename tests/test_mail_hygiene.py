@@ -8,9 +8,9 @@ from email.utils import make_msgid
 
 from sqlalchemy import any_, func, select
 
-from mailbot.cli import EX_DATAERR, EX_OK, EX_TEMPFAIL, main
+from mailbot.cli.main import EX_DATAERR, EX_OK, EX_TEMPFAIL, main
 from mailbot.config import with_overrides
-from mailbot.models import Inbound, Outbox, Quarantine, Request
+from mailbot.register.models import Inbound, Outbox, Quarantine, Request
 from tests.mailflow import Desk, body
 
 CUSTOMER = "ivanov@zavod.example"
@@ -165,7 +165,7 @@ def test_ingest_exits_75_when_the_database_is_unreachable(tmp_path):
     """The MTA keeps the message and retries (EX_TEMPFAIL), as with rt-mailgate."""
     env = {"PATH": "/usr/bin:/bin", "MAILBOT_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
            "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "mailbot.cli", "ingest"], env=env,
+    done = subprocess.run([sys.executable, "-m", "mailbot.cli.main", "ingest"], env=env,
                           input=b"From: a@b.example\r\nSubject: x\r\n\r\nbody\r\n",
                           capture_output=True, timeout=60)
     assert done.returncode == EX_TEMPFAIL, done.stderr

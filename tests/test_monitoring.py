@@ -10,12 +10,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from mailbot import db
 from mailbot.config import with_overrides
-from mailbot.models import Inbound, Outbox, Quarantine
+from mailbot.register import db
+from mailbot.register.models import Inbound, Outbox, Quarantine
 from mailbot.web.monitoring import Monitoring
 from mailbot.web.serve import Site
-
 from tests.boardsite import Daemon, add_request, wait_until
 from tests.servers import free_port, wait_for_port
 

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import email
-import hashlib
 import email.policy
+import hashlib
 from datetime import datetime, timezone
 
 from mailbot.config import load_config
-from mailbot.models import AttachmentRow
 from mailbot.outbox import Outgoing, compose, splice
+from mailbot.register.models import AttachmentRow
 from mailbot.render import Rendered
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)

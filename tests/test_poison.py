@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy import select
 
 from mailbot.config import ConfigError, load_config, with_overrides
-from mailbot.models import Inbound, Quarantine
 from mailbot.parsers import ParseOptions, parse_mail
 from mailbot.parsers.body import html_to_text, strip_tags
 from mailbot.parsing import ParseCrashed, ParseTimeout, Workers, parse_keeping_files
+from mailbot.register.models import Inbound, Quarantine
 from mailbot.transport.store import dedup_key
 from tests.servers import LOCALHOST, free_port
 
@@ -213,8 +213,8 @@ def test_the_parse_deadline_is_a_validated_setting(tmp_path):
 
 
 def test_reading_files_back_is_bounded_too_and_a_parse_past_its_deadline_names_the_mail(desk, monkeypatch):
-    from mailbot import files
-    from mailbot.db import binary_cursor
+    from mailbot.register import files
+    from mailbot.register.db import binary_cursor
 
     with desk.sessions.begin() as session:
         row = Inbound(dedup_key="mid:slow@zavod.example", source="test", raw=slow_mail(), size=1)

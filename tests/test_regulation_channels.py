@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.cli import EX_USAGE, main
+from mailbot.cli.main import EX_USAGE, main
 from mailbot.clock import Clock
 from tests.mailflow import Desk, body
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.config import with_overrides
-from mailbot.models import AttachmentRow, Event, Message, UndeliverableAddress
-
+from mailbot.register.models import AttachmentRow, Event, Message, UndeliverableAddress
 from tests.mailflow import CRM, Desk, body
 from tests.servers import Received
 from tests.test_mail_hygiene import bounce_of

@@ -7,8 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from mailbot.models import Event
-
+from mailbot.register.models import Event
 from tests.mailflow import Desk, body
 
 CUSTOMER = "ivanov@zavod.example"

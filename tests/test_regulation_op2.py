@@ -18,12 +18,11 @@ from sqlalchemy import select
 
 from mailbot.config import ConfigError, DeliveryConfig, load_config, with_overrides
 from mailbot.daemon import Daemon
-from mailbot.models import Delivery, Event, FileRequest, Message
 from mailbot.parsers.commands import parse_commands
+from mailbot.register.models import Delivery, Event, FileRequest, Message
 from mailbot.rules import Confirmation
 from mailbot.rules.confirmation import detect_confirmation
 from mailbot.scheduler import run_timers
-
 from tests.mailflow import Desk, body, mx_trace
 from tests.servers import Received
 from tests.test_mail_hygiene import bounce_of
@@ -428,13 +427,13 @@ def test_a_reply_that_only_quotes_our_mail_says_nothing_about_the_files(desk):
 # ---------------------------------------------------------------- the command line
 
 def cli(desk: Desk, monkeypatch, *argv: str) -> int:
-    from mailbot.cli import main
+    from mailbot.cli.main import main
 
     for key, value in {"DATABASE_URL": desk.config.database.url,
                        "SUPPORT_ADDRESS": desk.mailbox.user}.items():
         monkeypatch.setenv(f"MAILBOT_{key}", value)
     monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
-    monkeypatch.setattr("mailbot.cli.Clock", lambda: desk.clock)  # the desk's time
+    monkeypatch.setattr("mailbot.cli.main.Clock", lambda: desk.clock)  # the desk's time
     return main(list(argv))
 
 

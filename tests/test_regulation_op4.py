@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from mailbot.config import MailboxConfig, with_overrides
-from mailbot.models import Escalation, Event, Incident, IncidentHistory, Message, Request
-
+from mailbot.register.models import Escalation, Event, Incident, IncidentHistory, Message, Request
 from tests.mailflow import Desk, body
 from tests.servers import Received
 
@@ -285,7 +284,7 @@ def test_a_subject_without_the_request_number_is_refused(desk):
 def test_op4_only_from_an_open_op3_request(desk, how, capsys, monkeypatch):
     """§5: «ОП4 проводится только на основе открытых заявок на уровне ОП3»: an ОП1 request is
     refused, by mail to the ТП2 address, by #оп4 and from the command line alike."""
-    from mailbot.cli import EX_USAGE, main
+    from mailbot.cli.main import EX_USAGE, main
 
     use_cli(desk, monkeypatch)
     tp1, tp2 = staff(desk)
@@ -436,7 +435,7 @@ def test_tp2_commands_are_checked_before_anything_is_done(desk):
 def test_tp2_and_the_known_errors_from_the_command_line(desk, capsys, monkeypatch):
     """Every ТП2 step by mail is also a command: `requests command --as <ТП2>` acts on the ОП4,
     `kb solution` documents a solution and sends it to ТП1."""
-    from mailbot.cli import main
+    from mailbot.cli.main import main
 
     use_cli(desk, monkeypatch)
     tp1, tp2 = staff(desk)
@@ -549,8 +548,7 @@ def test_mail_the_mta_pipes_in_for_the_tp2_address_is_tp2_mail(desk, monkeypatch
     import io
     import sys
 
-    from mailbot.cli import main
-
+    from mailbot.cli.main import main
     from tests.mailflow import mx_trace
 
     tp1, tp2 = staff(desk)
@@ -595,13 +593,12 @@ def test_the_development_mail_server_has_both_mailboxes(database_url):
 
     from imapclient import IMAPClient
 
-    from mailbot import db
     from mailbot.clock import Clock
     from mailbot.config import load_config
     from mailbot.daemon import Daemon
-    from mailbot.models import Inbound
+    from mailbot.register import db
+    from mailbot.register.models import Inbound
     from mailbot.transport.devmail import DevMailServer
-
     from tests.servers import LOCALHOST, free_port
 
     config = with_overrides(load_config(None, environ={}), database={"url": database_url},

@@ -9,8 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import any_, select
 
-from mailbot.models import Contact, Event, Message, Outbox
-
+from mailbot.register.models import Contact, Event, Message, Outbox
 from tests.mailflow import Desk, body
 
 CUSTOMER = "ivanov@zavod.example"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from mailbot import db, files
-from mailbot.models import Base
+from mailbot.register import db, files
+from mailbot.register.models import Base
 
 
 def _normalise(type_name: str) -> str:
@@ -109,9 +109,10 @@ def test_db_upgrade_moves_the_files_of_version_4_into_the_file_store(database_ur
 def test_db_upgrade_leaves_contacts_stored_before_0008_unregistered_until_the_crm_is_imported(database_url):
     """Migration 0008 cannot tell the CRM's contacts from those earlier versions took from mail:
     all become 'mail' (they may act on their own requests only) until the CRM export is imported."""
-    from mailbot.crm import import_text
-    from mailbot.models import Contact
     from sqlalchemy.orm import Session
+
+    from mailbot.register.crm import import_text
+    from mailbot.register.models import Contact
 
     engine = db.make_engine(database_url)
     _as_version_4(engine)

@@ -11,10 +11,10 @@ import time
 
 from sqlalchemy import func, select, update
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.daemon import Daemon
-from mailbot.models import Event, Outbox, UndeliverableAddress
 from mailbot.outbox import Outgoing, enqueue
+from mailbot.register.models import Event, Outbox, UndeliverableAddress
 from mailbot.render import Rendered
 from mailbot.transport.claims import claim
 from mailbot.transport.smtp import UNREACHABLE, SmtpSender

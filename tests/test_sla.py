@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailbot.config import ConfigError, SlaConfig, load_config
-from mailbot.sla import BusinessCalendar, RoundTheClockCalendar, deadline, make_calendar
+from mailbot.sla.calendar import BusinessCalendar, RoundTheClockCalendar, deadline, make_calendar
 
 MSK = ZoneInfo("Europe/Moscow")
 

@@ -11,18 +11,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from mailbot import db
-from mailbot.admin import edit_staff
+from mailbot.cli.admin import edit_staff
 from mailbot.daemon import Daemon
-from mailbot.deadlines import Deadlines
-from mailbot.models import Delivery, Escalation, Event, Outbox, Request, SlaStep, Staff
+from mailbot.register import db
+from mailbot.register.models import Delivery, Escalation, Event, Outbox, Request, SlaStep, Staff
 from mailbot.scheduler import SlaClock, SlaRun, make_scheduler, run_sla
+from mailbot.sla.deadlines import Deadlines
 from mailbot.workflow.actions import Workflow
 from mailbot.workflow.ladder import take_steps
-
 from tests.mailflow import Desk, body
-from tests.slaclock import (BOSS, CHIEF, CUSTOMER, HEADS, TP1, TP2, WORKER, configure, msk, team,
-                           tick)
+from tests.slaclock import BOSS, CHIEF, CUSTOMER, HEADS, TP1, TP2, WORKER, configure, msk, team, tick
+
 
 def taken(result: SlaRun) -> list[tuple[str, str]]:
     return [(step.clock, step.step) for step in result.steps]

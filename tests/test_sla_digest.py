@@ -14,9 +14,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-from mailbot.admin import edit_staff
-from mailbot.models import Request, SlaDigest, Staff
-
+from mailbot.cli.admin import edit_staff
+from mailbot.register.models import Request, SlaDigest, Staff
 from tests.mailflow import Desk
 from tests.servers import Received
 from tests.slaclock import BOSS, CHIEF, CUSTOMER, HEADS, configure, msk, tick

@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from mailbot import db
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.config import load_config, with_overrides
-from mailbot.models import Escalation, Request, Staff
-from mailbot.sla_report import format_csv, format_table, sla_report
+from mailbot.register import db
+from mailbot.register.models import Escalation, Request, Staff
+from mailbot.sla.report import format_csv, format_table, sla_report
 
 MSK = ZoneInfo("Europe/Moscow")
 

@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailbot.config import with_overrides
-from mailbot.models import Contact, Event, Message, Outbox, Request
-
+from mailbot.register.models import Contact, Event, Message, Outbox, Request
 from tests.mailflow import Desk, body
 
 CUSTOMER = "ivanov@zavod.example"
@@ -331,7 +330,7 @@ def test_a_full_name_is_two_to_four_words_of_letters(text, valid):
 
 def test_a_request_taken_by_phone_needs_one_valid_address(desk, monkeypatch, capsys):
     """Staff type the address; one that could carry a second recipient is refused."""
-    from mailbot.cli import EX_USAGE, main
+    from mailbot.cli.main import EX_USAGE, main
 
     monkeypatch.setenv("MAILBOT_DATABASE_URL", desk.config.database.url)
     monkeypatch.delenv("MAILBOT_CONFIG", raising=False)

@@ -14,10 +14,9 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.config import with_overrides
-from mailbot.models import Event, Message
-
+from mailbot.register.models import Event, Message
 from tests.mailflow import MX, Desk, body
 
 CUSTOMER = "ivanov@zavod.example"

@@ -12,14 +12,14 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import func, select, update
 
-from mailbot import db, files
 from mailbot.clock import FrozenClock
 from mailbot.config import load_config, with_overrides
-from mailbot.crm import import_text
-from mailbot.db import binary_cursor
 from mailbot.daemon import Daemon
-from mailbot.models import AttachmentRow, Inbound, MailboxState, Message, Outbox, Request
 from mailbot.outbox import Outgoing, enqueue
+from mailbot.register import db, files
+from mailbot.register.crm import import_text
+from mailbot.register.db import binary_cursor
+from mailbot.register.models import AttachmentRow, Inbound, MailboxState, Message, Outbox, Request
 from mailbot.render import Rendered
 from mailbot.transport.imap import FolderSync, connect
 from mailbot.transport.smtp import SmtpSender
@@ -295,7 +295,7 @@ def test_daemon_answers_within_seconds_with_idle(config, sessions, mailbox, smtp
 
 def test_cli_run_once_uses_environment_overrides(config, sessions, mailbox, smtp_sink, dovecot,
                                                   monkeypatch, capsys):
-    from mailbot.cli import main
+    from mailbot.cli.main import main
 
     for key, value in {"DATABASE_URL": config.database.url, "IMAP_HOST": config.imap.host,
                        "IMAP_PORT": str(config.imap.port), "IMAP_SSL": "false",

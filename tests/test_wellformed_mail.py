@@ -17,15 +17,14 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import func, select
 
-from mailbot import db
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.clock import FrozenClock
 from mailbot.config import load_config, with_overrides
-from mailbot.models import Event, Message, Outbox, Request
 from mailbot.outbox import InvalidRecipient, Outgoing, enqueue
+from mailbot.register import db
+from mailbot.register.models import Event, Message, Outbox, Request
 from mailbot.render import Rendered
 from mailbot.transport.smtp import SmtpSender
-
 from tests.mailflow import Desk, body
 from tests.servers import Received
 

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from ..crm import decode
-from ..db import next_ids
-from ..models import Incident, IncidentHistory, Message, Request, Staff
 from ..parsers.numbers import find_incident_numbers
+from ..register.crm import decode
+from ..register.db import next_ids
+from ..register.models import Incident, IncidentHistory, Message, Request, Staff
 
 STATUSES = ("new", "investigating", "solved", "closed", "duplicate")
 # how staff may name a status (commands by mail, the CLI), lower case, ё as е

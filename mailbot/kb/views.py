@@ -4,8 +4,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Incident, IncidentHistory, Request, Staff
 from ..parsers.visible import one_line, visible
+from ..register.models import Incident, IncidentHistory, Request, Staff
 from .search import IncidentMatch
 
 

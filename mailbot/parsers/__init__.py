@@ -17,8 +17,16 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from .attachments import safe_filename
-    from .model import (Attachment, DsnRecipient, DsnReport, MailKind, MailTooLarge, MdnReport,
-                        ParsedMail, ParseOptions)
+    from .model import (
+        Attachment,
+        DsnRecipient,
+        DsnReport,
+        MailKind,
+        MailTooLarge,
+        MdnReport,
+        ParsedMail,
+        ParseOptions,
+    )
     from .numbers import find_incident_numbers, find_request_numbers
     from .parse import parse_mail
 

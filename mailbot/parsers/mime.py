@@ -27,7 +27,7 @@ MAX_DEPTH = 40  # parts nested deeper are not read (they stay in their nested me
 # Levels of a parsed tree that are kept: deeper ones are cut, so that serializing a nested
 # message (the email generator recurses, 3-4 frames a level) never reaches the recursion
 # limit, whose headroom depends on the caller's stack: the bytes of a file must be the same
-# wherever the mail is parsed (mailbot.files reads files back by parsing the mail again).
+# wherever the mail is parsed (mailbot.register.files reads files back by parsing the mail again).
 KEPT_DEPTH = 2 * MAX_DEPTH
 MAX_HEADER_FIELD = 64 * 1024
 _FEED_CHUNK = 64 * 1024

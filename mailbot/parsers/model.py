@@ -4,8 +4,8 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 
 from .addresses import is_valid_address
 
@@ -25,7 +25,7 @@ class Attachment:
     """One attachment, decoded to its real bytes, with a safe file name (``filename``, used on
     disk and in our mail) and the name its mail gave it (``original_name``, shown to staff).
 
-    The bytes stay in the raw mail (:mod:`mailbot.files`): :meth:`kept` gives the
+    The bytes stay in the raw mail (:mod:`mailbot.register.files`): :meth:`kept` gives the
     same attachment without them (``data`` is None; ``size`` and ``sha256`` still
     say what they were), to hand on without carrying them.
     """

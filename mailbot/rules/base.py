@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import ClassVar
 
 from ..config import Config
-from ..lookup import Lookup
 from ..parsers import ParsedMail
+from ..register.lookup import Lookup
 from .verdict import Verdict
 
 

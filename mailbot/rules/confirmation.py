@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from ..config import ClassifyConfig, WorkflowConfig
 from ..parsers import MailKind, ParsedMail
-from ..status import Status
+from ..register.status import Status
 from .base import Context, Rule
 from .level import assess
 from .verdict import Action, Confirmation, Role, Verdict

@@ -1,8 +1,8 @@
 """Which request a message belongs to, and whether its sender may act on it."""
 from __future__ import annotations
 
-from ..models import Request
 from ..parsers import MailKind, ParsedMail
+from ..register.models import Request
 from .base import Context, Rule
 from .verdict import Action, Role, Untrusted, Verdict
 

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from ..config import DDI_PARTS, Config, DdiConfig
-from ..lookup import Lookup
-from ..models import Request
 from ..parsers import MailKind, ParsedMail
 from ..parsers.commands import parse_commands
-from ..status import Status
+from ..register.lookup import Lookup
+from ..register.models import Request
+from ..register.status import Status
 from .base import Context, Rule
 from .verdict import Action, DdiCheck, EscalationCheck, Role, Verdict
 

@@ -5,11 +5,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..crm import ContactInfo, ContractInfo, OrganizationInfo
-from ..lookup import IncidentMatch
-from ..models import Request, Staff
 from ..parsers.commands import CommandBlock
-from ..status import Status
+from ..register.crm import ContactInfo, ContractInfo, OrganizationInfo
+from ..register.lookup import IncidentMatch
+from ..register.models import Request, Staff
+from ..register.status import Status
 
 if TYPE_CHECKING:
     from .confirmation import ReplyReading

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .. import metrics
 from ..config import ImapConfig
-from ..models import MailboxState
+from ..register.models import MailboxState
 from ..supervision import Backoff, DatabaseHealth, Retry
 from .store import RawMail, store
 

@@ -36,13 +36,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import files, metrics
+from .. import metrics
 from ..clock import Clock
 from ..config import SmtpConfig
-from ..db import binary_cursor
-from ..models import Outbox, UndeliverableAddress
 from ..outbox import splice, wire_address
 from ..parsers.addresses import is_valid_address
+from ..register import files
+from ..register.db import binary_cursor
+from ..register.models import Outbox, UndeliverableAddress
 from ..supervision import Backoff, database_outage, one_line
 from .claims import Claimed, ClaimOwner, bring_forward, claim, put_off
 
@@ -201,7 +202,7 @@ class SmtpSender:
         if not recipients:
             self._settled(item, delivered=[], refused=refused, later={})
             return 0
-        try:  # in a thread: reading files back parses mail again (mailbot.files), the loop goes on
+        try:  # in a thread: reading files back parses mail again (mailbot.register.files), the loop goes on
             data = await asyncio.to_thread(self.wire, conn, item.id)
         except LookupError as exc:  # a file it carries cannot be read: it can never be sent
             self._failed(conn, item, f"cannot compose: {exc}", permanent=True)

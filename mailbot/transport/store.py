@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from ..models import Inbound
+from ..register.models import Inbound
 from .notify import INBOUND, notify
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")

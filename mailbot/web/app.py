@@ -41,10 +41,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import files
 from ..clock import Clock
 from ..config import Config
-from ..db import binary_cursor
+from ..register import files
+from ..register.db import binary_cursor
 from ..render import shown
 from . import queries
 from .auth import Auth

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
-from ..status import Status
+from ..register.status import Status
 
 DEADLINE = "coalesce(r.due_at, 'infinity'::timestamptz)"
 DONE = "(r.status IN ('closed', 'rejected'))"  # statuses no deadline runs for any more

@@ -17,20 +17,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..config import Config
-from ..crm import ContactInfo, OrganizationInfo
-from ..lookup import IncidentMatch, Lookup
-from ..models import AttachmentRow, Contact, Event, Incident, Message, Request, Staff
 from ..outbox import InvalidRecipient, Outgoing, Queue, enqueue
+from ..register.crm import ContactInfo, OrganizationInfo
+from ..register.lookup import IncidentMatch, Lookup
+from ..register.models import AttachmentRow, Contact, Event, Incident, Message, Request, Staff
+from ..register.status import Status
 from ..render import Rendered, render
 from ..rules.contact import is_full_name
 from ..rules.level import Assessment
-from ..sla import WorkingCalendar, deadline, make_calendar
-from ..status import Status
+from ..sla.calendar import WorkingCalendar, deadline, make_calendar
 from .assign import choose_assignee, is_eligible
 from .deliveries import DeliveryUnconfirmed, stored, unsettled, waiting_file_requests, waive
 from .numbering import next_request_number
 from .states import Journal, change_status, record
-
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ request (ties: the one who got a request longest ago), or strict round-robin.
 from __future__ import annotations
 
 from ..config import StaffConfig
-from ..lookup import Lookup
-from ..models import Staff
+from ..register.lookup import Lookup
+from ..register.models import Staff
 
 
 def is_eligible(staff: Staff, level: int | None, config: StaffConfig) -> bool:

@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from ..models import Delivery, FileRequest, Message, Request
 from ..outbox import Queue
+from ..register.models import Delivery, FileRequest, Message, Request
 
 
 class DeliveryUnconfirmed(ValueError):

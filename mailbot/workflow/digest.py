@@ -27,11 +27,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ..config import Config
-from ..deadlines import Deadlines, Running
-from ..models import SlaDigest, Staff
 from ..outbox import InvalidRecipient, Outgoing, enqueue
+from ..register.models import SlaDigest, Staff
 from ..render import render
-from ..sla import WorkingCalendar
+from ..sla.calendar import WorkingCalendar
+from ..sla.deadlines import Deadlines, Running
 
 UNASSIGNED = "не назначен (группа ТП1)"
 

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from ..kb import incidents as kb
-from ..models import AttachmentRow, Escalation, Incident, Message, Request, Staff
 from ..parsers.commands import Command, CommandBlock
 from ..parsers.numbers import find_incident_numbers
+from ..register.models import AttachmentRow, Escalation, Incident, Message, Request, Staff
+from ..register.status import Status
 from ..render import Rendered, render
 from ..rules.escalation import ddi_part
 from ..rules.verdict import EscalationCheck
-from ..status import Status
 from .actions import Workflow
 from .states import can_change, change_status, record
 

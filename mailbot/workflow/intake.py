@@ -7,17 +7,17 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from ..config import Config
-from ..lookup import Lookup
-from ..models import Delivery, FileRequest, Message, Request, Staff
 from ..parsers import MailKind, ParsedMail
+from ..register.lookup import Lookup
+from ..register.models import Delivery, FileRequest, Message, Request, Staff
+from ..register.status import Status
 from ..rules import Action, Confirmation, Role, Untrusted, Verdict
 from ..rules.confirmation import ReplyKind, ReplyReading
 from ..rules.level import assess
-from ..status import Status
 from .actions import Thread, Workflow
 from .deliveries import unsettled
-from .op2 import Op2
 from .escalation import Escalations, Tp2Reply
+from .op2 import Op2
 from .reports import apply_report
 from .staff import StaffReply
 from .states import record

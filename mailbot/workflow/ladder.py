@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from ..deadlines import DueStep
-from ..models import Delivery, Escalation, Event, Request, SlaStep, Staff
+from ..register.models import Delivery, Escalation, Event, Request, SlaStep, Staff
+from ..sla.deadlines import DueStep
 from .actions import Workflow
 from .states import record
 

@@ -16,11 +16,11 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy.orm import Session
 
 from ..config import Config
-from ..lookup import Lookup
-from ..models import Inbound, Message, Request, Staff
 from ..parsers import MailKind, ParsedMail, ParseOptions, parse_mail
 from ..parsers.addresses import is_valid_address
 from ..parsers.commands import CommandBlock, parse_commands
+from ..register.lookup import Lookup
+from ..register.models import Inbound, Message, Request, Staff
 from ..rules import MANUAL_INTAKE, Action, Context, Role, Verdict, decide
 from .escalation import Escalations, Tp2Reply
 from .intake import Intake
@@ -96,7 +96,7 @@ def send_files(session: Session, config: Config, now: datetime, request: Request
     """What ``#файлы`` with these files attached would do, from the command line (``mailbot
     requests send-files``); the problems found, nothing done when there are any.
 
-    A file lives in the raw mail it came in (:mod:`mailbot.files`), and a file given on
+    A file lives in the raw mail it came in (:mod:`mailbot.register.files`), and a file given on
     the command line came in none: the files are wrapped in a mail from the staff member
     to the support address, stored in ``inbound`` as already processed (source ``cli``),
     and recorded in the request's trail as that staff member's message, as if mailed.

@@ -1,7 +1,7 @@
 """Public request numbers: ``ТП-2026-000123`` (prefix, year, a per-year sequence)."""
 from __future__ import annotations
 
-from ..lookup import Lookup
+from ..register.lookup import Lookup
 
 
 def next_request_number(lookup: Lookup, prefix: str, year: int) -> str:

@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from ..models import AttachmentRow, Delivery, FileRequest, Message, Outbox, Request, Staff
 from ..parsers import ParsedMail
-from ..status import Status
+from ..register.models import AttachmentRow, Delivery, FileRequest, Message, Outbox, Request, Staff
+from ..register.status import Status
 from .actions import Workflow
 from .deliveries import confirm, fail, stored, unsettled, waiting_file_requests
 from .states import record

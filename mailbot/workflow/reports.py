@@ -15,8 +15,8 @@ import logging
 
 from sqlalchemy import select
 
-from ..models import Delivery, Message, Outbox, Request
 from ..parsers import ParsedMail
+from ..register.models import Delivery, Message, Outbox, Request
 from .actions import Workflow
 from .op2 import Op2
 from .states import record

@@ -18,16 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from ..crm import OrganizationInfo
-from ..lookup import Lookup
-from ..models import AttachmentRow, Incident, Message, Request, Staff
 from ..parsers.commands import Command, CommandBlock
-from ..status import Status
+from ..register.crm import OrganizationInfo
+from ..register.lookup import Lookup
+from ..register.models import AttachmentRow, Incident, Message, Request, Staff
+from ..register.status import Status
 from ..rules.escalation import check_escalation, ddi_check
 from .actions import Workflow
-from .escalation import Escalations
 from .assign import is_eligible
 from .deliveries import unsettled
+from .escalation import Escalations
 from .op2 import Op2
 from .states import can_change, record
 from .undeliverable import clear

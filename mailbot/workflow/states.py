@@ -6,10 +6,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..db import insert_rows
-from ..models import Event, Message, Request
-from ..status import Status
-
+from ..register.db import insert_rows
+from ..register.models import Event, Message, Request
+from ..register.status import Status
 
 S = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 from sqlalchemy import exists, select
 
-from ..models import Delivery, FileRequest, Request
-from ..status import Status
+from ..register.models import Delivery, FileRequest, Request
+from ..register.status import Status
 from .actions import Workflow
 from .op2 import Op2
 

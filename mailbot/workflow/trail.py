@@ -5,8 +5,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from ..models import AttachmentRow, Message, Request
 from ..parsers import ParsedMail
+from ..register.models import AttachmentRow, Message, Request
 
 
 def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
@@ -14,7 +14,7 @@ def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
     """The message (new text, thread ids) and its attachments.
 
     The bytes of the files stay in the raw mail of ``inbound_id`` (see
-    :mod:`mailbot.files`); mail with none (typed in by staff) carries no files.
+    :mod:`mailbot.register.files`); mail with none (typed in by staff) carries no files.
     """
     if inbound_id is None and mail.attachments:
         raise ValueError("files are kept in their raw mail: a message without one has no files")

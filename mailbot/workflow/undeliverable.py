@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 
-from ..models import Outbox, Request, UndeliverableAddress
+from ..register.models import Outbox, Request, UndeliverableAddress
 from .actions import Workflow
 from .states import record
 

@@ -1,8 +1,8 @@
 -- The register as mailbot created it at schema version 4 (before the file store, 0005):
 -- upgrades are tested from it. Never edit: it is what older databases look like.
 -- mailbot register: the whole schema (DESIGN.md §4). This file is the truth;
--- mailbot/models.py mirrors it and tests/test_schema.py checks they match.
--- Later changes go through numbered files in mailbot/migrations/ AND are
+-- mailbot/register/models.py mirrors it and tests/test_schema.py checks they match.
+-- Later changes go through numbered files in mailbot/register/migrations/ AND are
 -- folded in here, so a fresh `mailbot db init` and a migrated database agree.
 
 CREATE EXTENSION IF NOT EXISTS pg_trgm;

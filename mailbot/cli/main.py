@@ -8,17 +8,16 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-
 from typing import TYPE_CHECKING
 
-from .clock import Clock
-from .config import Config, ConfigError, load_config, with_overrides
-from .parsers.visible import one_line, visible
+from ..clock import Clock
+from ..config import Config, ConfigError, load_config, with_overrides
+from ..parsers.visible import one_line, visible
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 log = logging.getLogger("mailbot")
 # Each command imports what it uses when it runs: `mailbot requests list` does not load the
@@ -48,7 +47,7 @@ class App:
 
     @property
     def sessions(self) -> sessionmaker[Session]:
-        from . import db
+        from ..register import db
 
         if self._sessions is None:
             engine = db.make_engine(db.database_url(self.config))
@@ -61,7 +60,7 @@ class App:
 
     def ready_sessions(self) -> sessionmaker[Session]:
         """Sessions on a database whose schema is created and up to date."""
-        from . import db
+        from ..register import db
 
         sessions = self.sessions
         db.ensure_schema(sessions.kw["bind"])
@@ -71,14 +70,14 @@ class App:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .supervision import GiveUp
+    from ..daemon import Daemon
+    from ..supervision import GiveUp
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until then, SIGTERM stops as Ctrl+C does
     dev = None
     config = app.config
     if config.embedded_mail:
-        from .transport.devmail import DevMailError, DevMailServer
+        from ..transport.devmail import DevMailError, DevMailServer
 
         dev = DevMailServer(config)
         try:
@@ -132,7 +131,7 @@ def _with_dev_sites(config: Config) -> Config:
 def _bound_sites(config: Config, sessions: sessionmaker[Session], clock: Clock,
                  daemon: Daemon | None = None, board: bool | None = None) -> list:
     """The board and the monitoring endpoints, bound now (each says where it listens)."""
-    from .web.serve import ListenError, sites
+    from ..web.serve import ListenError, sites
 
     try:
         bound = sites(config, sessions, clock, daemon, board=board)
@@ -179,7 +178,7 @@ async def _run_until_signal(daemon: "Daemon") -> None:
 
 
 def cmd_db(app: App, args: argparse.Namespace) -> int:
-    from . import db
+    from ..register import db
 
     engine = app.sessions.kw["bind"]
     if args.action == "init":
@@ -223,8 +222,8 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
     """List the files of a request, or save them into a directory."""
     from pathlib import Path
 
-    from . import db
-    from .files import read as read_file
+    from ..register import db
+    from ..register.files import read as read_file
     from .report import request_files
 
     with app.ready_sessions()() as session:
@@ -249,8 +248,8 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
 
 def cmd_request_new(app: App, args: argparse.Namespace) -> int:
     """Register a request taken by phone, from the web site or the intranet portal."""
-    from .transport.notify import OUTBOX, notify
-    from .workflow.manual import ManualError, ManualRequest, register
+    from ..transport.notify import OUTBOX, notify
+    from ..workflow.manual import ManualError, ManualRequest, register
 
     given = ManualRequest(channel=args.channel, text=args.text, subject=args.subject or "",
                           organization=args.org or "", contact_name=args.contact or "",
@@ -268,10 +267,10 @@ def cmd_request_new(app: App, args: argparse.Namespace) -> int:
 
 def cmd_request_command(app: App, args: argparse.Namespace) -> int:
     """Do what a staff reply with these command lines would do."""
-    from .transport.notify import OUTBOX, notify
-    from .lookup import Lookup
-    from .parsers.commands import parse_commands
-    from .workflow.manual import run_commands
+    from ..parsers.commands import parse_commands
+    from ..register.lookup import Lookup
+    from ..transport.notify import OUTBOX, notify
+    from ..workflow.manual import run_commands
 
     block = parse_commands("\n".join(args.lines), app.config.support.incident_prefix)
     with app.ready_sessions().begin() as session:
@@ -292,12 +291,12 @@ def cmd_request_command(app: App, args: argparse.Namespace) -> int:
 
 def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
     """ОП2: send files to the customer of a request, as ``#файлы`` in a staff reply would."""
-    from .transport.notify import OUTBOX, notify
     from pathlib import Path
 
-    from .lookup import Lookup
-    from .parsers import MailTooLarge
-    from .workflow.manual import send_files
+    from ..parsers import MailTooLarge
+    from ..register.lookup import Lookup
+    from ..transport.notify import OUTBOX, notify
+    from ..workflow.manual import send_files
 
     files = []
     for name in args.files:
@@ -357,10 +356,10 @@ def cmd_staff(app: App, args: argparse.Namespace) -> int:
 
 def cmd_kb(app: App, args: argparse.Namespace) -> int:
     """The known-error database: search, add, show, edit, import, list, solution."""
-    from .kb import incidents as kb
-    from .kb import views
-    from .lookup import Lookup
-    from .transport.notify import OUTBOX, notify
+    from ..kb import incidents as kb
+    from ..kb import views
+    from ..register.lookup import Lookup
+    from ..transport.notify import OUTBOX, notify
 
     prefix, now = app.config.support.incident_prefix, app.clock.now()
     with app.ready_sessions().begin() as session:
@@ -404,7 +403,7 @@ def cmd_kb(app: App, args: argparse.Namespace) -> int:
 
 def cmd_report(app: App, args: argparse.Namespace) -> int:
     """How the SLA was kept (issue 18): per level and staff member, as a table or CSV."""
-    from .sla_report import format_csv, format_table, sla_report
+    from ..sla.report import format_csv, format_table, sla_report
 
     if args.last < args.first:
         raise Fail("--to must not be earlier than --from", EX_USAGE)
@@ -421,7 +420,7 @@ def _kb_actor(session: Session, args: argparse.Namespace):
     """The staff member ``--as`` names (None without ``--as``)."""
     from sqlalchemy import func, or_, select
 
-    from .models import Staff
+    from ..register.models import Staff
 
     if not getattr(args, "actor", None):
         return None
@@ -434,7 +433,7 @@ def _kb_actor(session: Session, args: argparse.Namespace):
 
 
 def _kb_edit(session: Session, incident, args: argparse.Namespace, actor, now, prefix: str) -> None:
-    from .kb import incidents as kb
+    from ..kb import incidents as kb
 
     who = actor.login if actor else "cli"
     kb.edit(session, incident, {f: getattr(args, f) for f in kb.FIELDS
@@ -454,10 +453,10 @@ def _kb_solution(app: App, session: Session, incident, args: argparse.Namespace,
     on it (as ``#решение`` by mail)."""
     from sqlalchemy import select
 
-    from .kb import incidents as kb
-    from .models import Request
-    from .parsers.commands import parse_commands
-    from .workflow.manual import run_commands
+    from ..kb import incidents as kb
+    from ..parsers.commands import parse_commands
+    from ..register.models import Request
+    from ..workflow.manual import run_commands
 
     if actor is None or actor.tier != "tp2":
         raise Fail("kb solution needs --as a ТП2 member", EX_USAGE)
@@ -478,7 +477,7 @@ def _kb_solution(app: App, session: Session, incident, args: argparse.Namespace,
 
 def cmd_crm(app: App, args: argparse.Namespace) -> int:
     """Import a CRM CSV export: bad rows are listed, good rows are kept."""
-    from . import crm
+    from ..register import crm
 
     with app.ready_sessions().begin() as session:
         try:
@@ -493,7 +492,7 @@ def cmd_crm(app: App, args: argparse.Namespace) -> int:
 
 def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     """Store one message from stdin (an MTA pipe transport, like rt-mailgate)."""
-    from .transport.store import RawMail, looks_like_mail, store
+    from ..transport.store import RawMail, looks_like_mail, store
 
     raw = sys.stdin.buffer.read()
     if not looks_like_mail(raw):
@@ -514,7 +513,7 @@ def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
     (automatic mail to it is sent again)."""
     from sqlalchemy import delete, select
 
-    from .models import UndeliverableAddress
+    from ..register.models import UndeliverableAddress
 
     with app.ready_sessions().begin() as session:
         if args.action == "list":
@@ -535,9 +534,10 @@ def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
-    from . import db, quarantine
-    from .models import Inbound
-    from .transport.notify import INBOUND, notify
+    from ..register import db
+    from ..register.models import Inbound
+    from ..transport.notify import INBOUND, notify
+    from . import quarantine
 
     with app.ready_sessions().begin() as session:
         if args.action == "list":

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Inbound, Quarantine
+from ..register.models import Inbound, Quarantine
 
 
 def open_items(session: Session) -> list[tuple[Quarantine, Inbound]]:

@@ -45,8 +45,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .config import SlaConfig
-from .sla import WorkingCalendar
+from ..config import SlaConfig
+from .calendar import WorkingCalendar
 
 LADDERS: dict[str, tuple[str, ...]] = {
     "reaction": ("warning", "breach", "escalation"),

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from .models import Incident, Staff
-from .parsers.addresses import is_valid_address
+from ..parsers.addresses import is_valid_address
+from ..register.models import Incident, Staff
 
 TIERS = ("tp1", "tp2")
 

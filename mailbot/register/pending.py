@@ -3,7 +3,7 @@
 The processor writes a whole batch of mail in one flush. Until then, a later
 message of the batch must still see what an earlier one created (its request,
 its messages, the acknowledgement counted by the rate limit, a new contact).
-Reads in :mod:`mailbot.lookup` therefore ask the database without flushing and
+Reads in :mod:`mailbot.register.lookup` therefore ask the database without flushing and
 add what :class:`Unflushed` holds: every object added to the session since its
 last flush, by model. A flush or a rollback empties it, together with the
 read cache kept beside it (the database has changed under the cache).

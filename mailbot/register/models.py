@@ -4,12 +4,23 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import (ARRAY, BigInteger, Boolean, Computed, Date, ForeignKey, Integer,
-                        LargeBinary, SmallInteger, Text, UniqueConstraint, func)
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Computed,
+    Date,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime
-
 
 REGISTERED_SOURCES = ("crm", "staff")  # contacts.source values that may act for their organisation
 
@@ -290,7 +301,7 @@ class Message(Base):
 
 
 class StoredFile(Base):
-    """A decoded file of mail stored by version 5, once per content (see :mod:`mailbot.files`)."""
+    """A decoded file of mail stored by version 5, once per content (see :mod:`mailbot.register.files`)."""
 
     __tablename__ = "files"
     sha256: Mapped[str] = mapped_column(primary_key=True)
@@ -300,7 +311,7 @@ class StoredFile(Base):
 
 
 class AttachmentRow(Base):
-    """A file of a message: its name and type there; where its bytes are: :mod:`mailbot.files`."""
+    """A file of a message: its name and type there; where its bytes are: :mod:`mailbot.register.files`."""
 
     __tablename__ = "attachments"
     id: Mapped[int] = _pk()

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import aiosmtplib
 
-from . import db
-from .config import Config, ImapConfig
+from ..config import Config, ImapConfig
+from ..register import db
 
 
 def run_checks(config: Config, say: Callable[[str], None]) -> bool:
@@ -66,7 +66,7 @@ def _check_database(config: Config, say: Callable[[str], None]) -> bool:
 
 
 def _check_imap(imap: ImapConfig, say: Callable[[str], None], role: str = "support") -> bool:
-    from .transport.imap import NETWORK_ERRORS, connect
+    from ..transport.imap import NETWORK_ERRORS, connect
 
     name = "imap" if role == "support" else f"imap ({role})"
     try:

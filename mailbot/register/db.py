@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, te
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +161,13 @@ def check_connection(engine: Engine) -> str:
 
 
 def schema_sql() -> str:
-    return resources.files("mailbot").joinpath("schema.sql").read_text(encoding="utf-8")
+    return resources.files("mailbot.register").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def migrations() -> list[tuple[int, str, str]]:
     """``(version, name, sql)`` of every migration file, in order."""
     found = []
-    for entry in resources.files("mailbot").joinpath("migrations").iterdir():
+    for entry in resources.files("mailbot.register").joinpath("migrations").iterdir():
         match = MIGRATION_NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))

@@ -24,8 +24,8 @@ from dataclasses import replace
 
 import psycopg
 
-from .parsers import ParseOptions
-from .parsing import DEFAULT_TIMEOUT, ParseAborted, parse_keeping_files
+from ..parsers import ParseOptions
+from ..parsing import DEFAULT_TIMEOUT, ParseAborted, parse_keeping_files
 
 # the limits were checked when the mail came in; reading a file back never refuses it
 _READ_OPTIONS = replace(ParseOptions(), max_message_bytes=sys.maxsize,

@@ -10,9 +10,17 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import (AttachmentRow, Delivery, Event, FileRequest, Incident, Message, Organization,
-                     Request)
-from .parsers.visible import one_line
+from ..parsers.visible import one_line
+from ..register.models import (
+    AttachmentRow,
+    Delivery,
+    Event,
+    FileRequest,
+    Incident,
+    Message,
+    Organization,
+    Request,
+)
 
 
 def request_list(session: Session, status: str | None = None, limit: int = 50) -> str:

@@ -4,7 +4,7 @@ A lookup serves one batch of mail in one transaction. The questions every mail
 asks (who is the sender, which request is this, how many automatic answers went
 to this address, how loaded is each staff member) read the database *without*
 flushing and add what the batch has created since the last flush
-(:class:`~mailbot.pending.Unflushed`): the batch is written in one flush, and
+(:class:`~mailbot.register.pending.Unflushed`): the batch is written in one flush, and
 the answers are the same as if each message had been flushed on its own.
 :meth:`Lookup.prepare` reads the answers for a whole batch in a few queries;
 what it did not foresee is read when asked. Rarer questions (staff commands)
@@ -20,15 +20,26 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ..kb.search import IncidentMatch, search
+from ..outbox import Queue
+from ..parsers import ParsedMail
+from ..workflow.states import Journal
 from .crm import DatabaseDirectory
-from .kb.search import IncidentMatch, search
-from .models import (REGISTERED_SOURCES, AttachmentRow, Contact, Event, Incident, Message, Outbox,
-                     Request, RequestCounter, Staff, UndeliverableAddress)
-from .outbox import Queue
-from .parsers import ParsedMail
+from .models import (
+    REGISTERED_SOURCES,
+    AttachmentRow,
+    Contact,
+    Event,
+    Incident,
+    Message,
+    Outbox,
+    Request,
+    RequestCounter,
+    Staff,
+    UndeliverableAddress,
+)
 from .pending import Unflushed
 from .status import Status
-from .workflow.states import Journal
 
 AUTOMATIC_KINDS = ("ack", "ask_contact_info", "no_contract")
 AUTOMATIC_WINDOW = timedelta(hours=1)  # the acknowledgement rate limit counts per hour

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from .config import SlaConfig
+from ..config import SlaConfig
 
 MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)

@@ -30,9 +30,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .config import Config
-from .parsers.visible import one_line
-from .sla import WorkingCalendar, make_calendar
+from ..config import Config
+from ..parsers.visible import one_line
+from .calendar import WorkingCalendar, make_calendar
 
 ALL = "all"
 TP2 = "ОП4/ТП2"

@@ -1,0 +1,1 @@
+"""The ``mailbot`` command line and the operator's commands behind it."""
