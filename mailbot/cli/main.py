@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ctypes
 import logging
 import signal
@@ -70,6 +69,8 @@ class App:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(app: App, args: argparse.Namespace) -> int:
+    import asyncio
+
     from ..daemon import Daemon
     from ..supervision import GiveUp
 
@@ -145,6 +146,8 @@ def _bound_sites(config: Config, sessions: sessionmaker[Session], clock: Clock,
 
 def cmd_web(app: App, args: argparse.Namespace) -> int:
     """The board (and the monitoring endpoints, when enabled) without the daemon."""
+    import asyncio
+
     sessions = app.ready_sessions()
     bound = _bound_sites(app.config, sessions, app.clock, board=True)
 
@@ -171,6 +174,8 @@ def _log_staff_authentication(config: Config) -> None:
 
 
 async def _run_until_signal(daemon: "Daemon") -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.stop)
