@@ -25,6 +25,8 @@ from tests.mailflow import Desk
 from tests.servers import OAuthSmtpSink
 
 CUSTOMER = "ivanov@zavod.example"
+# the test SMTP server takes OAuth2 logins in the clear, as the local Dovecot does
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
 @pytest.fixture
