@@ -18,11 +18,11 @@ def run_checks(config: Config, say: Callable[[str], None]) -> bool:
     if config.embedded_mail:
         say("mail: no imap.host configured; `mailbot run` starts the embedded development server")
     else:
-        tokens = _check_oauth2(config, say)
-        results.append(tokens)
-        results += [_check_imap(account, say, role, config.oauth2, tokens)
+        have_token = _check_oauth2(config, say)
+        results.append(have_token)
+        results += [_check_imap(account, say, role, config.oauth2, have_token)
                     for role, account in config.imap.mailboxes()]
-        results.append(_check_smtp(config, say, tokens))
+        results.append(_check_smtp(config, say, have_token))
     state, line = staff_authentication(config)
     say(line)
     # with a real mail server, staff mail that cannot be authenticated is a failed check
@@ -93,11 +93,11 @@ def _check_oauth2(config: Config, say: Callable[[str], None]) -> bool:
 
 
 def _check_imap(imap: ImapConfig, say: Callable[[str], None], role: str = "support",
-                oauth2: OAuth2Config | None = None, tokens: bool = True) -> bool:
+                oauth2: OAuth2Config | None = None, have_token: bool = True) -> bool:
     from .transport.imap import NETWORK_ERRORS, connect
 
     name = "imap" if role == "support" else f"imap ({role})"
-    if imap.auth == "oauth2" and not tokens:
+    if imap.auth == "oauth2" and not have_token:
         say(f"{name}: not tried: no OAuth2 token (see the oauth2 line)")
         return False
     try:
@@ -119,16 +119,15 @@ def _check_imap(imap: ImapConfig, say: Callable[[str], None], role: str = "suppo
     return True
 
 
-def _check_smtp(config: Config, say: Callable[[str], None],
-                tokens: bool = True) -> bool:
+def _check_smtp(config: Config, say: Callable[[str], None], have_token: bool = True) -> bool:
     from .transport.smtp import authenticate, client
 
     smtp = config.smtp
-    if smtp.auth == "oauth2" and not tokens:
+    if smtp.auth == "oauth2" and not have_token:
         say("smtp: not tried: no OAuth2 token (see the oauth2 line)")
         return False
 
-    async def login() -> str:
+    async def log_in() -> str:
         connection = client(smtp)
         await connection.connect()
         try:
@@ -138,7 +137,7 @@ def _check_smtp(config: Config, say: Callable[[str], None],
             connection.close()
 
     try:
-        greeting = asyncio.run(login())
+        greeting = asyncio.run(log_in())
     except (aiosmtplib.SMTPException, OSError, oauth.AuthRefused, oauth.TokenError) as exc:
         say(f"smtp: FAILED: {smtp.host}:{smtp.port}: {one_line(exc)}")
         return False

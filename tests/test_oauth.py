@@ -4,6 +4,7 @@ tokens come from a local token endpoint over HTTPS, through the plain refresh-to
 No external service is involved."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import replace
@@ -15,11 +16,11 @@ from sqlalchemy import select
 from mailbot.cli import main
 from mailbot.clock import FrozenClock
 from mailbot.config import ConfigError, load_config, with_overrides
+from mailbot.daemon import Daemon
 from mailbot.models import Outbox
 from mailbot.supervision import DatabaseHealth
 from mailbot.transport import oauth
 from mailbot.transport.imap import FolderSync, ImapWatcher, connect
-from mailbot.transport.smtp import SmtpSender
 
 from tests.mailflow import Desk
 from tests.servers import OAuthSmtpSink
@@ -202,10 +203,6 @@ def test_a_refused_smtp_login_keeps_the_mail_in_the_outbox(database_url, oauth_d
     revoke(desk, oauth_provider)
     config = with_overrides(desk.config, imap={"auth": "password",
                                                "password": desk.mailbox.password})
-    import asyncio
-
-    from mailbot.daemon import Daemon
-
     with caplog.at_level(logging.ERROR, logger="mailbot"):
         asyncio.run(Daemon(config, desk.sessions, desk.clock).run_once())
     assert not oauth_sink.messages
