@@ -74,7 +74,7 @@ class TokenSource:
         self._token: AccessToken | None = None
         self._lock = threading.Lock()
         self._msal_app = None
-        self.fetched = 0  # tokens fetched from the endpoint (tests, `mailbot check`)
+        self.fetched = 0  # tokens fetched from the endpoint so far
 
     @property
     def endpoint(self) -> str:
