@@ -157,6 +157,10 @@ def test_microsoft_tokens_come_through_msal(database_url, oauth_dovecot, oauth_p
 
 # ---------------------------------------------------------------- failures: clear, nothing lost
 
+def errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def revoke(desk: Desk, provider) -> None:
     provider.revoke(desk.config.oauth2.refresh_token)
     provider.expire_all()
@@ -177,13 +181,13 @@ def test_a_revoked_refresh_token_stops_intake_with_a_clear_error_and_the_mail_wa
         thread.start()
         try:
             for _ in range(100):
-                if caplog.records:
+                if errors(caplog):
                     break
                 stop.wait(0.05)
         finally:
             stop.set()
             thread.join(10)
-    message = caplog.records[0].getMessage()
+    message = errors(caplog)[0]
     assert "cannot log in" in message and "invalid_grant" in message
     assert "the refresh token was revoked" in message and "the mail waits" in message
     with oauth_dovecot.client(desk.mailbox.user) as client:
@@ -210,8 +214,7 @@ def test_a_refused_smtp_login_keeps_the_mail_in_the_outbox(database_url, oauth_d
         rows = session.scalars(select(Outbox)).all()
     assert rows and all(r.status == "pending" for r in rows)
     assert all("cannot log in" in r.last_error and "invalid_grant" in r.last_error for r in rows)
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert any("SMTP server" in e and "every few minutes" in e for e in errors), errors
+    assert any("SMTP server" in e and "every few minutes" in e for e in errors(caplog)), errors(caplog)
 
 
 def write_config(tmp_path, desk: Desk) -> str:
