@@ -41,7 +41,16 @@ class MailboxConfig:
     port: int = 0
     username: str = ""
     password: str = ""
+    refresh_token: str = ""  # with auth = "oauth2" and a refresh-token grant: this account's own
     folders: tuple[str, ...] = ("INBOX",)
+
+
+AUTH_METHODS = ("password", "oauth2")
+
+
+def _check_auth(section: str, auth: str) -> None:
+    if auth not in AUTH_METHODS:
+        raise ConfigError(f"{section}.auth: expected 'password' or 'oauth2', got {auth!r}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class ImapConfig:
     starttls: bool = False
     username: str = ""
     password: str = ""
+    auth: str = "password"  # or "oauth2": XOAUTH2/OAUTHBEARER with a token from [oauth2]
+    refresh_token: str = ""  # set for the ТП2 account from [imap.tp2]; [imap] uses [oauth2]'s
     folders: tuple[str, ...] = ("INBOX",)
     processed_folder: str = "Processed"
     idle: bool = True
@@ -59,6 +70,9 @@ class ImapConfig:
     idle_timeout: float = 600.0  # re-issue IDLE after this many seconds
     fetch_batch: int = 50
     tp2: MailboxConfig = field(default_factory=MailboxConfig)
+
+    def __post_init__(self) -> None:
+        _check_auth("imap", self.auth)
 
     def mailboxes(self) -> list[tuple[str, ImapConfig]]:
         """``(role, account)`` of every mailbox the daemon reads: this one (``support``), and the
@@ -68,6 +82,7 @@ class ImapConfig:
             found.append(("tp2", replace(self, host=self.tp2.host or self.host,
                                          port=self.tp2.port or self.port,
                                          username=self.tp2.username, password=self.tp2.password,
+                                         refresh_token=self.tp2.refresh_token,
                                          folders=self.tp2.folders, tp2=MailboxConfig())))
         return found
 
@@ -80,9 +95,72 @@ class SmtpConfig:
     starttls: bool = False
     username: str = ""
     password: str = ""
+    auth: str = "password"  # or "oauth2" (XOAUTH2/OAUTHBEARER with a token from [oauth2])
     timeout: float = 30.0
     max_attempts: int = 10
     retry_base: float = 30.0  # seconds; doubles on every failed attempt
+
+    def __post_init__(self) -> None:
+        _check_auth("smtp", self.auth)
+
+
+OAUTH2_PROVIDERS = ("microsoft", "google", "yandex", "generic")
+OAUTH2_GRANTS = ("refresh_token", "client_credentials")
+OAUTH2_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    """OAuth2 for IMAP and SMTP (``auth = "oauth2"``): where access tokens come from
+    (:mod:`mailbot.transport.oauth`). Secrets belong in ``client_secret_file`` /
+    ``refresh_token_file`` or ``MAILBOT_OAUTH2_CLIENT_SECRET(_FILE)``, never inline."""
+
+    provider: str = "generic"  # microsoft (msal), google, yandex or generic
+    grant: str = "refresh_token"  # or client_credentials (microsoft, generic)
+    tenant: str = ""  # microsoft: the directory (tenant) id or domain
+    client_id: str = ""
+    client_secret: str = ""
+    refresh_token: str = ""  # the support account's (also used to send)
+    token_url: str = ""  # the token endpoint (generic; google and yandex have theirs)
+    authority: str = ""  # microsoft: default https://login.microsoftonline.com/<tenant>
+    scopes: tuple[str, ...] = ()  # default: the provider's IMAP and SMTP scopes
+    mechanism: str = "XOAUTH2"  # or OAUTHBEARER (RFC 7628)
+    ca_file: str = ""  # CA bundle for the token endpoint (default: the system's)
+    refresh_margin: float = 300.0  # seconds before its expiry a token is replaced
+    timeout: float = 30.0  # seconds for one token request
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("provider", OAUTH2_PROVIDERS), ("grant", OAUTH2_GRANTS),
+                             ("mechanism", OAUTH2_MECHANISMS)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"oauth2.{key}: expected one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, key)!r}")
+        for key in ("token_url", "authority"):
+            url = getattr(self, key)
+            if url and not re.fullmatch(r"https://[^\s/?#]+(/[^\s#]*)?", url):
+                raise ConfigError(f"oauth2.{key}: expected an https:// URL, got {url!r}")
+        if self.timeout <= 0:
+            raise ConfigError(f"oauth2.timeout: must be positive, got {self.timeout!r}")
+
+    def check_complete(self) -> None:
+        """Raise :class:`ConfigError` naming what a token request would lack."""
+        if not self.client_id:
+            raise ConfigError("oauth2.client_id: needed with auth = \"oauth2\"")
+        if self.grant == "client_credentials":
+            if self.provider in ("google", "yandex"):
+                raise ConfigError(f"oauth2.grant: {self.provider} gives mail access by a "
+                                  "refresh token only; use grant = \"refresh_token\"")
+            if not self.client_secret:
+                raise ConfigError("oauth2.client_secret: needed by the client_credentials grant "
+                                  "(client_secret_file or MAILBOT_OAUTH2_CLIENT_SECRET_FILE)")
+        elif not self.refresh_token:
+            raise ConfigError("oauth2.refresh_token: needed by the refresh_token grant "
+                              "(refresh_token_file or MAILBOT_OAUTH2_REFRESH_TOKEN_FILE)")
+        if self.provider == "generic" and not self.token_url:
+            raise ConfigError("oauth2.token_url: needed with provider = \"generic\"")
+        if self.provider == "microsoft" and not (self.tenant or self.authority):
+            raise ConfigError("oauth2.tenant: needed with provider = \"microsoft\" "
+                              "(the directory id or domain, e.g. example.onmicrosoft.com)")
 
 
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -510,6 +588,7 @@ class Config:
     ddi: DdiConfig = field(default_factory=DdiConfig)
     web: WebConfig = field(default_factory=WebConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    oauth2: OAuth2Config = field(default_factory=OAuth2Config)
     state_dir: str = ".mailbot"  # embedded PostgreSQL data and other local state
     timezone: str = "Europe/Moscow"
     log_level: str = "INFO"
@@ -521,6 +600,16 @@ class Config:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"timezone: unknown time zone {self.timezone!r}") from None
+        if self.imap.refresh_token:
+            raise ConfigError("imap.refresh_token: the support account's refresh token is "
+                              "oauth2.refresh_token ([imap.tp2] refresh_token: the ТП2 account's)")
+        if self.imap.host and "oauth2" in (self.imap.auth, self.smtp.auth):
+            self.oauth2.check_complete()
+
+    @property
+    def uses_oauth2(self) -> bool:
+        """Whether IMAP or SMTP logs in with OAuth2 (on a real mail server)."""
+        return bool(self.imap.host) and "oauth2" in (self.imap.auth, self.smtp.auth)
 
     @property
     def embedded_mail(self) -> bool:
@@ -622,5 +711,6 @@ def with_overrides(config: Config, **sections: Mapping[str, Any]) -> Config:
     return replace(config, **changes)
 
 
-__all__ = ["ClassifyConfig", "Config", "ConfigError", "MonitoringConfig", "SlaConfig", "WebConfig",
+__all__ = ["ClassifyConfig", "Config", "ConfigError", "MonitoringConfig", "OAuth2Config", "SlaConfig",
+           "WebConfig",
            "load_config", "with_overrides"]

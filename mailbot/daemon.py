@@ -52,7 +52,7 @@ class Daemon:
         self.clock = clock
         self.processor = Processor(config, sessions, clock)
         self.sender = SmtpSender(config.smtp, sessions, clock, on_refused=self._refused,
-                                 on_delivered=self._delivered)
+                                 on_delivered=self._delivered, oauth2=config.oauth2)
         self.health = DatabaseHealth()
         self.watchers: list[ImapWatcher] = []
         self.sites: Sequence[Site] = ()  # bound web sites to serve (mailbot.web.serve.sites)
@@ -66,7 +66,7 @@ class Daemon:
     def folder_syncs(self) -> list[FolderSync]:
         """A sync per folder of every mailbox: the support address's and ТП2's (``[imap.tp2]``)."""
         return [FolderSync(account, folder, self.sessions, self._stored, self.processor.expect,
-                           role=role)
+                           role=role, oauth2=self.config.oauth2)
                 for role, account in self.config.imap.mailboxes() for folder in account.folders]
 
     def _stored(self, new: dict[int, bytes]) -> None:
@@ -107,7 +107,7 @@ class Daemon:
         delivered(Workflow(session, self.config, self.clock.now()), outbox_id, addresses)
 
     def _sync_folder(self, sync: FolderSync) -> int:
-        client = connect(sync.config)
+        client = connect(sync.config, sync.oauth2)
         try:
             return sync.sync(client)
         finally:

@@ -9,8 +9,8 @@ import pytest
 
 from tests.corpus_files import corpus_problem
 from tests.mailflow import Desk
-from tests.servers import (Dovecot, Mailbox, SmtpSink, drop_database, embedded_postgres_url,
-                           fresh_database)
+from tests.servers import (Dovecot, Mailbox, OAuthProvider, SmtpSink, drop_database,
+                           embedded_postgres_url, fresh_database)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -38,6 +38,22 @@ def database_url(pg_base_url: str) -> Iterator[str]:
 def dovecot() -> Iterator[Dovecot]:
     """One Dovecot IMAP server for the session."""
     server = Dovecot().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_provider() -> Iterator[OAuthProvider]:
+    """A local OAuth2 authorization server (token endpoint over HTTPS, token introspection)."""
+    provider = OAuthProvider().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(oauth_provider: OAuthProvider) -> Iterator[Dovecot]:
+    """A second Dovecot for the session whose oauth2 passdb asks ``oauth_provider``."""
+    server = Dovecot(introspection_url=oauth_provider.introspection_url).start()
     yield server
     server.stop()
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import email
 import functools
 import grp
 import itertools
+import json
 import os
 import pwd
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -168,12 +171,31 @@ def _service_accounts() -> dict[str, str]:
             "LOGIN_USER": user, "MAIL_UID": user, "MAIL_GID": group}
 
 
+# With OAuth2: XOAUTH2 and OAUTHBEARER logins are checked by the oauth2 passdb, which asks
+# the test's token introspection endpoint (RFC 7662) whether a token is active and whose it is.
+OAUTH2_PASSDB = """passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = ${DIR}/oauth2.conf
+}
+"""
+OAUTH2_ARGS = """introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+force_introspection = yes
+"""
+
+
 class Dovecot:
-    """A private Dovecot IMAP server on 127.0.0.1 with passwd-file users (plain, no TLS)."""
+    """A private Dovecot IMAP server on 127.0.0.1 with passwd-file users (plain, no TLS);
+    with ``introspection_url``, OAuth2 logins too (an oauth2 passdb asking that endpoint)."""
 
     host = LOCALHOST
 
-    def __init__(self) -> None:
+    def __init__(self, introspection_url: str = "") -> None:
+        self.introspection_url = introspection_url
         self.port = 0
         self.dir: Path | None = None
         self.paused = False
@@ -194,7 +216,14 @@ class Dovecot:
         if os.geteuid() == 0:
             self.dir.chmod(0o755)
             shutil.chown(self.dir / "mail", accounts["MAIL_UID"], accounts["MAIL_GID"])
-        conf = DOVECOT_CONF.substitute(accounts, DIR=self.dir, IMAP_PORT=self.port)
+        template = DOVECOT_CONF.template
+        if self.introspection_url:
+            template = template.replace("auth_mechanisms = plain login",
+                                        "auth_mechanisms = plain login xoauth2 oauthbearer")
+            template = template.replace("passdb {", OAUTH2_PASSDB + "passdb {", 1)
+            (self.dir / "oauth2.conf").write_text(OAUTH2_ARGS.format(url=self.introspection_url))
+            (self.dir / "oauth2.conf").chmod(0o644)
+        conf = Template(template).substitute(accounts, DIR=self.dir, IMAP_PORT=self.port)
         (self.dir / "dovecot.conf").write_text(conf)
         _run_daemon([DOVECOT_BIN, "-c", str(self.dir / "dovecot.conf")], self.dir / "log" / "start.err")
         wait_for_port(self.port)
@@ -354,6 +383,7 @@ class SmtpSink:
     """
 
     host = LOCALHOST
+    controller_options: dict[str, Any] = {}
 
     def __init__(self) -> None:
         self.port = 0
@@ -370,7 +400,8 @@ class SmtpSink:
         """Start listening, on ``port`` (after :meth:`stop`: the same one) or a free one
         (Controller(port=0) does not work, so one is picked first)."""
         self.port = port or free_port()
-        self._controller = Controller(self, hostname=self.host, port=self.port, enable_SMTPUTF8=True)
+        self._controller = Controller(self, hostname=self.host, port=self.port, enable_SMTPUTF8=True,
+                                      **self.controller_options)
         self._controller.start()
         return self
 
@@ -435,6 +466,232 @@ class SmtpSink:
                                            session.peer))
             self._cond.notify_all()
         return "250 OK"
+
+
+class OAuthSmtpSink(SmtpSink):
+    """An SMTP sink that wants an OAuth2 login (AUTH XOAUTH2 or OAUTHBEARER, no password
+    mechanisms) and asks ``provider`` whether the token is an active one of the user it names."""
+
+    controller_options = {"auth_required": True, "auth_require_tls": False,
+                          "auth_exclude_mechanism": ["PLAIN", "LOGIN"]}
+
+    def __init__(self, provider: OAuthProvider) -> None:
+        super().__init__()
+        self.provider = provider
+        self.logins: list[tuple[str, str]] = []  # (mechanism, user) of every accepted login
+        self.refused = 0
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> Any:
+        """aiosmtpd hook: ``user=<u>^Aauth=Bearer <token>^A^A``."""
+        return await self._check(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> Any:
+        """aiosmtpd hook (RFC 7628): ``n,a=<u>,^Ahost=…^Aport=…^Aauth=Bearer <token>^A^A``."""
+        return await self._check(server, args, "OAUTHBEARER")
+
+    async def _check(self, server: Any, args: list[str], mechanism: str) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        raw = base64.b64decode(args[1]) if len(args) > 1 else await server.challenge_auth("")
+        user, token = parse_sasl_oauth(mechanism, raw)
+        if user and self.provider.owner(token) == user:
+            self.logins.append((mechanism, user))
+            return AuthResult(success=True, auth_data=user)
+        self.refused += 1
+        # RFC 7628 §3.2.2: an error challenge, which the client ends with an empty response
+        await server.challenge_auth(json.dumps({"status": "invalid_token", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Authentication credentials invalid")
+
+
+def parse_sasl_oauth(mechanism: str, raw: bytes) -> tuple[str, str]:
+    """(user, token) of a client's XOAUTH2 / OAUTHBEARER response, checked for its form."""
+    text = raw.decode("utf-8", "replace")
+    if mechanism == "OAUTHBEARER":
+        gs2, _, text = text.partition("\x01")
+        if not (gs2.startswith("n,a=") and gs2.endswith(",")):
+            return "", ""
+        user = gs2[4:-1].replace("=2C", ",").replace("=3D", "=")
+        fields = dict(f.split("=", 1) for f in text.split("\x01") if "=" in f)
+    else:
+        fields = dict(f.split("=", 1) for f in text.split("\x01") if "=" in f)
+        user = fields.get("user", "")
+    if not text.endswith("\x01\x01"):
+        return "", ""
+    scheme, _, token = fields.get("auth", "").partition(" ")
+    return (user, token) if scheme == "Bearer" else ("", "")
+
+
+# ---------------------------------------------------------------- OAuth2 authorization server
+
+
+class OAuthProvider:
+    """A local OAuth2 authorization server, as Microsoft's, Google's or Yandex's would be.
+
+    Over HTTPS (a self-signed certificate: ``ca_file``): the token endpoint (``token_url``;
+    refresh-token and client-credentials grants) and, for msal, an authority whose OpenID
+    configuration names that endpoint (``authority``). Over plain HTTP: the token
+    introspection endpoint Dovecot's oauth2 passdb asks (``introspection_url``).
+    """
+
+    host = LOCALHOST
+
+    def __init__(self) -> None:
+        self.lifetime = 3600  # expires_in of the tokens issued
+        self.requests: list[dict[str, str]] = []  # every token request's form
+        self.introspections = 0
+        self._clients: dict[str, tuple[str, str]] = {}  # client_id -> (secret, app mailbox)
+        self._refresh: dict[str, str] = {}  # refresh token -> user
+        self._active: dict[str, str] = {}  # access token -> user
+        self._serial = itertools.count(1)
+        self._lock = threading.Lock()
+        self._servers: list[Any] = []
+        self.dir: Path | None = None
+
+    def start(self) -> OAuthProvider:
+        from http.server import ThreadingHTTPServer
+
+        self.dir = Path(tempfile.mkdtemp(prefix="oauth-"))
+        atexit.register(self.stop)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", str(self.dir / "key.pem"), "-out", str(self.dir / "cert.pem")],
+                       check=True, capture_output=True)
+        handler = _oauth_handler(self)
+        tls, plain = ThreadingHTTPServer((self.host, 0), handler), ThreadingHTTPServer((self.host, 0), handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.dir / "cert.pem", self.dir / "key.pem")
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        self._servers = [tls, plain]
+        for server in self._servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.tls_port, self.plain_port = tls.server_address[1], plain.server_address[1]
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers = []
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+            atexit.unregister(self.stop)
+
+    @property
+    def token_url(self) -> str:
+        return f"https://{self.host}:{self.tls_port}/token"
+
+    @property
+    def authority(self) -> str:
+        return f"https://{self.host}:{self.tls_port}/tenant-1"
+
+    @property
+    def introspection_url(self) -> str:
+        return f"http://{self.host}:{self.plain_port}/introspect"
+
+    @property
+    def ca_file(self) -> str:
+        assert self.dir is not None
+        return str(self.dir / "cert.pem")
+
+    def add_client(self, secret: str = "", mailbox: str = "") -> str:
+        """Register an application; with ``mailbox``, its client-credentials tokens open it."""
+        client_id = f"client-{next(self._serial)}"
+        with self._lock:
+            self._clients[client_id] = (secret, mailbox)
+        return client_id
+
+    def grant(self, user: str) -> str:
+        """A refresh token of ``user`` (as the user's consent in a browser would give)."""
+        token = f"rt-{uuid.uuid4().hex}"
+        with self._lock:
+            self._refresh[token] = user
+        return token
+
+    def revoke(self, refresh_token: str) -> None:
+        with self._lock:
+            self._refresh.pop(refresh_token, None)
+
+    def expire_all(self) -> None:
+        """Every access token issued so far stops working (their holders still think them good)."""
+        with self._lock:
+            self._active.clear()
+
+    def owner(self, token: str) -> str | None:
+        """The user an active access token belongs to."""
+        with self._lock:
+            return self._active.get(token)
+
+    def issued(self) -> list[str]:
+        """Every access token that works now."""
+        with self._lock:
+            return list(self._active)
+
+    def answer_token_request(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append(form)
+            secret, mailbox = self._clients.get(form.get("client_id", ""), (None, ""))
+            if secret is None or secret != form.get("client_secret", ""):
+                return 401, {"error": "invalid_client", "error_description": "unknown client"}
+            grant = form.get("grant_type")
+            if grant == "refresh_token":
+                user = self._refresh.get(form.get("refresh_token", ""))
+                if user is None:
+                    return 400, {"error": "invalid_grant",
+                                 "error_description": "the refresh token was revoked"}
+            elif grant == "client_credentials" and mailbox:
+                user = mailbox
+            else:
+                return 400, {"error": "unsupported_grant_type"}
+            token = f"at-{uuid.uuid4().hex}"
+            self._active[token] = user
+            return 200, {"access_token": token, "token_type": "Bearer",
+                         "expires_in": self.lifetime, "scope": form.get("scope", "")}
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        with self._lock:
+            self.introspections += 1
+            user = self._active.get(token)
+        return {"active": True, "username": user} if user else {"active": False}
+
+
+def _oauth_handler(provider: OAuthProvider) -> type:
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import parse_qs
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.endswith("/.well-known/openid-configuration"):  # msal's discovery
+                base = f"https://{provider.host}:{provider.tls_port}/tenant-1"
+                self._json(200, {"issuer": f"{base}/v2.0", "token_endpoint": f"{base}/oauth2/v2.0/token",
+                                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize"})
+            else:
+                self._json(404, {"error": "not_found"})
+
+        def do_POST(self) -> None:
+            size = int(self.headers.get("Content-Length") or 0)
+            form = {k: v[0] for k, v in parse_qs(self.rfile.read(size).decode()).items()}
+            if self.path == "/introspect":
+                self._json(200, provider.introspect(form.get("token", "")))
+            elif self.path in ("/token", "/tenant-1/oauth2/v2.0/token"):
+                self._json(*provider.answer_token_request(form))
+            else:
+                self._json(404, {"error": "not_found"})
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
 
 
 # ---------------------------------------------------------------- PostgreSQL

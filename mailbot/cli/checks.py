@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 import aiosmtplib
 
-from ..config import Config, ImapConfig
+from ..config import Config, ImapConfig, OAuth2Config
 from ..register import db
+from ..supervision import one_line
+from ..transport import oauth
 
 
 def run_checks(config: Config, say: Callable[[str], None]) -> bool:
@@ -16,8 +18,11 @@ def run_checks(config: Config, say: Callable[[str], None]) -> bool:
     if config.embedded_mail:
         say("mail: no imap.host configured; `mailbot run` starts the embedded development server")
     else:
-        results += [_check_imap(account, say, role) for role, account in config.imap.mailboxes()]
-        results.append(_check_smtp(config, say))
+        have_token = _check_oauth2(config, say)
+        results.append(have_token)
+        results += [_check_imap(account, say, role, config.oauth2, have_token)
+                    for role, account in config.imap.mailboxes()]
+        results.append(_check_smtp(config, say, have_token))
     state, line = staff_authentication(config)
     say(line)
     # with a real mail server, staff mail that cannot be authenticated is a failed check
@@ -65,46 +70,78 @@ def _check_database(config: Config, say: Callable[[str], None]) -> bool:
     return True
 
 
-def _check_imap(imap: ImapConfig, say: Callable[[str], None], role: str = "support") -> bool:
+def _check_oauth2(config: Config, say: Callable[[str], None]) -> bool:
+    """Fetch a token for every account that logs in by OAuth2; whether each got one."""
+    accounts = {role: account.refresh_token for role, account in config.imap.mailboxes()
+                if account.auth == "oauth2"}
+    if config.smtp.auth == "oauth2":
+        accounts.setdefault("support", "")
+    got = True
+    for role, refresh_token in accounts.items():
+        name = "oauth2" if role == "support" else f"oauth2 ({role})"
+        source = oauth.token_source(config.oauth2, refresh_token)
+        try:
+            source.token()
+        except oauth.TokenError as exc:
+            say(f"{name}: FAILED: no access token: {exc}")
+            got = False
+            continue
+        expires = source.expires_at()
+        say(f"{name}: ok (a {config.oauth2.provider} token from {source.endpoint}, "
+            f"{config.oauth2.grant} grant, {config.oauth2.mechanism}, expires {expires:%H:%M:%S} UTC)")
+    return got
+
+
+def _check_imap(imap: ImapConfig, say: Callable[[str], None], role: str = "support",
+                oauth2: OAuth2Config | None = None, have_token: bool = True) -> bool:
     from ..transport.imap import NETWORK_ERRORS, connect
 
     name = "imap" if role == "support" else f"imap ({role})"
+    if imap.auth == "oauth2" and not have_token:
+        say(f"{name}: not tried: no OAuth2 token (see the oauth2 line)")
+        return False
     try:
-        client = connect(imap)
+        client = connect(imap, oauth2)
         try:
             missing = [f for f in imap.folders if not client.folder_exists(f)]
             idle = client.has_capability("IDLE")
         finally:
             client.logout()
-    except NETWORK_ERRORS as exc:
-        say(f"{name}: FAILED: {imap.username}@{imap.host}:{imap.port}: {exc}")
+    except (*NETWORK_ERRORS, oauth.AuthRefused, oauth.TokenError) as exc:
+        say(f"{name}: FAILED: {imap.username}@{imap.host}:{imap.port}: {one_line(exc)}")
         return False
     if missing:
         say(f"{name}: FAILED: folders not found: {', '.join(missing)}")
         return False
-    say(f"{name}: ok ({imap.username}@{imap.host}:{imap.port}, "
+    login = f", {oauth2.mechanism if oauth2 else ''} login" if imap.auth == "oauth2" else ""
+    say(f"{name}: ok ({imap.username}@{imap.host}:{imap.port}{login}, "
         f"IDLE {'yes' if idle else 'no: polling'})")
     return True
 
 
-def _check_smtp(config: Config, say: Callable[[str], None]) -> bool:
-    smtp = config.smtp
+def _check_smtp(config: Config, say: Callable[[str], None], have_token: bool = True) -> bool:
+    from ..transport.smtp import authenticate, client
 
-    async def ehlo() -> str:
-        client = aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port, use_tls=smtp.ssl,
-                                 start_tls=smtp.starttls or None, timeout=smtp.timeout)
-        await client.connect()
+    smtp = config.smtp
+    if smtp.auth == "oauth2" and not have_token:
+        say("smtp: not tried: no OAuth2 token (see the oauth2 line)")
+        return False
+
+    async def log_in() -> str:
+        connection = client(smtp)
+        await connection.connect()
         try:
-            if smtp.username:
-                await client.login(smtp.username, smtp.password)
-            return (await client.ehlo()).message.splitlines()[0]
+            await authenticate(connection, smtp, config.oauth2)
+            return (await connection.ehlo()).message.splitlines()[0]
         finally:
-            client.close()
+            connection.close()
 
     try:
-        greeting = asyncio.run(ehlo())
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        say(f"smtp: FAILED: {smtp.host}:{smtp.port}: {exc}")
+        greeting = asyncio.run(log_in())
+    except (aiosmtplib.SMTPException, OSError, oauth.AuthRefused, oauth.TokenError) as exc:
+        say(f"smtp: FAILED: {smtp.host}:{smtp.port}: {one_line(exc)}")
         return False
-    say(f"smtp: ok ({smtp.host}:{smtp.port}: {greeting})")
+    login = (f", {config.oauth2.mechanism} login" if smtp.auth == "oauth2"
+             else ", logged in" if smtp.username else "")
+    say(f"smtp: ok ({smtp.host}:{smtp.port}: {greeting}{login})")
     return True

@@ -10,6 +10,7 @@ Message-ID deduplication in ``inbound`` makes harmless.
 """
 from __future__ import annotations
 
+import imaplib
 import logging
 import socket
 import ssl
@@ -24,9 +25,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import metrics
-from ..config import ImapConfig
+from ..config import ImapConfig, OAuth2Config
 from ..register.models import MailboxState
 from ..supervision import Backoff, DatabaseHealth, Retry
+from . import oauth
 from .store import RawMail, store
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,25 @@ RECONNECT = (1.0, 5.0)  # seconds: first and longest wait between connection att
 LOGIN_RETRY = (30.0, 300.0)  # a refused login is retried slowly (the server may lock the account)
 
 
-def connect(config: ImapConfig) -> IMAPClient:
-    """A logged-in client for the configured account."""
+def connect(config: ImapConfig, oauth2: OAuth2Config | None = None) -> IMAPClient:
+    """A logged-in client for the configured account (by OAuth2 when ``config.auth`` says so:
+    a refused token is replaced once, then :class:`~.oauth.AuthRefused`)."""
+    client = open_client(config)
+    try:
+        if config.auth == "oauth2":
+            source = oauth.token_source(oauth2 or OAuth2Config(), config.refresh_token)
+            oauth.login_with_retry(source, lambda token: oauth_login(client, config, token, source),
+                                   (LoginError,), f"IMAP server {config.host}")
+        else:
+            client.login(config.username, config.password)
+    except BaseException:
+        client.shutdown()
+        raise
+    return client
+
+
+def open_client(config: ImapConfig) -> IMAPClient:
+    """A connected client, before the login (after STARTTLS when configured)."""
     client = IMAPClient(config.host, port=config.port, ssl=config.ssl, timeout=60)
     if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
         # imapclient sets imaplib's debug level to 5 so that imaplib logs through it, and
@@ -47,8 +66,22 @@ def connect(config: ImapConfig) -> IMAPClient:
         client._imap.debug = 0
     if config.starttls and not config.ssl:
         client.starttls()
-    client.login(config.username, config.password)
     return client
+
+
+def oauth_login(client: IMAPClient, config: ImapConfig, token: str,
+                source: oauth.TokenSource) -> None:
+    """AUTHENTICATE with the token (XOAUTH2 or OAUTHBEARER); a refusal is a LoginError.
+
+    After a refusal the server sends an error challenge, which the empty response ends.
+    """
+    mechanism = source.config.mechanism
+    answers = iter([oauth.sasl_response(mechanism, config.username, token, config.host,
+                                        config.port)])
+    try:
+        client._imap.authenticate(mechanism, lambda challenge: next(answers, b""))
+    except imaplib.IMAP4.error as exc:
+        raise LoginError(str(exc)) from None
 
 
 class FolderSync:
@@ -63,8 +96,9 @@ class FolderSync:
     def __init__(self, config: ImapConfig, folder: str, sessions: sessionmaker[Session],
                  on_stored: Callable[[dict[int, bytes]], None] = lambda new: None,
                  on_found: Callable[[int], None] = lambda count: None,
-                 role: str = "support") -> None:
+                 role: str = "support", oauth2: OAuth2Config | None = None) -> None:
         self.config = config
+        self.oauth2 = oauth2  # where tokens come from when config.auth is "oauth2"
         self.folder = folder
         self.role = role  # the mailbox's role, stored with its mail (inbound.mailbox)
         self.sessions = sessions
@@ -188,14 +222,15 @@ class ImapWatcher:
         while not self.stop.is_set():
             client = None
             try:
-                client = connect(self.config)
+                client = connect(self.config, self.sync.oauth2)
                 self._reached()
                 reconnect.reset()
                 login.reset()
                 self._watch(client)
-            except LoginError as exc:
+            except (LoginError, oauth.AuthRefused, oauth.TokenError) as exc:
                 delay = login.next()
-                log.error("%s: login refused (%s); retrying in %.0f s", self.sync.name, exc, delay)
+                log.error("%s: cannot log in (%s); the mail waits on the server, retrying in "
+                          "%.0f s", self.sync.name, exc, delay)
                 self.stop.wait(delay)
             except NETWORK_ERRORS as exc:
                 self._lost(exc)

@@ -23,6 +23,7 @@ What the server says decides what happens:
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -38,13 +39,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .. import metrics
 from ..clock import Clock
-from ..config import SmtpConfig
+from ..config import OAuth2Config, SmtpConfig
 from ..outbox import splice, wire_address
 from ..parsers.addresses import is_valid_address
 from ..register import files
 from ..register.db import binary_cursor
 from ..register.models import Outbox, UndeliverableAddress
 from ..supervision import Backoff, database_outage, one_line
+from . import oauth
 from .claims import Claimed, ClaimOwner, bring_forward, claim, put_off
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ class SmtpSender:
 
     def __init__(self, config: SmtpConfig, sessions: sessionmaker[Session], clock: Clock,
                  batch: int = 50, on_refused: RefusalHook | None = None,
-                 on_delivered: DeliveryHook | None = None) -> None:
+                 on_delivered: DeliveryHook | None = None,
+                 oauth2: OAuth2Config | None = None) -> None:
         self.config = config
+        self.oauth2 = oauth2  # where tokens come from when config.auth is "oauth2"
         self.sessions = sessions
         self.clock = clock
         self.batch = batch
@@ -75,6 +79,7 @@ class SmtpSender:
         self.on_delivered = on_delivered
         self.owner = ClaimOwner(sessions.kw["bind"])
         self._outage = Backoff(first=1.0, cap=5.0)
+        self._login = Backoff(first=30.0, cap=300.0)  # a refused login is retried slowly
         self._down_since: float | None = None  # monotonic time the server was found unreachable
         self._next_try = 0.0  # while it is unreachable: when to try again (monotonic)
         self._checked_backlog = False  # rows put off by an earlier outage (or process) released
@@ -155,31 +160,39 @@ class SmtpSender:
 
     async def _connect(self, conn: Connection, waiting: list[Claimed]) -> aiosmtplib.SMTP | None:
         """A connected (and logged-in) client; None, with ``waiting`` put off, when there is none."""
-        smtp = aiosmtplib.SMTP(hostname=self.config.host, port=self.config.port,
-                               use_tls=self.config.ssl, start_tls=self.config.starttls or None,
-                               username=self.config.username or None,
-                               password=self.config.password or None, timeout=self.config.timeout)
+        smtp = client(self.config)
         try:
             await smtp.connect()
+            await authenticate(smtp, self.config, self.oauth2)
+        except (aiosmtplib.SMTPAuthenticationError, oauth.AuthRefused, oauth.TokenError) as exc:
+            smtp.close()
+            self._unreachable(conn, waiting, f"cannot log in: {one_line(exc)}", login=True)
+            return None
         except aiosmtplib.SMTPResponseException as exc:
+            smtp.close()
             self._unreachable(conn, waiting, f"{exc.code} {exc.message}")
             return None
         except (aiosmtplib.SMTPException, OSError) as exc:
+            smtp.close()
             self._unreachable(conn, waiting, f"{type(exc).__name__}: {exc}")
             return None
         return smtp
 
-    def _unreachable(self, conn: Connection, waiting: list[Claimed], reason: str) -> None:
-        """No connection: the rows wait for the next attempt (one UPDATE, one WARNING per outage)."""
-        delay = self._outage.next()
+    def _unreachable(self, conn: Connection, waiting: list[Claimed], reason: str,
+                     login: bool = False) -> None:
+        """No connection: the rows wait for the next attempt (one UPDATE, one WARNING per
+        outage; an ERROR, and slower attempts, when the server refused our login)."""
+        delay = self._login.next() if login else self._outage.next()
         self._next_try = time.monotonic() + delay
         put_off(conn, [item.id for item in waiting], self.clock.now() + timedelta(seconds=delay),
                 UNREACHABLE + reason)
         if self._down_since is None:
             self._down_since = time.monotonic()
             metrics.SMTP_UP.set(0)
-            log.warning("SMTP server %s:%d unreachable (%s): outgoing mail waits, "
-                        "trying again every few seconds", self.config.host, self.config.port, reason)
+            log.log(logging.ERROR if login else logging.WARNING,
+                    "SMTP server %s:%d unreachable (%s): outgoing mail waits, trying again "
+                    "every %s", self.config.host, self.config.port, reason,
+                    "few minutes" if login else "few seconds")
         else:
             log.debug("SMTP server still unreachable (%s); %d mail(s) put off", reason, len(waiting))
 
@@ -195,6 +208,7 @@ class SmtpSender:
                      time.monotonic() - self._down_since, released)
         self._down_since, self._checked_backlog = None, True
         self._outage.reset()
+        self._login.reset()
 
     async def _send_one(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed) -> int:
         refused = _known_refusals(item)
@@ -310,6 +324,41 @@ class SmtpSender:
         log.warning("outbox %d: %s; retry %d in %s", item.id, error, attempts, delay)
         _mark(conn, item.id, attempts=attempts, last_error=error,
               next_attempt_at=self.clock.now() + delay)
+
+
+def client(config: SmtpConfig) -> aiosmtplib.SMTP:
+    """A client for the configured server, not connected yet (:func:`authenticate` logs in)."""
+    return aiosmtplib.SMTP(hostname=config.host, port=config.port, use_tls=config.ssl,
+                           start_tls=config.starttls or None, timeout=config.timeout)
+
+
+async def authenticate(smtp: aiosmtplib.SMTP, config: SmtpConfig,
+                       oauth2: OAuth2Config | None = None) -> None:
+    """Log in on a connected client: by OAuth2 (a refused token is replaced once, then
+    :class:`~.oauth.AuthRefused`), by password when a username is set, else not at all."""
+    if config.auth == "oauth2":
+        source = oauth.token_source(oauth2 or OAuth2Config())
+        await oauth.login_with_retry_async(
+            source, lambda token: _oauth_auth(smtp, config, token, source.config.mechanism),
+            (aiosmtplib.SMTPAuthenticationError,), f"SMTP server {config.host}")
+    elif config.username:
+        await smtp.login(config.username, config.password)
+
+
+async def _oauth_auth(smtp: aiosmtplib.SMTP, config: SmtpConfig, token: str, mechanism: str) -> None:
+    """AUTH XOAUTH2 / OAUTHBEARER with an initial response; a refusal is SMTPAuthenticationError."""
+    if smtp.last_ehlo_response is None:
+        await smtp.ehlo()
+    if mechanism.lower() not in smtp.server_auth_methods:
+        offered = ", ".join(smtp.server_auth_methods).upper() or "none"
+        raise aiosmtplib.SMTPException(f"the server offers no AUTH {mechanism} (it offers: {offered})")
+    initial = base64.b64encode(oauth.sasl_response(mechanism, config.username, token,
+                                                   config.host, config.port))
+    response = await smtp.execute_command(b"AUTH", mechanism.encode(), initial)
+    if response.code == 334:  # the error challenge (RFC 7628 §3.2.2): an empty line ends it
+        response = await smtp.execute_command(b"")
+    if response.code != 235:
+        raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
 
 
 def _known_refusals(item: Claimed) -> dict[str, str]:
