@@ -272,12 +272,13 @@ class SlaConfig:
         bad_time = next((t for t in self.digest_times if not HH_MM.match(t)), None)
         if bad_time is not None:
             raise ConfigError(f"sla.digest_times: expected HH:MM times, got {bad_time!r}")
-        from .parsers.addresses import is_valid_address  # late: the parsers are a big import
-
         addresses = tuple(a.strip().lower() for a in self.supervisor_addresses if a.strip())
-        bad = next((a for a in addresses if not is_valid_address(a)), None)
-        if bad is not None:
-            raise ConfigError(f"sla.supervisor_addresses: not one plain e-mail address: {bad!r}")
+        if addresses:
+            from .parsers.addresses import is_valid_address  # late: the parsers are a big import
+
+            bad = next((a for a in addresses if not is_valid_address(a)), None)
+            if bad is not None:
+                raise ConfigError(f"sla.supervisor_addresses: not one plain e-mail address: {bad!r}")
         object.__setattr__(self, "supervisor_addresses", addresses)
         object.__setattr__(self, "digest_times", tuple(sorted(set(self.digest_times))))
 
