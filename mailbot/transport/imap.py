@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 NETWORK_ERRORS = (OSError, IMAPClientError, socket.timeout, ssl.SSLError)
 FIRST_BATCH = 10  # messages in the first FETCH of a sync (later ones: imap.fetch_batch)
 RECONNECT = (1.0, 5.0)  # seconds: first and longest wait between connection attempts
+LEASE_WAIT = 0.5  # seconds between two looks at the lease of a folder another daemon watches
 LOGIN_RETRY = (30.0, 300.0)  # a refused login is retried slowly (the server may lock the account)
 
 
@@ -173,8 +175,10 @@ class ImapWatcher:
     traceback the first time) and the watcher starts over after a backoff.
     """
 
-    def __init__(self, sync: FolderSync, stop: threading.Event, health: DatabaseHealth) -> None:
+    def __init__(self, sync: FolderSync, stop: threading.Event, health: DatabaseHealth,
+                 leased: Callable[[], bool] = lambda: True) -> None:
         self.sync = sync
+        self.leased = leased  # whether this daemon holds the folder's lease (mailbot.leases)
         self.config = sync.config
         self.stop = stop
         self.retry = Retry(f"IMAP watcher {sync.name}", health)
@@ -186,6 +190,9 @@ class ImapWatcher:
     def run(self) -> None:
         reconnect, login = Backoff(*RECONNECT), Backoff(*LOGIN_RETRY)
         while not self.stop.is_set():
+            if not self.leased():  # another daemon watches the folder
+                self.stop.wait(LEASE_WAIT)
+                continue
             client = None
             try:
                 client = connect(self.config)
@@ -223,7 +230,11 @@ class ImapWatcher:
 
     def _watch(self, client: IMAPClient) -> None:
         use_idle = self.config.idle and client.has_capability("IDLE")
+        log.info("%s: watching the folder", self.sync.name)
         while not self.stop.is_set():
+            if not self.leased():
+                log.info("%s: lease lost, another daemon watches the folder", self.sync.name)
+                return
             try:
                 self.sync.sync(client)
             except NETWORK_ERRORS:
@@ -237,7 +248,14 @@ class ImapWatcher:
             if use_idle:
                 self._idle(client)
             else:
-                self.stop.wait(self.config.poll_interval)
+                self._poll_wait()
+
+    def _poll_wait(self) -> None:
+        """Wait ``poll_interval`` seconds, or less when the daemon stops or loses the lease."""
+        deadline = time.monotonic() + self.config.poll_interval
+        while self.leased() and (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(LEASE_WAIT, left)):
+                return
 
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE until the server reports a change, the timeout or a stop."""
@@ -246,7 +264,7 @@ class ImapWatcher:
             if announced_new_mail(client):
                 return
             waited = 0.0
-            while not self.stop.is_set() and waited < self.config.idle_timeout:
+            while not self.stop.is_set() and waited < self.config.idle_timeout and self.leased():
                 if any(_is_change(r) for r in client.idle_check(timeout=1.0)):
                     return
                 waited += 1.0
