@@ -29,7 +29,8 @@ pytestmark = pytest.mark.daemons
 
 DAEMONS = 3
 REQUESTS = 80  # new requests in the stream, each followed by a reply to it
-INTERVAL = 0.2  # seconds between two mails put into the mailbox
+INTERVAL = 0.3  # seconds between a reply and the next request put into the mailbox
+REPLY_AFTER = 0.1  # seconds between a request and its reply
 KILL_EVERY = 6.0  # seconds
 TAKEOVER = 10.0  # seconds: a dead watcher's folder is watched again within this (≈1 s measured)
 
@@ -85,7 +86,8 @@ def _mail(sender: str, message_id: str, subject: str, text: str, refs: str = "")
 
 
 class Stream(threading.Thread):
-    """New requests and replies into the mailbox: request n, then the reply to n - 1."""
+    """New requests, each followed by a reply to it ``REPLY_AFTER`` seconds later: by then the
+    original is stored and in some daemon's batch, and the reply may go to another daemon."""
 
     def __init__(self, desk: Desk) -> None:
         super().__init__(daemon=True)
@@ -93,13 +95,15 @@ class Stream(threading.Thread):
         self.appended: list[tuple[str, float]] = []  # Message-ID (no brackets), wall clock time
 
     def run(self) -> None:
-        for n in range(REQUESTS + 1):
-            for mail, mid in ((request_mail(n), f"req-{n}@zavod.example"),
-                              (reply_mail(n - 1), f"re-{n - 1}@zavod.example")):
-                if (n < REQUESTS or mid.startswith("re-")) and (n > 0 or mid.startswith("req-")):
-                    self.desk.dovecot.append(self.desk.mailbox.user, mail)
-                    self.appended.append((mid, time.time()))
-                    time.sleep(INTERVAL)
+        for n in range(REQUESTS):
+            self._append(request_mail(n), f"req-{n}@zavod.example")
+            time.sleep(REPLY_AFTER)
+            self._append(reply_mail(n), f"re-{n}@zavod.example")
+            time.sleep(INTERVAL)
+
+    def _append(self, mail: bytes, message_id: str) -> None:
+        self.desk.dovecot.append(self.desk.mailbox.user, mail)
+        self.appended.append((message_id, time.time()))
 
 
 def holder(desk: Desk, lease: str) -> int | None:
