@@ -20,8 +20,14 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from mailbot.leases import CLOCK, LEASE_SPACE, lease_key
+from mailbot.daemon import Daemon
+from mailbot.leases import CLOCK, LEASE_SPACE, Leases, lease_key
 from mailbot.models import Inbound, Message, Outbox, Request
+from mailbot import scheduler as scheduler_module
+from mailbot.scheduler import clock_jobs, make_scheduler
+from mailbot.supervision import DatabaseHealth
+from mailbot.transport.claims import claim_inbound
+from mailbot.transport.store import RawMail, dedup_key, store, thread_keys
 from tests.mailflow import Desk
 from tests.test_faults import Mailbot, count, folder, wait_until
 
@@ -122,6 +128,86 @@ def stored_at(desk: Desk) -> dict[str, float]:
     with psycopg.connect(desk.config.database.url) as conn:
         return {key[4:]: at.timestamp() for key, at in conn.execute(
             "SELECT dedup_key, received_at FROM inbound")}
+
+
+# ---------------------------------------------------------------- the parts, one rule each
+
+def test_a_mail_is_tied_to_its_sender_its_references_and_its_subjects_request_number():
+    raw = (b"From: =?utf-8?b?0JjQstCw0L3QvtCy?= <Ivanov@Zavod.example>\r\n"
+           b"Subject: =?utf-8?b?UmU6IFvQotCfLTIwMjYtMDAwMTIzXQ==?=\r\n"
+           b"Message-ID: <a@zavod.example>\r\nIn-Reply-To: <x@tecon.example>\r\n"
+           b"References: <root@zavod.example>\r\n <x@tecon.example>\r\n\r\ntext")
+    assert thread_keys(raw, dedup_key(raw)) == [
+        "from:ivanov@zavod.example", "mid:a@zavod.example", "mid:root@zavod.example",
+        "mid:x@tecon.example", "num:2026-123"]
+
+
+def test_a_reply_waits_while_its_original_is_in_another_daemons_batch(desk):
+    with desk.sessions.begin() as session:
+        store(session, [RawMail(request_mail(1), "test"), RawMail(request_mail(2), "test")])
+    other = desk.sessions()
+    other.begin()
+    held, _ = claim_inbound(other, 1)  # another daemon's batch holds request 1
+    assert [row.dedup_key for row in held] == ["mid:req-1@zavod.example"]
+    with desk.sessions.begin() as session:  # a colleague's reply to request 1 arrives
+        store(session, [RawMail(reply_mail(0).replace(b"req-0", b"req-1"), "test")])
+
+    with desk.sessions.begin() as session:
+        ready, waiting = claim_inbound(session, 100)
+        assert [row.dedup_key for row in ready] == ["mid:req-2@zavod.example"]
+        assert waiting == 1
+    other.rollback()  # that batch ends (here without processing): the reply is anybody's
+    with desk.sessions.begin() as session:
+        ready, waiting = claim_inbound(session, 100)
+        assert [row.dedup_key for row in ready] == [
+            "mid:req-1@zavod.example", "mid:req-2@zavod.example", "mid:re-0@zavod.example"]
+        assert waiting == 0
+    other.close()
+
+
+def test_a_folder_is_watched_by_one_daemon_and_taken_over_when_it_dies(desk):
+    engine, stop, health = desk.sessions.kw["bind"], threading.Event(), DatabaseHealth()
+    first = Leases(engine, ["support/INBOX", CLOCK], stop, health)
+    second = Leases(engine, ["support/INBOX", CLOCK], stop, health)
+    with psycopg.connect(first.conninfo, autocommit=True) as one, \
+            psycopg.connect(second.conninfo, autocommit=True) as two:
+        first.beat(one)
+        second.beat(two)
+        assert first.held() == ["support/INBOX", CLOCK] and second.held() == []
+        # the server probes an idle lease connection itself: a half-open one is dropped in seconds
+        assert one.execute("SHOW tcp_keepalives_idle").fetchone()[0] in ("5s", "5")
+    taken = time.monotonic()
+    while not second.held():  # the first daemon's connection is gone: its locks with it
+        with psycopg.connect(second.conninfo, autocommit=True) as two:
+            second.beat(two)
+            if second.held():
+                break
+        assert time.monotonic() - taken < 5
+    assert second.held() == ["support/INBOX", CLOCK]
+
+
+def test_only_the_daemon_holding_the_clock_lease_runs_the_clock_jobs(desk, monkeypatch):
+    ran: list[str] = []
+    monkeypatch.setattr(scheduler_module, "run_timers", lambda daemon: ran.append("timers"))
+    monkeypatch.setattr(scheduler_module.SlaClock, "run", lambda clock: ran.append("sla"))
+    daemon = Daemon(desk.config, desk.sessions, desk.clock)
+    jobs = clock_jobs(make_scheduler(daemon))
+    daemon.leases = Leases(desk.sessions.kw["bind"], [CLOCK], threading.Event(), DatabaseHealth())
+    with psycopg.connect(daemon.leases.conninfo, autocommit=True) as holder_conn:
+        with psycopg.connect(daemon.leases.conninfo, autocommit=True) as conn:
+            holder_conn.execute("SELECT pg_advisory_lock(%s, %s)", (LEASE_SPACE, lease_key(CLOCK)))
+            daemon.leases.beat(conn)  # another daemon is the leader
+            for job in jobs:
+                job.func()
+            assert ran == [] and not daemon.leader()
+        # the leader's connection closes (it died): the lease is free, this daemon takes it
+        holder_conn.execute("SELECT pg_advisory_unlock_all()")
+        with psycopg.connect(daemon.leases.conninfo, autocommit=True) as conn:
+            daemon.leases.beat(conn)
+            for job in jobs:
+                job.func()
+            assert daemon.leader()
+    assert ran == ["timers", "sla"]
 
 
 def test_three_daemons_killed_in_turn_lose_nothing_and_answer_once(site, start_daemon, tmp_path):
