@@ -24,7 +24,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,8 +147,8 @@ class Daemon:
                              self.stopping, self.health, partial(_lease_taken, scheduler),
                              label=f"mailbot run {os.getpid()}")
         watchdog.thread("leases", self.leases.run)
-        self.watchers = [ImapWatcher(sync, self.stopping, self.health, partial(self.leases.holds, sync.name))
-                         for sync in syncs]
+        self.watchers = [ImapWatcher(sync, self.stopping, self.health,
+                                     partial(self.leases.holds, sync.name)) for sync in syncs]
         for watcher in self.watchers:
             watchdog.thread(f"imap:{watcher.sync.role}:{watcher.sync.folder}", watcher.run)
         listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping, self.health)
