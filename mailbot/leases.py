@@ -7,8 +7,8 @@ dies, even by ``kill -9``, closes that connection and PostgreSQL drops its locks
 once; the others try the free leases every ``HEARTBEAT`` seconds, so one of them
 takes a dead daemon's folders over within a second or two. A connection that is
 half open (the daemon's host froze, the network broke) is found dead by TCP
-keepalives on both ends within about ``DEAD_PEER`` seconds: the server then drops
-the locks, and the daemon, whose heartbeat fails, stops what it held.
+keepalives on both ends within about 11 seconds: the server then drops the locks,
+and the daemon, whose heartbeat fails, stops what it held.
 
 Every daemon also holds a shared lock ``(LEASE_SPACE, 0)``: the number of its
 holders is the number of live daemons, and a daemon takes a free lease at once only
@@ -38,7 +38,6 @@ LEASE_SPACE = 7203  # first key of the leases' two-key advisory locks; (LEASE_SP
 CLOCK = "clock"  # the lease of the clock jobs (workflow timers, SLA clock, digests)
 HEARTBEAT = 1.0  # seconds between two looks at the leases
 SPARE_BEATS = 3  # heartbeats a free lease waits for a daemon below its share before anyone takes it
-DEAD_PEER = 12  # seconds, about: keepalives find a half-open lease connection dead
 # the server probes an idle lease connection after 5 s, then every 2 s, 3 times; the client
 # gives up on a heartbeat that is not acknowledged within 10 s
 _SERVER_KEEPALIVES = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"

@@ -170,8 +170,11 @@ class ImapWatcher:
 
     No error ends it. The server going away is logged once, and once more when
     it is back; while the database is unreachable the watcher keeps its IMAP
-    connection and tries the sync again every few seconds: the mail stays in
-    the folder until it is committed. Any other error is logged (with its
+    connection and tries the sync again every few seconds (until the daemon's
+    lease of the folder goes with its connection): the mail stays in the
+    folder until it is committed. It watches only while ``leased()`` says the
+    daemon holds the folder's lease (:mod:`mailbot.leases`), and looks again
+    every ``LEASE_WAIT`` seconds while another daemon does. Any other error is logged (with its
     traceback the first time) and the watcher starts over after a backoff.
     """
 
