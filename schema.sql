@@ -252,7 +252,11 @@ CREATE TABLE inbound (
     status        text NOT NULL DEFAULT 'pending'
                   CHECK (status IN ('pending', 'processed', 'quarantined')),
     received_at   timestamptz NOT NULL DEFAULT now(),
-    processed_at  timestamptz
+    processed_at  timestamptz,
+    -- what ties it to other mail (migration 0017): 'from:<sender>', 'mid:<Message-ID>' (its own
+    -- and those it refers to), 'num:<year>-<serial>' (its subject's request numbers); pending
+    -- mail sharing a key is processed in order by one daemon at a time
+    thread_keys   text[] NOT NULL DEFAULT '{}'
 );
 CREATE INDEX inbound_pending_idx ON inbound (id) WHERE status = 'pending';
 

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
+from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from .clock import Clock
 from .config import Config
+from .leases import CLOCK, Leases
 from .parsing import ParsingStopped
 from .processor import BatchResult, Processor
-from .scheduler import make_scheduler
+from .scheduler import clock_jobs, make_scheduler
 from .supervision import DatabaseHealth, Retry, Watchdog
 from .transport.imap import FolderSync, ImapWatcher, connect
 from .transport.notify import INBOUND, Listener
@@ -55,6 +60,7 @@ class Daemon:
                                  on_delivered=self._delivered, oauth2=config.oauth2)
         self.health = DatabaseHealth()
         self.watchers: list[ImapWatcher] = []
+        self.leases: Leases | None = None  # the folders' and the clock's, while it runs
         self.sites: Sequence[Site] = ()  # bound web sites to serve (mailbot.web.serve.sites)
         self.stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,8 +125,8 @@ class Daemon:
         self.processor.warm_up(workers=True)
         engine = self.sessions.kw["bind"]
         event.listen(engine, "connect", self._connected)
-        watchdog = self._supervise()
         scheduler = make_scheduler(self)
+        watchdog = self._supervise(scheduler)
         scheduler.start()
         self._watchdog = watchdog
         self.wake()
@@ -134,9 +140,15 @@ class Daemon:
             self.processor.close()
             self.sender.close()
 
-    def _supervise(self) -> Watchdog:
+    def _supervise(self, scheduler: AsyncIOScheduler) -> Watchdog:
         watchdog = Watchdog(self.stopping)
-        self.watchers = [ImapWatcher(sync, self.stopping, self.health) for sync in self.folder_syncs()]
+        syncs = self.folder_syncs()
+        self.leases = Leases(self.sessions.kw["bind"], [CLOCK, *(s.name for s in syncs)],
+                             self.stopping, self.health, partial(_lease_taken, scheduler),
+                             label=f"mailbot run {os.getpid()}")
+        watchdog.thread("leases", self.leases.run)
+        self.watchers = [ImapWatcher(sync, self.stopping, self.health,
+                                     partial(self.leases.holds, sync.name)) for sync in syncs]
         for watcher in self.watchers:
             watchdog.thread(f"imap:{watcher.sync.role}:{watcher.sync.folder}", watcher.run)
         listener = Listener(self.sessions.kw["bind"], self._notified, self.stopping, self.health)
@@ -146,6 +158,10 @@ class Daemon:
         for site in self.sites:
             watchdog.task(site.name, site.serve)
         return watchdog
+
+    def leader(self) -> bool:
+        """Whether this daemon runs the clock jobs (it holds the clock's lease)."""
+        return self.leases is not None and self.leases.holds(CLOCK)
 
     def _connected(self, _dbapi_connection, _record) -> None:
         """A new database connection succeeded: if the database was down, it is back."""
@@ -228,3 +244,10 @@ class Daemon:
         except asyncio.TimeoutError:
             pass
         event.clear()
+
+
+def _lease_taken(scheduler: AsyncIOScheduler, name: str) -> None:
+    """A new leader runs the clock jobs now, not at the next minute (called by the lease worker)."""
+    if name == CLOCK:
+        for job in clock_jobs(scheduler):
+            job.modify(next_run_time=datetime.now(timezone.utc))

@@ -44,7 +44,8 @@ from .register.models import Inbound, Quarantine
 from .render import load_templates
 from .rules import Context, decide, searched_problems
 from .sla.calendar import make_calendar
-from .supervision import database_outage
+from .supervision import database_outage, lock_conflict, one_line
+from .transport.claims import claim_inbound
 from .workflow.intake import Intake
 from .workflow.states import Journal
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
 READ_AHEAD_BATCHES = 2  # batches parsed ahead of the one in the workflow (within AHEAD_BYTES)
+WAIT_FOR_OTHERS = 0.1  # seconds: a batch whose mail all waits for another daemon's batch
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,15 @@ class Processor:
     def run_pending(self) -> BatchResult:
         total = BatchResult()
         while True:
-            result, more = self._run_batch()
+            try:
+                result, more = self._run_batch()
+            except Exception as exc:
+                if not lock_conflict(exc):
+                    raise
+                # a deadlock with another daemon's batch: rolled back whole, its mail pending
+                log.info("batch rolled back after a conflict with another transaction, again: %s",
+                         one_line(exc))
+                result, more = BatchResult(), True
             total += result
             if not more:
                 return total
@@ -139,9 +149,7 @@ class Processor:
         """One batch; also whether more may be pending (the batch was full or cut by size)."""
         started = time.perf_counter()
         with self.sessions.begin() as session:
-            claimed = session.scalars(
-                select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
-                .limit(self.batch).with_for_update(skip_locked=True)).all()
+            claimed, waiting = claim_inbound(session, self.batch)
             rows = _within_bytes(claimed, BATCH_BYTES)
             parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows])]
             if rows:
@@ -171,7 +179,9 @@ class Processor:
             metrics.MAIL_PROCESSED.inc(result.processed)
             for stage in self._quarantined:
                 metrics.MAIL_QUARANTINED.labels(stage).inc()
-        return result, len(claimed) == self.batch or len(rows) < len(claimed)
+        if waiting and not rows:  # all tied to mail another daemon is processing
+            time.sleep(WAIT_FOR_OTHERS)
+        return result, len(claimed) + waiting == self.batch or len(rows) < len(claimed) or waiting > 0
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
                lookup: Lookup, after_flush: _AfterFlush, *, careful: bool) -> BatchResult:
@@ -198,8 +208,8 @@ class Processor:
                 else:
                     done.append(self.process(session, row, parse, lookup))
             except StageError as exc:
-                if not careful and exc.stage == "workflow":
-                    raise
+                if (not careful and exc.stage == "workflow") or lock_conflict(exc.error):
+                    raise  # a conflict with another daemon's batch is no fault of this mail
                 if careful:
                     after_flush.discard()  # this message's mail and events, rolled back with it
                 self.quarantine(session, row, exc.stage, exc.error)

@@ -3,10 +3,12 @@
 - ``sweep`` (5 s): wake the processor and the sender, so mail stored by
   ``mailbot ingest`` and due outbox retries are picked up;
 - ``workflow-timers`` (1 min): time-based workflow steps (closing quiet ОП1
-  requests; ОП2 reminders of unconfirmed files and of files asked of customers). With several daemons on one database, a transaction-level
-  advisory lock lets one of them run the timers at a time. A failed run is
-  reported once (a database outage to the daemon's shared health) and the
-  next run is the retry;
+  requests; ОП2 reminders of unconfirmed files and of files asked of customers).
+  With several daemons on one database only the leader runs the clock jobs (the
+  daemon holding the clock's lease, :mod:`mailbot.leases`; a new leader runs them
+  at once), and a transaction-level advisory lock keeps two passes apart even
+  so. A failed run is reported once (a database outage to the daemon's shared
+  health) and the next run is the retry;
 - ``sla-clock`` (1 min): the SLA clock's ladder steps and the supervisors'
   digests (:class:`SlaClock`), under an advisory lock of its own, with the same
   retries.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CLOCK_JOBS = ("workflow-timers", "sla-clock")
 TIMERS_LOCK = 7201003
 SLA_LOCK = 7201004
 
@@ -44,6 +48,8 @@ def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
     retry = Retry("workflow timers", daemon.health)
 
     def timers() -> None:
+        if not daemon.leader():
+            return
         try:
             run_timers(daemon)
         except Exception as error:
@@ -51,12 +57,15 @@ def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
         else:
             retry.succeeded()
 
-    scheduler.add_job(timers, "interval", minutes=1, id="workflow-timers", coalesce=True,
+    scheduler.add_job(timers, "interval", minutes=1, id=CLOCK_JOBS[0], coalesce=True,
                       max_instances=1)
     sla_retry = Retry("SLA clock", daemon.health)
     clock = SlaClock(daemon)
 
     def sla_clock() -> None:
+        if not daemon.leader():
+            clock.last_pass = None  # another daemon keeps the clock: read everything when back
+            return
         try:
             clock.run()
         except Exception as error:
@@ -64,9 +73,14 @@ def make_scheduler(daemon: "Daemon") -> AsyncIOScheduler:
         else:
             sla_retry.succeeded()
 
-    scheduler.add_job(sla_clock, "interval", minutes=1, id="sla-clock", coalesce=True,
+    scheduler.add_job(sla_clock, "interval", minutes=1, id=CLOCK_JOBS[1], coalesce=True,
                       max_instances=1)
     return scheduler
+
+
+def clock_jobs(scheduler: AsyncIOScheduler) -> list[Job]:
+    """The jobs only the leader runs (the daemon holding the clock's lease, mailbot.leases)."""
+    return [scheduler.get_job(job_id) for job_id in CLOCK_JOBS]
 
 
 def run_timers(daemon: "Daemon") -> list[str]:

@@ -47,6 +47,19 @@ def database_outage(error: BaseException | None) -> bool:
     return False
 
 
+def lock_conflict(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from or while handling, is PostgreSQL
+    undoing a transaction that met another one (a deadlock, a serialization failure):
+    neither an outage nor the data's fault; the transaction may simply run again."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(getattr(error, "orig", error), psycopg.errors.TransactionRollback):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def one_line(error: BaseException) -> str:
     """The first line of an error's message (SQLAlchemy's carry the SQL and a link after it)."""
     text = str(getattr(error, "orig", None) or error).strip().splitlines()

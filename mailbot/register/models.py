@@ -210,6 +210,7 @@ class Inbound(Base):
     status: Mapped[str] = mapped_column(server_default="pending")
     received_at: Mapped[datetime] = _now()
     processed_at: Mapped[datetime | None]
+    thread_keys: Mapped[list[str]] = mapped_column(server_default="{}")
 
 
 class Quarantine(Base):

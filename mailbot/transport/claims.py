@@ -1,4 +1,11 @@
-"""Which daemon is sending which outbox row.
+"""Which daemon is processing which stored mail, and sending which outbox row.
+
+Stored mail (:func:`claim_inbound`): a batch is claimed ``FOR UPDATE SKIP LOCKED``
+(several daemons share the pending rows), less the mail tied to earlier pending
+mail that another daemon's batch holds: a reply waits while its original is being
+processed elsewhere (by ``inbound.thread_keys``, :func:`.store.thread_keys`).
+
+Outgoing mail:
 
 A sender holds a session-level advisory lock on a key of its own, on a
 connection of its own (:class:`ClaimOwner`), and writes that key into
@@ -19,11 +26,53 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.orm import Session
+
+from ..register.models import Inbound
 
 log = logging.getLogger(__name__)
 
 LOCK_SPACE = 7202  # first key of the owners' two-key advisory locks: (LOCK_SPACE, owner key)
+
+
+_TIED_EARLIER = text("""
+    SELECT id, thread_keys FROM inbound
+    WHERE status = 'pending' AND id < :last AND id <> ALL(:mine) AND thread_keys && CAST(:keys AS text[])
+    ORDER BY id""")
+
+
+def claim_inbound(session: Session, limit: int) -> tuple[list[Inbound], int]:
+    """Up to ``limit`` pending rows to process now, oldest first, locked until the transaction
+    ends; and how many more were claimed but must wait.
+
+    A row waits when it shares a thread key with an earlier pending row that is not ours
+    (another daemon's batch holds it: rows nobody holds come first in ours), or with a row
+    that waits: a reply is not processed before its original, nor a sender's second mail
+    before his first, when two daemons share the work. The rows that wait stay locked by
+    this transaction (skipped by the others) and come in a later batch.
+    """
+    claimed = session.scalars(
+        select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
+        .limit(limit).with_for_update(skip_locked=True)).all()
+    keys = sorted({key for row in claimed for key in row.thread_keys})
+    if not keys:
+        return claimed, 0
+    earlier = session.execute(_TIED_EARLIER, {"last": claimed[-1].id, "keys": keys,
+                                              "mine": [row.id for row in claimed]}).all()
+    if not earlier:
+        return claimed, 0
+    ready, tied, before = [], set(), iter(earlier)
+    held = next(before, None)
+    for row in claimed:
+        while held is not None and held.id < row.id:
+            tied.update(held.thread_keys)
+            held = next(before, None)
+        if tied.intersection(row.thread_keys):
+            tied.update(row.thread_keys)
+        else:
+            ready.append(row)
+    return ready, len(claimed) - len(ready)
 
 
 class ClaimOwner:

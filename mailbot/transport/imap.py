@@ -15,6 +15,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 NETWORK_ERRORS = (OSError, IMAPClientError, socket.timeout, ssl.SSLError)
 FIRST_BATCH = 10  # messages in the first FETCH of a sync (later ones: imap.fetch_batch)
 RECONNECT = (1.0, 5.0)  # seconds: first and longest wait between connection attempts
+LEASE_WAIT = 0.5  # seconds between two looks at the lease of a folder another daemon watches
 LOGIN_RETRY = (30.0, 300.0)  # a refused login is retried slowly (the server may lock the account)
 
 
@@ -202,13 +204,18 @@ class ImapWatcher:
 
     No error ends it. The server going away is logged once, and once more when
     it is back; while the database is unreachable the watcher keeps its IMAP
-    connection and tries the sync again every few seconds: the mail stays in
-    the folder until it is committed. Any other error is logged (with its
+    connection and tries the sync again every few seconds (until the daemon's
+    lease of the folder goes with its connection): the mail stays in the
+    folder until it is committed. It watches only while ``leased()`` says the
+    daemon holds the folder's lease (:mod:`mailbot.leases`), and looks again
+    every ``LEASE_WAIT`` seconds while another daemon does. Any other error is logged (with its
     traceback the first time) and the watcher starts over after a backoff.
     """
 
-    def __init__(self, sync: FolderSync, stop: threading.Event, health: DatabaseHealth) -> None:
+    def __init__(self, sync: FolderSync, stop: threading.Event, health: DatabaseHealth,
+                 leased: Callable[[], bool] = lambda: True) -> None:
         self.sync = sync
+        self.leased = leased  # whether this daemon holds the folder's lease (mailbot.leases)
         self.config = sync.config
         self.stop = stop
         self.retry = Retry(f"IMAP watcher {sync.name}", health)
@@ -220,6 +227,9 @@ class ImapWatcher:
     def run(self) -> None:
         reconnect, login = Backoff(*RECONNECT), Backoff(*LOGIN_RETRY)
         while not self.stop.is_set():
+            if not self.leased():  # another daemon watches the folder
+                self.stop.wait(LEASE_WAIT)
+                continue
             client = None
             try:
                 client = connect(self.config, self.sync.oauth2)
@@ -258,7 +268,11 @@ class ImapWatcher:
 
     def _watch(self, client: IMAPClient) -> None:
         use_idle = self.config.idle and client.has_capability("IDLE")
+        log.info("%s: watching the folder", self.sync.name)
         while not self.stop.is_set():
+            if not self.leased():
+                log.info("%s: lease lost, another daemon watches the folder", self.sync.name)
+                return
             try:
                 self.sync.sync(client)
             except NETWORK_ERRORS:
@@ -272,7 +286,14 @@ class ImapWatcher:
             if use_idle:
                 self._idle(client)
             else:
-                self.stop.wait(self.config.poll_interval)
+                self._poll_wait()
+
+    def _poll_wait(self) -> None:
+        """Wait ``poll_interval`` seconds, or less when the daemon stops or loses the lease."""
+        deadline = time.monotonic() + self.config.poll_interval
+        while self.leased() and (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(LEASE_WAIT, left)):
+                return
 
     def _idle(self, client: IMAPClient) -> None:
         """Wait in IDLE until the server reports a change, the timeout or a stop."""
@@ -281,7 +302,7 @@ class ImapWatcher:
             if announced_new_mail(client):
                 return
             waited = 0.0
-            while not self.stop.is_set() and waited < self.config.idle_timeout:
+            while not self.stop.is_set() and waited < self.config.idle_timeout and self.leased():
                 if any(_is_change(r) for r in client.idle_check(timeout=1.0)):
                     return
                 waited += 1.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.utils import getaddresses
 
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -13,6 +15,11 @@ from .notify import INBOUND, notify
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_THREAD_HEADER = re.compile(rb"^(from|in-reply-to|references|subject):[ \t]*((?:.*)(?:\r?\n[ \t].*)*)",
+                            re.IGNORECASE | re.MULTILINE)
+_MSG_ID = re.compile(r"<([^<>\s]+)>")
+# a request number's year and serial (ТП-2026-000123), whatever the prefix and the dashes
+_NUMBER = re.compile(r"(?<![0-9])([0-9]{4})\s*[-\u2010-\u2015\u2212]\s*([0-9]{1,6})(?![0-9])")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,33 @@ def dedup_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+def thread_keys(raw: bytes, key: str) -> list[str]:
+    """What ties a mail to other mail, read from its headers without parsing it (cheaply):
+    its sender (``from:``), its own and the referenced Message-IDs (``mid:``, as in
+    :func:`dedup_key`) and the request numbers of its subject (``num:``). Two pending mails
+    that share a key are processed in the order they were stored, by one daemon at a time
+    (:func:`mailbot.transport.claims.claim_inbound`). Generous on purpose: a false tie only
+    costs a little parallelism."""
+    keys = {key} if key.startswith("mid:") else set()
+    for name, value in _THREAD_HEADER.findall(_HEADER_END.split(raw, 1)[0]):
+        text = re.sub(r"\r?\n[ \t]", " ", value.decode("utf-8", "replace"))
+        name = name.lower()
+        if name == b"from":
+            keys.update(f"from:{address.lower()}" for _, address in getaddresses([text]) if "@" in address)
+        elif name == b"subject":
+            keys.update(f"num:{year}-{int(serial)}" for year, serial in _NUMBER.findall(_decoded(text)))
+        else:
+            keys.update(f"mid:{mid[:900]}" for mid in _MSG_ID.findall(text))
+    return sorted(keys)
+
+
+def _decoded(header: str) -> str:
+    try:
+        return str(make_header(decode_header(header)))
+    except Exception:  # a broken encoded word: the raw text is as good as it gets here
+        return header
+
+
 def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
     """Insert the messages not seen before; the new rows' bytes by id. The caller commits."""
     if not mails:
@@ -46,7 +80,8 @@ def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
     statement = (
         insert(Inbound)
         .values([{"dedup_key": key, "source": m.source, "uid": m.uid, "raw": m.raw,
-                  "size": len(m.raw), "mailbox": m.mailbox} for key, m in rows.items()])
+                  "size": len(m.raw), "mailbox": m.mailbox, "thread_keys": thread_keys(m.raw, key)}
+                 for key, m in rows.items()])
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .returning(Inbound.id, Inbound.dedup_key)
     )

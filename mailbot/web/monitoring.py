@@ -97,7 +97,8 @@ class Monitoring:
             if late:
                 checks["backlog"] = "stuck: " + "; ".join(late)
         if self.daemon is not None:
-            down = [w.sync.name for w in self.daemon.watchers if not w.connected]
+            down = [w.sync.name for w in self.daemon.watchers  # a folder another daemon watches is no fault
+                    if w.leased() and not w.connected]
             checks["imap"] = "ok" if not down else "not connected: " + ", ".join(down)
             checks["smtp"] = "ok" if self.daemon.sender.reachable else "unreachable"
         return checks
