@@ -270,21 +270,28 @@ def cmd_request_new(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _request_and_actor(session: Session, app: App, args: argparse.Namespace) -> tuple:
+    """The request ``args.number`` and the active staff member ``args.actor`` acting on it."""
+    from ..register.lookup import Lookup
+
+    lookup = Lookup(session, app.config.timezone)
+    request, staff = lookup.request_by_number(args.number), lookup.staff_by_login_or_email(args.actor)
+    if request is None:
+        raise Fail(f"no request {args.number}")
+    if staff is None or not staff.active:
+        raise Fail(f"no active staff member {args.actor!r}")
+    return request, staff
+
+
 def cmd_request_command(app: App, args: argparse.Namespace) -> int:
     """Do what a staff reply with these command lines would do."""
     from ..parsers.commands import parse_commands
-    from ..register.lookup import Lookup
     from ..transport.notify import OUTBOX, notify
     from ..workflow.manual import run_commands
 
     block = parse_commands("\n".join(args.lines), app.config.support.incident_prefix)
     with app.ready_sessions().begin() as session:
-        lookup = Lookup(session, app.config.timezone)
-        request, staff = lookup.request_by_number(args.number), lookup.staff_by_login_or_email(args.actor)
-        if request is None:
-            raise Fail(f"no request {args.number}")
-        if staff is None or not staff.active:
-            raise Fail(f"no active staff member {args.actor!r}")
+        request, staff = _request_and_actor(session, app, args)
         problems = run_commands(session, app.config, app.clock.now(), request, staff, block)
         if problems:
             session.rollback()
@@ -299,7 +306,6 @@ def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..parsers import MailTooLarge
-    from ..register.lookup import Lookup
     from ..transport.notify import OUTBOX, notify
     from ..workflow.manual import send_files
 
@@ -311,12 +317,7 @@ def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise Fail(f"{name}: {exc.strerror}", EX_USAGE) from None
     with app.ready_sessions().begin() as session:
-        lookup = Lookup(session, app.config.timezone)
-        request, staff = lookup.request_by_number(args.number), lookup.staff_by_login_or_email(args.actor)
-        if request is None:
-            raise Fail(f"no request {args.number}")
-        if staff is None or not staff.active:
-            raise Fail(f"no active staff member {args.actor!r}")
+        request, staff = _request_and_actor(session, app, args)
         try:
             problems = send_files(session, app.config, app.clock.now(), request, staff, files,
                                   text=args.text or "", description=args.description or "")
