@@ -55,6 +55,7 @@ from .claims import Claimed, ClaimOwner, bring_forward, claim, put_off
 log = logging.getLogger(__name__)
 
 UNREACHABLE = "SMTP server unreachable: "  # last_error of the rows an outage put off
+CRLF = b"\r\n"
 COMPOSE_AHEAD_BYTES = 32 * 1024 * 1024  # composed mail waiting for its connection, at most
 RefusalHook = Callable[[Session, int, dict[str, str]], None]
 DeliveryHook = Callable[[Session, int, list[str]], None]
@@ -267,7 +268,7 @@ class SmtpSender:
         try:
             wire = {wire_address(r): r for r in recipients}  # IDN domains as IDNA
             utf8 = [] if all(map(str.isascii, wire)) else ["SMTPUTF8"]  # RFC 6531
-            answers, _ = await smtp.sendmail(item.mail_from, list(wire), data, mail_options=utf8)
+            answers = await _transmit(smtp, item.mail_from, list(wire), data, utf8)
             errors = {wire.get(r, r): e for r, e in answers.items()}
         except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient: nothing was sent
             errors = {wire.get(e.recipient, e.recipient): e for e in exc.recipients}
@@ -539,6 +540,52 @@ class _Composer:
 def _lane_key(item: Claimed) -> int:
     """Which connection a mail goes over: the same for the same recipients (their order kept)."""
     return zlib.crc32(",".join(sorted(r.lower() for r in item.recipients)).encode())
+
+
+async def _transmit(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], data: bytes,
+                    options: list[str]) -> dict[str, aiosmtplib.SMTPResponse]:
+    """``smtp.sendmail`` for mail with CRLF line ends only (composed so: :mod:`mailbot.outbox`):
+    the recipients refused (not all: then SMTPRecipientsRefused), as sendmail answers.
+
+    aiosmtplib rewrites every line end of a message with a regular expression, twice (its
+    SIZE and its DATA): for mail with files, more time than the rest of sending. Here the
+    message goes as it is, dot-stuffed by a plain byte replace; mail that is not CRLF-only
+    (none we write) goes through sendmail.
+    """
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+        return (await smtp.sendmail(sender, recipients, data, mail_options=options))[0]
+    encoding = "utf-8" if options else "ascii"  # SMTPUTF8
+    size = [f"SIZE={len(data) + (0 if data.endswith(CRLF) else 2)}"] \
+        if smtp.supports_extension("size") else []
+    try:
+        await smtp.mail(sender, options=size + options, encoding=encoding)
+        refused: dict[str, aiosmtplib.SMTPResponse] = {}
+        errors = []
+        for recipient in recipients:
+            try:
+                await smtp.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                errors.append(exc)
+                refused[exc.recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+        if len(errors) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(errors)
+        answer = await smtp.execute_command(b"DATA")
+        if answer.code != 354:
+            raise aiosmtplib.SMTPDataError(answer.code, answer.message)
+        stuffed = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..")
+        try:  # written and answered without a turn of the loop in between (see read_response)
+            smtp.protocol.write(stuffed + (b"" if stuffed.endswith(CRLF) else CRLF) + b".\r\n")
+            answer = await smtp.protocol.read_response(timeout=smtp.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            smtp.close()
+            raise
+        if answer.code != 250:
+            raise aiosmtplib.SMTPDataError(answer.code, answer.message)
+        return refused
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with suppress(ConnectionError, aiosmtplib.SMTPException):
+            await smtp.rset()  # the envelope is reset, as sendmail does
+        raise
 
 
 async def _quit(smtp: aiosmtplib.SMTP) -> None:
