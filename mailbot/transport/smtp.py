@@ -113,12 +113,13 @@ class SmtpSender:
         with binary_cursor(conn) as cursor:
             raw = cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0]
             placeholders, wanted = [], []
-            for placeholder, sha256, inbound_id in cursor.execute(
-                    "SELECT o.placeholder, a.sha256, m.inbound_id FROM outbox_files o "
+            for placeholder, sha256, inbound_id, start, end, encoding in cursor.execute(
+                    "SELECT o.placeholder, a.sha256, m.inbound_id, a.part_start, a.part_end, "
+                    "a.part_encoding FROM outbox_files o "
                     "JOIN attachments a ON a.id = o.attachment_id JOIN messages m ON m.id = a.message_id "
                     "WHERE o.outbox_id = %s ORDER BY o.id", (outbox_id,)).fetchall():
                 placeholders.append(placeholder)
-                wanted.append((sha256, inbound_id))
+                wanted.append((sha256, inbound_id, (start, end, encoding) if encoding else None))
             return splice(raw, zip(placeholders, files.read_many(cursor, wanted)))
 
     async def send_due(self) -> int:
