@@ -23,10 +23,13 @@ message, in order.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
@@ -52,6 +55,12 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
 READ_AHEAD_BATCHES = 2  # batches parsed ahead of the one in the workflow (within AHEAD_BYTES)
+FRESH_MAILS = 10  # a commit of at most this many new mails is live mail: it goes before a backlog
+FRESH_HEAD_START = timedelta(minutes=1)  # its outgoing mail is due this much earlier (claims order)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_THREAD_HEADER = re.compile(rb"^(?:in-reply-to|references):((?:.*)(?:\r?\n[ \t].*)*)",
+                            re.IGNORECASE | re.MULTILINE)
+_MSG_ID = re.compile(rb"<([^<>\s]{1,900})>")
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,8 @@ class Processor:
         self.options = parse_options(config)
         self.parsing = ParsePool(self.options, parse_workers, config.limits.parse_timeout)
         self._quarantined: list[str] = []  # the stages of the batch's quarantined messages
+        self._fresh: dict[int, list[str]] = {}  # live mail stored (by id): the ids it answers
+        self._fresh_lock = threading.Lock()
 
     def warm_up(self, *, workers: bool) -> None:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
@@ -121,7 +132,14 @@ class Processor:
         stop_reading()
 
     def parse_ahead(self, stored: dict[int, bytes]) -> None:
-        """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result."""
+        """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result.
+
+        A commit of a few mails is live mail (a backlog is fetched in bigger ones): it is
+        processed in a batch of its own before the rest of a backlog (:meth:`_claim_fresh`).
+        """
+        if 0 < len(stored) <= FRESH_MAILS:
+            with self._fresh_lock:
+                self._fresh.update({i: _answered_ids(raw) for i, raw in stored.items()})
         self.parsing.ahead(stored)
 
     def run_pending(self) -> BatchResult:
@@ -139,16 +157,18 @@ class Processor:
         """One batch; also whether more may be pending (the batch was full or cut by size)."""
         started = time.perf_counter()
         with self.sessions.begin() as session:
-            claimed = session.scalars(
+            fresh = self._claim_fresh(session)
+            claimed = fresh or session.scalars(
                 select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
                 .limit(self.batch).with_for_update(skip_locked=True)).all()
             rows = _within_bytes(claimed, BATCH_BYTES)
             parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows])]
-            if rows:
+            if rows and not fresh:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
             # the batch's outgoing mail and audit events, written after each flush
-            after_flush = _AfterFlush(Queue(session), Journal(session))
+            after_flush = _AfterFlush(Queue(session, FRESH_HEAD_START if fresh else timedelta()),
+                                      Journal(session))
             try:
                 mails = [mail for mail in map(_Once.result, parsed) if mail]
                 lookup.prepare(mails, self.clock.now(), searched_problems(mails, self.config))
@@ -171,7 +191,24 @@ class Processor:
             metrics.MAIL_PROCESSED.inc(result.processed)
             for stage in self._quarantined:
                 metrics.MAIL_QUARANTINED.labels(stage).inc()
-        return result, len(claimed) == self.batch or len(rows) < len(claimed)
+        return result, bool(fresh) or len(claimed) == self.batch or len(rows) < len(claimed)
+
+    def _claim_fresh(self, session: Session) -> list[Inbound]:
+        """The live mail stored since the last batch, still pending, but any that answers a
+        mail still waiting before it (that one is processed first, in its turn)."""
+        with self._fresh_lock:
+            fresh, self._fresh = self._fresh, {}
+        keys = {f"mid:{answered}" for ids in fresh.values() for answered in ids}
+        waiting = dict(session.execute(select(Inbound.dedup_key, Inbound.id).where(
+            Inbound.status == "pending", Inbound.dedup_key.in_(keys))).all()) if keys else {}
+        ids: list[int] = []
+        for i in sorted(fresh):  # one that answers another live mail goes with it
+            if all(waiting.get(f"mid:{a}", i) >= i or waiting[f"mid:{a}"] in ids for a in fresh[i]):
+                ids.append(i)
+        if not ids:
+            return []
+        return session.scalars(select(Inbound).where(Inbound.id.in_(ids), Inbound.status == "pending")
+                               .order_by(Inbound.id).with_for_update(skip_locked=True)).all()
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
                lookup: Lookup, after_flush: _AfterFlush, *, careful: bool) -> BatchResult:
@@ -332,6 +369,13 @@ def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:
         if total > budget and count:
             return rows[:count]
     return rows
+
+
+def _answered_ids(raw: bytes) -> list[str]:
+    """The Message-IDs a raw mail's In-Reply-To and References name (as ``inbound`` keys them)."""
+    head = _HEADER_END.split(raw[:256 * 1024], 1)[0]
+    return [found.decode("ascii", "replace") for value in _THREAD_HEADER.findall(head)
+            for found in _MSG_ID.findall(value)][-50:]
 
 
 def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:

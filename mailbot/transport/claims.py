@@ -83,21 +83,23 @@ _CLAIM = text("""
         SELECT id FROM outbox
         WHERE status = 'pending' AND next_attempt_at <= :now
           AND (claimed_by IS NULL OR claimed_by = :me OR claimed_by NOT IN (SELECT key FROM live))
-        ORDER BY id LIMIT :limit
+        ORDER BY next_attempt_at, id LIMIT :limit
         FOR UPDATE SKIP LOCKED)
     UPDATE outbox o SET claimed_by = :me FROM due
     WHERE o.id = due.id AND :me IN (SELECT key FROM live)
     RETURNING o.id, o.mail_from, o.recipients, o.attempts,
         (SELECT json_object_agg(u.address, u.reply) FROM undeliverable_addresses u
-         WHERE u.address = ANY(SELECT lower(r) FROM unnest(o.recipients) AS r))""")
+         WHERE u.address = ANY(SELECT lower(r) FROM unnest(o.recipients) AS r)),
+        o.next_attempt_at""")
 
 
 def claim(conn: Connection, owner: int, now: datetime, limit: int) -> list[Claimed]:
-    """Claim up to ``limit`` due rows for ``owner``, oldest first: unclaimed ones, ours, and
+    """Claim up to ``limit`` due rows for ``owner``, longest due first (then oldest; the live
+    mail of a backlog is due earlier: :class:`mailbot.outbox.Queue`): unclaimed ones, ours, and
     those of daemons whose lock is gone. Nothing when our own lock is not held."""
     rows = conn.execute(_CLAIM, {"space": LOCK_SPACE, "me": owner, "now": now, "limit": limit}).all()
-    return sorted((Claimed(r[0], r[1], list(r[2]), r[3], r[4] or {}) for r in rows),
-                  key=lambda c: c.id)
+    return [Claimed(r[0], r[1], list(r[2]), r[3], r[4] or {})
+            for r in sorted(rows, key=lambda r: (r[5], r[0]))]
 
 
 def put_off(conn: Connection, ids: list[int], until: datetime, reason: str) -> None:
