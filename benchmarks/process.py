@@ -29,7 +29,8 @@ the run to the last mail accepted, for mailbot and for the plain client alike.
 
 ``--latency`` runs ``mailbot run`` (the daemon, IDLE) instead and times each probe mail from its
 APPEND to the sink accepting its acknowledgement: first on an idle daemon, then while a backlog
-of ``--backlog`` mails drains (APPENDed in one go just before the probes start).
+of ``--backlog`` mails drains (APPENDed just before the probes start, the daemon at work on it
+from its first mails), and says where the time went (APPEND -> stored -> processed -> sent).
 
 See benchmarks/README.md ("Whole process") for what it prints and the figures measured.
 """
@@ -45,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -450,6 +450,8 @@ def measure_latency(args, dovecot, base_url: str, workdir: Path) -> bool:
     daemon = subprocess.Popen(MAILBOT + ["--config", str(config), "run"], cwd=ROOT,
                               stdout=open(workdir / "daemon.log", "wb"), stderr=subprocess.STDOUT)
     results: dict[str, list[float]] = {}
+    stages: dict[str, dict[str, list[float]]] = {}
+    wall: dict[str, float] = {}
     try:
         time.sleep(3.0)  # started, connected, the empty INBOX synced, in IDLE
 
@@ -459,6 +461,7 @@ def measure_latency(args, dovecot, base_url: str, workdir: Path) -> bool:
                 for i in range(first, first + args.latency_mails):
                     mail = probe(i)
                     appended[(mail.message_id, mail.sender)] = time.monotonic()
+                    wall[mail.message_id] = time.time()
                     client.append("INBOX", mail.raw)
                     time.sleep(probes.rng.uniform(*args.pace))
             deadline = time.monotonic() + 120
@@ -468,14 +471,12 @@ def measure_latency(args, dovecot, base_url: str, workdir: Path) -> bool:
             if missing:
                 raise SystemExit(f"latency ({label}): {len(missing)} acknowledgements never arrived")
             results[label] = [sink.accepted_at[k] - t for k, t in appended.items()]
+            stages[label] = _stages(url, {k[0]: wall[k[0]] for k in appended})
 
         send_probes("idle", 0)
         if backlog:
-            feeder = threading.Thread(target=append_all, args=(mailbox, [m.raw for m in backlog]))
-            feeder.start()
-            time.sleep(0.5)  # the first part of the backlog is in the folder
+            append_all(mailbox, [m.raw for m in backlog])  # the daemon starts on it meanwhile
             send_probes(f"{len(backlog)}-mail backlog", args.latency_mails)
-            feeder.join()
             wanted = len(backlog) + 2 * args.latency_mails
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and _processed(url) < wanted:
@@ -496,8 +497,33 @@ def measure_latency(args, dovecot, base_url: str, workdir: Path) -> bool:
         print(f"  {label:20} n={len(values):3}  p50 {percentile(values, 0.5):5.2f} s  p95 {p95:5.2f} s"
               f"  max {max(values):5.2f} s  mean {statistics.mean(values):5.2f} s   "
               f"target p95 <= {limit} s  {'OK' if p95 <= limit else 'MISSED'}")
+        print("    " + ", ".join(f"{name} p50 {percentile(v, 0.5):.2f} s p95 {percentile(v, 0.95):.2f} s"
+                                 for name, v in stages[label].items() if v))
     print("=" * 78)
     return ok
+
+
+def _stages(url: str, appended: dict[str, float]) -> dict[str, list[float]]:
+    """Where the probes' time went, from the database: APPEND -> stored -> processed -> sent."""
+    import psycopg
+
+    from tests.servers import libpq_url
+
+    found: dict[str, list[float]] = {"stored": [], "processed": [], "sent": []}
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT substr(i.dedup_key, 5), extract(epoch FROM i.received_at), "
+            "extract(epoch FROM i.processed_at), extract(epoch FROM min(o.sent_at)) "
+            "FROM inbound i JOIN messages m ON m.inbound_id = i.id "
+            "JOIN outbox o ON o.request_id = m.request_id AND o.recipients @> ARRAY[m.sender] "
+            "WHERE i.dedup_key = ANY(%s) GROUP BY 1, 2, 3",
+            ([f"mid:{mid}" for mid in appended],)).fetchall()
+    for mid, stored, processed, sent in rows:
+        start = appended[mid]
+        found["stored"].append(float(stored) - start)
+        found["processed"].append(float(processed) - float(stored))
+        found["sent"].append(float(sent) - float(processed))
+    return found
 
 
 def _processed(url: str) -> int:
