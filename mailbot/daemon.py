@@ -27,7 +27,6 @@ from .clock import Clock
 from .config import Config
 from .parsing import ParsingStopped
 from .processor import BatchResult, Processor
-from .scheduler import make_scheduler
 from .supervision import DatabaseHealth, Retry, Watchdog
 from .transport.imap import FolderSync, ImapWatcher, connect
 from .transport.notify import INBOUND, Listener
@@ -115,6 +114,8 @@ class Daemon:
 
     async def run_forever(self) -> None:
         """Run the workers until :meth:`stop`; raises ``GiveUp`` when one keeps dying."""
+        from .scheduler import make_scheduler  # APScheduler: not for a single run (run --once)
+
         self._loop = asyncio.get_running_loop()
         self.processor.warm_up(workers=True)
         engine = self.sessions.kw["bind"]
