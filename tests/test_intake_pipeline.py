@@ -452,7 +452,8 @@ def test_a_new_mail_is_answered_before_a_backlog_that_drains(desk):
         assert session.get(Inbound, live).status == "processed"
         assert session.scalar(select(func.count()).select_from(Inbound)
                               .where(Inbound.status == "pending")) == 150
-        ack = session.scalars(select(Outbox).where(Outbox.recipients.contains(["c1000@zavod.example"]))).one()
+        (ack,) = [row for row in session.scalars(select(Outbox))
+                  if row.recipients == ["c1000@zavod.example"]]
     assert ack.next_attempt_at < MONDAY_MORNING  # claimed before the backlog's mail
 
 
