@@ -349,7 +349,12 @@ CREATE TABLE attachments (
     content_type  text NOT NULL,
     size          integer NOT NULL,
     sha256        text NOT NULL,  -- which file of the message's raw mail (or of files)
-    inline        boolean NOT NULL DEFAULT false
+    inline        boolean NOT NULL DEFAULT false,
+    -- where its encoded body lies in the raw mail (0017): bytes part_start to part_end, in
+    -- part_encoding; NULL when it is not one slice of it (mailbot/files.py parses the mail then)
+    part_start    bigint,
+    part_end      bigint,
+    part_encoding text
 );
 CREATE INDEX attachments_message_idx ON attachments (message_id);
 CREATE INDEX attachments_sha256_idx ON attachments (sha256);

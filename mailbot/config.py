@@ -99,6 +99,11 @@ class SmtpConfig:
     timeout: float = 30.0
     max_attempts: int = 10
     retry_base: float = 30.0  # seconds; doubles on every failed attempt
+    connections: int = 2  # SMTP connections a daemon sends over at once (fewer if the server refuses)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections <= 16:
+            raise ConfigError(f"smtp.connections: expected 1 to 16, got {self.connections!r}")
 
     def __post_init__(self) -> None:
         _check_auth("smtp", self.auth)

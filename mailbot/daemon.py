@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,7 +31,6 @@ from .config import Config
 from .leases import CLOCK, Leases
 from .parsing import ParsingStopped
 from .processor import BatchResult, Processor
-from .scheduler import clock_jobs, make_scheduler
 from .supervision import DatabaseHealth, Retry, Watchdog
 from .transport.imap import FolderSync, ImapWatcher, connect
 from .transport.notify import INBOUND, Listener
@@ -42,6 +40,8 @@ from .workflow.reports import apply_refusal
 from .workflow.undeliverable import delivered
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
     from .web.serve import Site
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,8 @@ class Daemon:
 
     async def run_forever(self) -> None:
         """Run the workers until :meth:`stop`; raises ``GiveUp`` when one keeps dying."""
+        from .scheduler import make_scheduler  # APScheduler: not for a single run (run --once)
+
         self._loop = asyncio.get_running_loop()
         self.processor.warm_up(workers=True)
         engine = self.sessions.kw["bind"]
@@ -248,6 +250,8 @@ class Daemon:
 
 def _lease_taken(scheduler: AsyncIOScheduler, name: str) -> None:
     """A new leader runs the clock jobs now, not at the next minute (called by the lease worker)."""
+    from .scheduler import clock_jobs
+
     if name == CLOCK:
         for job in clock_jobs(scheduler):
             job.modify(next_run_time=datetime.now(timezone.utc))

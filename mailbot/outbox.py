@@ -26,7 +26,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from urllib.parse import quote
@@ -198,7 +198,9 @@ class Queue:
     time (half of the objects a batch flushed). While a queue is open on a
     session, :func:`enqueue` adds the mail here; :meth:`write` inserts it once
     the flush has given its requests and files their ids, and :meth:`discard`
-    drops the mail of an attempt that was rolled back. Reads that must see a
+    drops the mail of an attempt that was rolled back. A batch of live mail taken before
+    a backlog (:mod:`mailbot.processor`) gives its mail a ``head_start``: due that much
+    earlier, it is claimed before the backlog's mail. Reads that must see a
     batch's own mail (the rate limit, threads) ask :meth:`to`, :meth:`request_of`
     and :meth:`of_request`. The processor opens a queue next to its
     :class:`~mailbot.workflow.states.Journal` and calls it at the same points.
@@ -206,8 +208,9 @@ class Queue:
 
     KEY = "mailbot.outbox"
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, head_start: timedelta = timedelta()) -> None:
         self.session = session
+        self.head_start = head_start  # the mail is due this much before it was queued
         self.mails: list[Queued] = []
         self._by_recipient: dict[str, list[Queued]] = {}
         self._by_message_id: dict[str, Queued] = {}
@@ -256,7 +259,8 @@ class Queue:
         for q, outbox_id, message_id in zip(mails, ids["outbox"], ids["messages"]):
             request_id = q.mail.request.id if q.mail.request is not None else None
             outbox.append({**_outbox_values(q.mail, q.composed, q.sender, q.at),
-                           "id": outbox_id, "request_id": request_id})
+                           "id": outbox_id, "request_id": request_id,
+                           "next_attempt_at": q.at - self.head_start})
             trail.append({**_trail_values(q.mail, q.composed, q.sender, q.at), "id": message_id,
                           "request_id": request_id, "inbound_id": None, "outbox_id": outbox_id})
             attached += [{"id": next(file_ids), "outbox_id": outbox_id, "attachment_id": file.id,

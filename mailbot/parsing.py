@@ -245,8 +245,10 @@ class Workers:
             self._thread = threading.Thread(target=self._run, name="parse-workers", daemon=True)
             self._thread.start()
 
-    def submit(self, raws: list[bytes], options: ParseOptions, keep_files: bool = False) -> list[Future]:
-        """Parse these messages in one worker; a future per message."""
+    def submit(self, raws: list[bytes], options: ParseOptions, keep_files: bool = False,
+               first: bool = False) -> list[Future]:
+        """Parse these messages in one worker; a future per message (``first``: before the
+        messages already waiting)."""
         futures = [Future() for _ in raws]
         with self._lock:
             if not self._refusing:
@@ -255,7 +257,8 @@ class Workers:
                 for future in futures:
                     future.set_exception(ParsingStopped())
                 return futures
-            self._queue.append(_Job(deque(futures), deque(raws), options, keep_files))
+            job = _Job(deque(futures), deque(raws), options, keep_files)
+            self._queue.appendleft(job) if first else self._queue.append(job)
         self._wake()
         return futures
 
@@ -516,19 +519,21 @@ class ParsePool:
         """For each ``inbound`` id, a call that returns its ParsedMail (or raises why not).
 
         Mail parsed ahead is taken from the workers; the bytes of the rest are read
-        (``read_many``) and handed to the workers now.
+        (``read_many``) and handed to the workers now, before the mail parsed ahead (the
+        batch waits for it: a new mail taken out of turn is not held up by a backlog).
         """
         with self._lock:
             taken = {i: self._ahead.pop(i).future for i in ids if i in self._ahead}
         rest = [i for i in ids if i not in taken]
         raws = read_many(rest)
-        taken.update(self._submit([(i, raws[i]) for i in rest]))
+        taken.update(self._submit([(i, raws[i]) for i in rest], first=True))
         return [partial(_result, taken[i]) for i in ids]
 
-    def _submit(self, items: list[tuple[int, bytes]]) -> dict[int, Future]:
+    def _submit(self, items: list[tuple[int, bytes]], first: bool = False) -> dict[int, Future]:
         placed = {}
-        for chunk in _chunks(items):
-            futures = self.workers.submit([raw for _, raw in chunk], self.options)
+        chunks = list(_chunks(items))
+        for chunk in reversed(chunks) if first else chunks:  # in order, at the front
+            futures = self.workers.submit([raw for _, raw in chunk], self.options, first=first)
             placed.update({inbound_id: future for (inbound_id, _), future in zip(chunk, futures)})
         return placed
 

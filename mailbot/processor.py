@@ -23,10 +23,12 @@ message, in order.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
 READ_AHEAD_BATCHES = 2  # batches parsed ahead of the one in the workflow (within AHEAD_BYTES)
 WAIT_FOR_OTHERS = 0.1  # seconds: a batch whose mail all waits for another daemon's batch
+FRESH_MAILS = 10  # a commit of at most this many new mails is live mail: it goes before a backlog
+FRESH_HEAD_START = timedelta(minutes=1)  # its outgoing mail is due this much earlier (claims order)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class Processor:
         self.options = parse_options(config)
         self.parsing = ParsePool(self.options, parse_workers, config.limits.parse_timeout)
         self._quarantined: list[str] = []  # the stages of the batch's quarantined messages
+        self._fresh: set[int] = set()  # live mail stored since the last batch (inbound ids)
+        self._fresh_lock = threading.Lock()
 
     def warm_up(self, *, workers: bool) -> None:
         """Compile the templates, build the calendar and (``workers``) start the parsing processes.
@@ -123,7 +129,14 @@ class Processor:
         stop_reading()
 
     def parse_ahead(self, stored: dict[int, bytes]) -> None:
-        """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result."""
+        """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result.
+
+        A commit of a few mails is live mail (a backlog is fetched in bigger ones): it is
+        processed in a batch of its own before the rest of a backlog (:meth:`_claim`).
+        """
+        if 0 < len(stored) <= FRESH_MAILS:
+            with self._fresh_lock:
+                self._fresh.update(stored)
         self.parsing.ahead(stored)
 
     def run_pending(self) -> BatchResult:
@@ -149,14 +162,15 @@ class Processor:
         """One batch; also whether more may be pending (the batch was full or cut by size)."""
         started = time.perf_counter()
         with self.sessions.begin() as session:
-            claimed, waiting = claim_inbound(session, self.batch)
+            claimed, waiting, live = self._claim(session)
             rows = _within_bytes(claimed, BATCH_BYTES)
             parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows])]
-            if rows:
+            if rows and not live:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
             # the batch's outgoing mail and audit events, written after each flush
-            after_flush = _AfterFlush(Queue(session), Journal(session))
+            after_flush = _AfterFlush(Queue(session, FRESH_HEAD_START if live else timedelta()),
+                                      Journal(session))
             try:
                 mails = [mail for mail in map(_Once.result, parsed) if mail]
                 lookup.prepare(mails, self.clock.now(), searched_problems(mails, self.config))
@@ -181,7 +195,20 @@ class Processor:
                 metrics.MAIL_QUARANTINED.labels(stage).inc()
         if waiting and not rows:  # all tied to mail another daemon is processing
             time.sleep(WAIT_FOR_OTHERS)
-        return result, len(claimed) + waiting == self.batch or len(rows) < len(claimed) or waiting > 0
+        return result, (live or len(claimed) + waiting == self.batch or len(rows) < len(claimed)
+                        or waiting > 0)
+
+    def _claim(self, session: Session) -> tuple[list[Inbound], int, bool]:
+        """The live mail stored since the last batch when any of it can go now (none of it
+        tied to older pending mail), else the oldest pending mail; how many wait; whether
+        the batch is live mail."""
+        with self._fresh_lock:
+            fresh, self._fresh = self._fresh, set()
+        if fresh:
+            claimed, waiting = claim_inbound(session, self.batch, among=fresh)
+            if claimed:
+                return claimed, waiting, True
+        return *claim_inbound(session, self.batch), False
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
                lookup: Lookup, after_flush: _AfterFlush, *, careful: bool) -> BatchResult:
@@ -342,6 +369,7 @@ def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:
         if total > budget and count:
             return rows[:count]
     return rows
+
 
 
 def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:

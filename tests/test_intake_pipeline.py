@@ -428,3 +428,52 @@ def test_parsing_processes_start_as_soon_as_mail_is_coming():
         assert pool.started
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------- live mail and a backlog
+
+def _customer_mail(n: int, extra: str = "") -> bytes:
+    return (f"From: c{n}@zavod.example\r\nTo: support@tecon.example\r\nSubject: Вопрос {n}\r\n"
+            f"Message-ID: <m{n}@zavod.example>\r\n{extra}MIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nКак настроить отчёт?\r\n").encode()
+
+
+def _backlog_and_then(desk: Desk, live: bytes) -> tuple[Processor, dict[int, bytes]]:
+    """150 mails pending (a backlog), then one live mail stored as the watcher stores it."""
+    from mailbot.transport.store import RawMail, store
+
+    with desk.sessions.begin() as session:
+        store(session, [RawMail(_customer_mail(n), "test") for n in range(150)])
+    with desk.sessions.begin() as session:
+        new = store(session, [RawMail(live, "test")])
+    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
+    processor.parse_ahead(new)
+    return processor, new
+
+
+def test_a_new_mail_is_answered_before_a_backlog_that_drains(desk):
+    processor, new = _backlog_and_then(desk, _customer_mail(1000))
+    try:
+        assert processor.run_batch().processed == 1  # its own batch, first
+    finally:
+        processor.close()
+    (live,) = new
+    with desk.sessions() as session:
+        assert session.get(Inbound, live).status == "processed"
+        assert session.scalar(select(func.count()).select_from(Inbound)
+                              .where(Inbound.status == "pending")) == 150
+        (ack,) = [row for row in session.scalars(select(Outbox))
+                  if row.recipients == ["c1000@zavod.example"]]
+    assert ack.next_attempt_at < MONDAY_MORNING  # claimed before the backlog's mail
+
+
+def test_a_new_mail_that_answers_a_mail_of_the_backlog_waits_for_it_in_its_turn(desk):
+    processor, new = _backlog_and_then(desk, _customer_mail(
+        1000, "In-Reply-To: <m149@zavod.example>\r\nReferences: <m149@zavod.example>\r\n"))
+    try:
+        assert processor.run_batch().processed == 100  # the backlog's first batch, in order
+    finally:
+        processor.close()
+    (live,) = new
+    with desk.sessions() as session:
+        assert session.get(Inbound, live).status == "pending"

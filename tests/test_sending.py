@@ -262,3 +262,61 @@ def test_two_daemons_share_the_outbox_without_sending_a_mail_twice(desk):
     assert sum(shares) == 120 and min(shares) > 0
     ids = [m.parsed()["Message-ID"] for m in desk.sink.wait_for(120)]
     assert len(set(ids)) == len(ids) == 120
+
+
+# ---------------------------------------------------------------- several connections
+
+def test_two_connections_send_each_mail_once_and_mail_to_one_address_in_its_order(desk):
+    desk.sink.delay = 0.002  # the two connections interleave
+    for n in range(5):
+        for customer in range(8):
+            queue_text(desk, f"c{customer}@zavod.example", f"Ответ {n}")
+
+    assert send(desk) == 40
+
+    received = desk.sink.wait_for(40)
+    ids = [m.parsed()["Message-ID"] for m in received]
+    assert len(set(ids)) == 40
+    assert len({m.peer for m in received}) == 2  # smtp.connections, by default
+    for customer in range(8):
+        mine = [m for m in received if m.rcpt_tos == [f"c{customer}@zavod.example"]]
+        assert [m.parsed()["Subject"] for m in mine] == [f"Ответ {n}" for n in range(5)]
+        assert len({m.peer for m in mine}) == 1
+    assert {(r.status, r.attempts, r.claimed_by) for r in outbox(desk)} == {("sent", 1, None)}
+
+
+def test_a_server_that_takes_one_connection_gets_all_the_mail_over_it(desk):
+    greeted = []
+
+    async def first_only(server, session, envelope, hostname, responses):
+        greeted.append(hostname)
+        if len(greeted) > 1:
+            return ["421 4.7.0 one connection per client"]
+        session.host_name = hostname  # what aiosmtpd's own EHLO does
+        return responses
+
+    desk.sink.handle_EHLO = first_only
+    for customer in range(6):
+        queue_text(desk, f"c{customer}@zavod.example", "Ответ")
+
+    assert send(desk) == 6
+
+    assert len({m.peer for m in desk.sink.wait_for(6)}) == 1
+    assert {r.status for r in outbox(desk)} == {"sent"}
+
+
+def test_a_line_that_starts_with_a_dot_arrives_as_it_was_written(desk):
+    text = "Проверьте каталог\n.config\n..и ещё\n.\nконец"
+    queue_text(desk, CUSTOMER, "Точки", text)
+
+    assert send(desk) == 1
+
+    (mail,) = desk.sink.wait_for(1)
+    assert mail.parsed().get_body(("plain",)).get_content().splitlines() == text.splitlines()
+
+
+def queue_text(desk: Desk, to: str, subject: str, text: str = "Текст") -> None:
+    with desk.sessions.begin() as session:
+        enqueue(session, desk.config, Outgoing(kind="relay", to=(to,), automatic=False,
+                                               content=Rendered(subject, text, None)),
+                MONDAY_MORNING)

@@ -77,7 +77,8 @@ class AttachmentSink:
             raise MailTooLarge(f"attachment {name!r} has {size} bytes, limit {self.options.max_attachment_bytes}")
 
     def add(self, name: str | None, content_type: str, data: bytes,
-            content_id: str | None = None, inline: bool = False) -> Attachment:
+            content_id: str | None = None, inline: bool = False,
+            span: tuple[int, int, str] | None = None) -> Attachment:
         """Append one attachment with a safe name; raise MailTooLarge over the limits."""
         index = len(self.items) + 1
         filename = safe_filename(name or default_name(content_type), index, content_type)
@@ -86,6 +87,6 @@ class AttachmentSink:
             raise MailTooLarge(f"more than {self.options.max_attachments} attachments")
         attachment = Attachment(filename=filename, content_type=content_type, data=data,
                                 content_id=content_id or None, inline=inline,
-                                original_name=original_name(name))
+                                original_name=original_name(name), span=span)
         self.items.append(attachment)
         return attachment

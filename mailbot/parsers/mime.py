@@ -40,6 +40,7 @@ _BODY_TYPES = ("text/plain", "text/html")
 _TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
 _UUENCODE = ("x-uuencode", "uuencode", "uue", "x-uue")
 _IDENTITY = ("", "7bit", "8bit", "binary")
+_SPAN_PROBE = 64  # bytes at each end of an encoded body that find it in the raw mail
 
 
 def _header_end(raw: bytes, limit: int) -> int:
@@ -248,10 +249,12 @@ class MimeContent:
 class MimeWalker:
     """Sorts the parts of one message into body chunks, attachments and report data."""
 
-    def __init__(self, sink: AttachmentSink, hints: list[str]) -> None:
+    def __init__(self, sink: AttachmentSink, hints: list[str], raw: bytes = b"") -> None:
         self.sink = sink
         self.hints = hints
         self.content = MimeContent()
+        self.raw = raw  # the mail as it came: where each file's encoded body lies (its span)
+        self._searched = 0  # the spans found so far end here
 
     def walk(self, message: Message) -> MimeContent:
         self.content.chunks = self._part(message, 0)
@@ -298,8 +301,32 @@ class MimeWalker:
             self._tnef(part, name, ctype)
         else:
             self._report_part(part, ctype)
-            self._attach(part, name, ctype, self._payload_bytes(part), disposition)
+            self._attach(part, name, ctype, self._payload_bytes(part), disposition, self._span(part))
         return []
+
+    def _span(self, part: Message) -> tuple[int, int, str] | None:
+        """Where the encoded body of a leaf part lies in the raw mail, found by its first and
+        last bytes after the previous one's; None when it cannot be told.
+
+        Reading the file back (:mod:`mailbot.files`) decodes that slice and checks it against
+        the file's SHA-256, so a wrong guess costs a parse, never a wrong file.
+        """
+        payload = stored_payload(part)
+        cte = (raw_header(part, "content-transfer-encoding") or "").strip().lower()
+        if not isinstance(payload, str) or not payload or \
+                cte not in (*_IDENTITY, "base64", "quoted-printable"):
+            return None
+        try:
+            head = payload[:_SPAN_PROBE].encode("ascii", "surrogateescape")
+            tail = payload[-_SPAN_PROBE:].encode("ascii", "surrogateescape")
+        except UnicodeEncodeError:  # not bytes as they came (a str the parser made)
+            return None
+        start = self.raw.find(head, self._searched)
+        end = start + len(payload)
+        if start < 0 or self.raw[end - _SPAN_PROBE:end] != tail:
+            return None
+        self._searched = end
+        return start, end, cte or "7bit"
 
     def _text(self, part: Message, ctype: str) -> list[tuple[str, str]]:
         data = self._payload_bytes(part)
@@ -400,10 +427,11 @@ class MimeWalker:
             return [b for b in blocks if b]
         return field_blocks(self._payload_bytes(part).decode("utf-8", "replace"))
 
-    def _attach(self, part: Message, name: str | None, ctype: str, data: bytes, disposition: str | None) -> None:
+    def _attach(self, part: Message, name: str | None, ctype: str, data: bytes, disposition: str | None,
+                span: tuple[int, int, str] | None = None) -> None:
         cid = decode_header_value(raw_header(part, "content-id") or "").strip("<>").strip() or None
         inline = disposition == "inline" or (disposition is None and cid is not None)
-        self.sink.add(name, ctype, data, content_id=cid, inline=inline)
+        self.sink.add(name, ctype, data, content_id=cid, inline=inline, span=span)
 
     def _note_defects(self, part: Message) -> None:
         for defect in getattr(part, "defects", ()):

@@ -37,6 +37,9 @@ class Attachment:
     inline: bool = False
     kept_as: tuple[int, str] | None = None  # (size, sha256) once handed on without data
     original_name: str | None = None  # the name the mail gave it, decoded (None: it gave none)
+    # where its encoded body lies in the raw mail: (start, end, transfer encoding); None when
+    # it is not one slice of it (a file from winmail.dat, a nested message, uuencoded)
+    span: tuple[int, int, str] | None = None
 
     @property
     def size(self) -> int:

@@ -122,7 +122,7 @@ def _parse(raw: bytes, options: ParseOptions) -> ParsedMail:
 def _build(raw: bytes, message: Message, defects: list[str], options: ParseOptions) -> ParsedMail:
     hints = declared_charsets(message)
     sink = AttachmentSink(options)
-    content = MimeWalker(sink, hints).walk(message)
+    content = MimeWalker(sink, hints, raw).walk(message)
     headers = _Headers.of(message, hints)
     reply_to = headers.addresses("reply-to")
     from_name, from_addr = first_mailbox(headers.unfolded("from") or headers.unfolded("sender"), hints)

@@ -323,6 +323,9 @@ class AttachmentRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str]
     inline: Mapped[bool] = mapped_column(server_default="false")
+    part_start: Mapped[int | None] = mapped_column(BigInteger)  # its encoded body in the raw mail
+    part_end: Mapped[int | None] = mapped_column(BigInteger)
+    part_encoding: Mapped[str | None]
 
     message: Mapped[Message] = relationship(back_populates="attachments")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,9 +43,11 @@ _TIED_EARLIER = text("""
     ORDER BY id""")
 
 
-def claim_inbound(session: Session, limit: int) -> tuple[list[Inbound], int]:
-    """Up to ``limit`` pending rows to process now, oldest first, locked until the transaction
-    ends; and how many more were claimed but must wait.
+def claim_inbound(session: Session, limit: int,
+                  among: Collection[int] = ()) -> tuple[list[Inbound], int]:
+    """Up to ``limit`` pending rows to process now, oldest first (``among``: of these ids
+    only, live mail going before a backlog), locked until the transaction ends; and how many
+    more were claimed but must wait.
 
     A row waits when it shares a thread key with an earlier pending row that is not ours
     (another daemon's batch holds it: rows nobody holds come first in ours), or with a row
@@ -52,9 +55,10 @@ def claim_inbound(session: Session, limit: int) -> tuple[list[Inbound], int]:
     before his first, when two daemons share the work. The rows that wait stay locked by
     this transaction (skipped by the others) and come in a later batch.
     """
-    claimed = session.scalars(
-        select(Inbound).where(Inbound.status == "pending").order_by(Inbound.id)
-        .limit(limit).with_for_update(skip_locked=True)).all()
+    query = select(Inbound).where(Inbound.status == "pending")
+    if among:
+        query = query.where(Inbound.id.in_(sorted(among)))
+    claimed = session.scalars(query.order_by(Inbound.id).limit(limit).with_for_update(skip_locked=True)).all()
     keys = sorted({key for row in claimed for key in row.thread_keys})
     if not keys:
         return claimed, 0
@@ -132,21 +136,23 @@ _CLAIM = text("""
         SELECT id FROM outbox
         WHERE status = 'pending' AND next_attempt_at <= :now
           AND (claimed_by IS NULL OR claimed_by = :me OR claimed_by NOT IN (SELECT key FROM live))
-        ORDER BY id LIMIT :limit
+        ORDER BY next_attempt_at, id LIMIT :limit
         FOR UPDATE SKIP LOCKED)
     UPDATE outbox o SET claimed_by = :me FROM due
     WHERE o.id = due.id AND :me IN (SELECT key FROM live)
     RETURNING o.id, o.mail_from, o.recipients, o.attempts,
         (SELECT json_object_agg(u.address, u.reply) FROM undeliverable_addresses u
-         WHERE u.address = ANY(SELECT lower(r) FROM unnest(o.recipients) AS r))""")
+         WHERE u.address = ANY(SELECT lower(r) FROM unnest(o.recipients) AS r)),
+        o.next_attempt_at""")
 
 
 def claim(conn: Connection, owner: int, now: datetime, limit: int) -> list[Claimed]:
-    """Claim up to ``limit`` due rows for ``owner``, oldest first: unclaimed ones, ours, and
+    """Claim up to ``limit`` due rows for ``owner``, longest due first (then oldest; the live
+    mail of a backlog is due earlier: :class:`mailbot.outbox.Queue`): unclaimed ones, ours, and
     those of daemons whose lock is gone. Nothing when our own lock is not held."""
     rows = conn.execute(_CLAIM, {"space": LOCK_SPACE, "me": owner, "now": now, "limit": limit}).all()
-    return sorted((Claimed(r[0], r[1], list(r[2]), r[3], r[4] or {}) for r in rows),
-                  key=lambda c: c.id)
+    return [Claimed(r[0], r[1], list(r[2]), r[3], r[4] or {})
+            for r in sorted(rows, key=lambda r: (r[5], r[0]))]
 
 
 def put_off(conn: Connection, ids: list[int], until: datetime, reason: str) -> None:

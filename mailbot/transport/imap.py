@@ -136,7 +136,7 @@ class FolderSync:
             return stored
         # FETCH the next batch while a helper thread commits this one; a batch is moved
         # only after its commit, and one commit at a time keeps mailbox_state in order
-        stored = 0
+        stored, known = 0, new[-1]
         with ThreadPoolExecutor(1, thread_name_prefix=f"store:{self.folder}") as committer:
             pending = None
             for batch in batches:
@@ -145,9 +145,28 @@ class FolderSync:
                     stored += pending[1].result()
                     self._move(client, pending[0])
                 pending = (batch, committer.submit(self._commit, mails, uidvalidity, batch))
+                stored, known = self._live(client, known, stored)
             stored += pending[1].result()
             self._move(client, pending[0])
         return stored
+
+    def _live(self, client: IMAPClient, known: int, stored: int) -> tuple[int, int]:
+        """Mail that came in during a long sync is stored at once, before the rest of it: a
+        new mail does not wait for a backlog. ``last_uid`` stays below the backlog not yet
+        stored; a crash before the move only fetches it again (stored once: Message-ID)."""
+        if not announced_new_mail(client):
+            return stored, known
+        live = [uid for uid in client.search(["UID", f"{known + 1}:*"]) if uid > known]
+        for batch in _chunks(live, self.config.fetch_batch):
+            mails = self._fetch(client, batch)
+            with self.sessions.begin() as session:
+                new = store(session, mails)
+            self._received.inc(len(mails))
+            self._stored.inc(len(new))
+            self.on_stored(new)
+            self._move(client, batch)
+            stored += len(new)
+        return stored, max(live, default=known)
 
     def _fetch(self, client: IMAPClient, batch: list[int]) -> list[RawMail]:
         fetched = client.fetch(batch, ["BODY.PEEK[]"])

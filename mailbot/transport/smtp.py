@@ -1,8 +1,12 @@
 """SMTP delivery of ``outbox`` rows with aiosmtplib: in order, with retries and backoff.
 
 Rows are claimed for this process (:mod:`.claims`): a daemon that dies leaves
-its claims to the next claim of any daemon, at once. Each mail is marked sent
-right after the server's 250, so a crash repeats at most the one mail in flight.
+its claims to the next claim of any daemon, at once. A thread composes the
+claimed mail (files spliced in) while earlier mail is on the wire, and up to
+``smtp.connections`` connections send it, mail to the same recipients always
+over the same one (in order). Each mail is marked sent as the server's 250
+comes in (:class:`_Marks`), so a crash repeats at most the mail in flight on
+each connection (same Message-ID).
 
 What the server says decides what happens:
 
@@ -25,14 +29,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aiosmtplib
 from aiosmtplib.email import parse_address
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, Engine, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,8 +59,18 @@ from .claims import Claimed, ClaimOwner, bring_forward, claim, put_off
 log = logging.getLogger(__name__)
 
 UNREACHABLE = "SMTP server unreachable: "  # last_error of the rows an outage put off
+CRLF = b"\r\n"
+COMPOSE_AHEAD_BYTES = 32 * 1024 * 1024  # composed mail waiting for its connection, at most
 RefusalHook = Callable[[Session, int, dict[str, str]], None]
 DeliveryHook = Callable[[Session, int, list[str]], None]
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """Why sending stopped: the server could not be reached, or it refused our login."""
+
+    reason: str
+    login: bool = False
 
 
 class SmtpSender:
@@ -85,6 +102,9 @@ class SmtpSender:
         self._checked_backlog = False  # rows put off by an earlier outage (or process) released
         self._more = False  # this pass made more rows due (a released backlog, a staff notice)
         self._unrecorded: dict[int, dict] = {}  # sent, but the database was gone: id -> the record
+        self._marks: _Marks | None = None  # the sent marks of the call under way
+        self._stopped: _Stop | None = None  # why this call stopped sending (the server is gone)
+        self._done: set[int] = set()  # the claimed rows this call has dealt with
 
     def close(self) -> None:
         """Let our claims go (another daemon may take them over)."""
@@ -108,75 +128,123 @@ class SmtpSender:
         with binary_cursor(conn) as cursor:
             raw = cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0]
             placeholders, wanted = [], []
-            for placeholder, sha256, inbound_id in cursor.execute(
-                    "SELECT o.placeholder, a.sha256, m.inbound_id FROM outbox_files o "
+            for placeholder, sha256, inbound_id, start, end, encoding in cursor.execute(
+                    "SELECT o.placeholder, a.sha256, m.inbound_id, a.part_start, a.part_end, "
+                    "a.part_encoding FROM outbox_files o "
                     "JOIN attachments a ON a.id = o.attachment_id JOIN messages m ON m.id = a.message_id "
                     "WHERE o.outbox_id = %s ORDER BY o.id", (outbox_id,)).fetchall():
                 placeholders.append(placeholder)
-                wanted.append((sha256, inbound_id))
+                wanted.append((sha256, inbound_id, (start, end, encoding) if encoding else None))
             return splice(raw, zip(placeholders, files.read_many(cursor, wanted)))
 
     async def send_due(self) -> int:
-        """Send every due row: one SMTP connection (opened again if the server drops it) and
-        one database connection, in autocommit, to claim the rows and record each result.
+        """Send every due row; how many went out.
 
-        While the server is unreachable, nothing is claimed before the next attempt is due.
+        One database connection, in autocommit, claims the rows and records the results; a
+        thread composes the claimed mail, in order, ahead of sending (:class:`_Composer`);
+        up to ``smtp.connections`` SMTP connections send it (:meth:`_lanes`), each opened
+        once per call (again if the server drops it). While the server is unreachable,
+        nothing is claimed before the next attempt is due.
         """
         if self._down_since is not None and time.monotonic() < self._next_try:
             return 0
         owner = self.owner.ensure()
-        sent, smtp = 0, None
-        with self.sessions.kw["bind"].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        clients: list[aiosmtplib.SMTP] = []
+        engine = self.sessions.kw["bind"]
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("SET synchronous_commit = off")  # see _mark
+            for outbox_id, values in list(self._unrecorded.items()):  # before they are claimed
+                _mark(conn, outbox_id, **values)
+                del self._unrecorded[outbox_id]
+            self._marks = marks = _Marks(engine, self._unrecorded, self.clock)
+            sent = 0
             try:
-                for outbox_id, values in list(self._unrecorded.items()):  # before they are claimed
-                    _mark(conn, outbox_id, **values)
-                    del self._unrecorded[outbox_id]
                 while claimed := claim(conn, owner, self.clock.now(), self.batch):
                     self._more = False
-                    for n, item in enumerate(claimed):
-                        if smtp is None or not smtp.is_connected:
-                            smtp = await self._connect(conn, claimed[n:])
-                            if smtp is None:
-                                return sent
-                            self._reachable(conn)
-                        try:
-                            sent += await self._send_one(conn, smtp, item)
-                        except Exception as exc:
-                            if database_outage(exc):
-                                raise
-                            self._broken(conn, smtp, item, exc)
+                    composer = _Composer(engine, claimed, asyncio.get_running_loop())
+                    try:
+                        sent += await self._lanes(conn, clients, claimed, composer)
+                    finally:
+                        composer.stop()
+                    await asyncio.to_thread(marks.written)
+                    if self._stopped is not None:  # the server is gone: the rest waits
+                        self._unreachable(conn, [c for c in claimed if c.id not in self._done],
+                                          self._stopped.reason, login=self._stopped.login)
+                        break
                     if len(claimed) < self.batch and not self._more:
                         break
             finally:
                 with suppress(SQLAlchemyError):  # a broken connection is dropped by the pool
                     conn.exec_driver_sql("RESET synchronous_commit")
-                if smtp is not None and smtp.is_connected:
-                    try:
-                        await smtp.quit()
-                    except (aiosmtplib.SMTPException, OSError):
-                        smtp.close()
+                await asyncio.gather(*(_quit(smtp) for smtp in clients))
+                marks.close()
         return sent
 
-    async def _connect(self, conn: Connection, waiting: list[Claimed]) -> aiosmtplib.SMTP | None:
-        """A connected (and logged-in) client; None, with ``waiting`` put off, when there is none."""
+    async def _lanes(self, conn: Connection, clients: list[aiosmtplib.SMTP], claimed: list[Claimed],
+                     composer: _Composer) -> int:
+        """Send ``claimed`` over the open ``clients`` (opened here, up to ``smtp.connections``).
+
+        Each mail goes over the connection its recipients pick, so mail to one address keeps
+        its order. A connection the server refuses beyond the first only means fewer of them.
+        """
+        self._stopped, self._done = None, set()
+        wanted = min(self.config.connections, len({_lane_key(item) for item in claimed}))
+        while len(clients) < wanted:
+            smtp, stop = await self._open()
+            if smtp is None:
+                if not clients:
+                    self._stopped = stop
+                    return 0
+                log.debug("SMTP server took %d connection(s), not %d (%s)", len(clients), wanted,
+                          stop.reason)
+                break
+            clients.append(smtp)
+            self._reachable(conn)
+        lanes: list[list[Claimed]] = [[] for _ in clients]
+        for item in claimed:
+            lanes[_lane_key(item) % len(clients)].append(item)
+        counts = await asyncio.gather(*(self._lane(conn, clients, n, items, composer)
+                                        for n, items in enumerate(lanes) if items))
+        return sum(counts)
+
+    async def _lane(self, conn: Connection, clients: list[aiosmtplib.SMTP], n: int,
+                    items: list[Claimed], composer: _Composer) -> int:
+        """One connection's share, in order; its connection is opened again when it was dropped."""
+        sent = 0
+        for item in items:
+            if self._stopped is not None:
+                break
+            if not clients[n].is_connected:
+                smtp, stop = await self._open()
+                if smtp is None:
+                    self._stopped = stop
+                    break
+                clients[n] = smtp
+            try:
+                sent += await self._send_one(conn, clients[n], item, composer)
+            except Exception as exc:
+                if database_outage(exc):
+                    raise
+                self._broken(conn, clients[n], item, exc)
+            self._done.add(item.id)
+        return sent
+
+    async def _open(self) -> tuple[aiosmtplib.SMTP | None, _Stop | None]:
+        """A connected (and logged-in) client, or None and why there is none."""
         smtp = client(self.config)
         try:
             await smtp.connect()
             await authenticate(smtp, self.config, self.oauth2)
         except (aiosmtplib.SMTPAuthenticationError, oauth.AuthRefused, oauth.TokenError) as exc:
             smtp.close()
-            self._unreachable(conn, waiting, f"cannot log in: {one_line(exc)}", login=True)
-            return None
+            return None, _Stop(f"cannot log in: {one_line(exc)}", login=True)
         except aiosmtplib.SMTPResponseException as exc:
             smtp.close()
-            self._unreachable(conn, waiting, f"{exc.code} {exc.message}")
-            return None
+            return None, _Stop(f"{exc.code} {exc.message}")
         except (aiosmtplib.SMTPException, OSError) as exc:
             smtp.close()
-            self._unreachable(conn, waiting, f"{type(exc).__name__}: {exc}")
-            return None
-        return smtp
+            return None, _Stop(f"{type(exc).__name__}: {exc}")
+        return smtp, None
 
     def _unreachable(self, conn: Connection, waiting: list[Claimed], reason: str,
                      login: bool = False) -> None:
@@ -210,21 +278,22 @@ class SmtpSender:
         self._outage.reset()
         self._login.reset()
 
-    async def _send_one(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed) -> int:
+    async def _send_one(self, conn: Connection, smtp: aiosmtplib.SMTP, item: Claimed,
+                        composer: _Composer) -> int:
+        try:  # composed in the composer's thread while earlier mail was on the wire
+            data = await composer.take(item.id)
+        except LookupError as exc:  # a file it carries cannot be read: it can never be sent
+            self._failed(conn, item, f"cannot compose: {exc}", permanent=True)
+            return 0
         refused = _known_refusals(item)
         recipients = [r for r in item.recipients if r not in refused]
         if not recipients:
             self._settled(item, delivered=[], refused=refused, later={})
             return 0
-        try:  # in a thread: reading files back parses mail again (mailbot.register.files), the loop goes on
-            data = await asyncio.to_thread(self.wire, conn, item.id)
-        except LookupError as exc:  # a file it carries cannot be read: it can never be sent
-            self._failed(conn, item, f"cannot compose: {exc}", permanent=True)
-            return 0
         try:
             wire = {wire_address(r): r for r in recipients}  # IDN domains as IDNA
             utf8 = [] if all(map(str.isascii, wire)) else ["SMTPUTF8"]  # RFC 6531
-            answers, _ = await smtp.sendmail(item.mail_from, list(wire), data, mail_options=utf8)
+            answers = await _transmit(smtp, item.mail_from, list(wire), data, utf8)
             errors = {wire.get(r, r): e for r, e in answers.items()}
         except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient: nothing was sent
             errors = {wire.get(e.recipient, e.recipient): e for e in exc.recipients}
@@ -264,16 +333,9 @@ class SmtpSender:
         self._failed(conn, item, f"cannot send: {one_line(error)}", permanent=False)
 
     def _sent(self, conn: Connection, item: Claimed) -> None:
-        """Mark the row sent, right after the server's 250. When the database is gone, the
-        record waits in memory and is written first thing once it is back (not sent again)."""
-        values = {"status": "sent", "sent_at": self.clock.now(), "attempts": item.attempts + 1,
-                  "last_error": None}
+        """Mark the row sent (:class:`_Marks`: at once, without waiting for the statement)."""
         metrics.OUTGOING_SENT.inc()
-        try:
-            _mark(conn, item.id, **values)
-        except SQLAlchemyError:
-            self._unrecorded[item.id] = values
-            raise
+        self._marks.add(item)
 
     def _settled(self, item: Claimed, *, delivered: list[str], refused: dict[str, str],
                  later: dict[str, str]) -> None:
@@ -384,6 +446,214 @@ def _plain_address(address: str) -> bool:
         return is_valid_address(address) and parse_address(wire) == wire
     except ValueError:
         return False
+
+
+class _Marks:
+    """Sent marks, written by a thread of their own as each 250 comes in: the marks that came
+    in while one UPDATE was on its way go together in the next one (a connection of its own,
+    autocommit, see :func:`_mark`).
+
+    The sender does not wait for them, and a mark waits for nothing but the statement before
+    it: a crash of the daemon repeats the mail of that moment, the one in flight on each
+    connection (same Message-ID). When the database is gone, the records wait in memory
+    (``unrecorded``), are written first thing once it is back, and the error reaches the
+    sender with its next mark (or :meth:`close`).
+    """
+
+    def __init__(self, engine: Engine, unrecorded: dict[int, dict], clock: Clock) -> None:
+        self.engine = engine
+        self.unrecorded = unrecorded
+        self.clock = clock
+        self.pending: dict[int, dict] = {}
+        self.writing = False  # a statement is on its way
+        self.closed = False
+        self.error: SQLAlchemyError | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="smtp-marks", daemon=True)
+        self.thread.start()
+
+    def add(self, item: Claimed) -> None:
+        values = {"status": "sent", "sent_at": self.clock.now(), "attempts": item.attempts + 1,
+                  "last_error": None}
+        with self.cond:
+            if self.error is not None:
+                self.unrecorded[item.id] = values
+                raise self.error
+            self.pending[item.id] = values
+            self.cond.notify_all()
+
+    def written(self) -> None:
+        """Wait until every mark added is written (before claiming again: a row sent and not
+        yet marked is still ours to claim); raises the database's error if it was gone."""
+        with self.cond:
+            self.cond.wait_for(lambda: not self.pending and not self.writing
+                               or self.error is not None)
+            if self.error is not None:
+                raise self.error
+
+    def close(self) -> None:
+        """Write what is left and stop; raises the database's error if it was gone."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        marks: dict[int, dict] = {}
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("SET synchronous_commit = off")
+                while marks := self._next():
+                    _mark_sent(conn, marks)
+                    with self.cond:
+                        self.writing = False
+                        self.cond.notify_all()
+        except SQLAlchemyError as exc:
+            with self.cond:
+                self.error = exc
+                self.writing = False
+                self.cond.notify_all()
+                self.unrecorded.update(marks)
+                self.unrecorded.update(self.pending)
+                self.pending = {}
+
+    def _next(self) -> dict[int, dict]:
+        """The marks to write now (waiting for one); empty once closed and written."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.pending or self.closed)
+            marks, self.pending = self.pending, {}
+            self.writing = bool(marks)
+            return marks
+
+
+def _mark_sent(conn: Connection, marks: dict[int, dict]) -> None:
+    """Rows sent, in one statement."""
+    conn.execute(text(
+        "UPDATE outbox o SET status = 'sent', sent_at = m.sent_at, attempts = m.attempts, "
+        "last_error = NULL, claimed_by = NULL FROM unnest(:ids, :at, :attempts) "
+        "AS m(id, sent_at, attempts) WHERE o.id = m.id"),
+        {"ids": list(marks), "at": [v["sent_at"] for v in marks.values()],
+         "attempts": [v["attempts"] for v in marks.values()]})
+
+
+class _Composer:
+    """Composes claimed mail (:meth:`SmtpSender.wire`) in a thread of its own, in claim order,
+    while earlier mail is on the wire; at most COMPOSE_AHEAD_BYTES composed and not yet taken
+    (but always the next one)."""
+
+    def __init__(self, engine: Engine, claimed: list[Claimed], loop: asyncio.AbstractEventLoop) -> None:
+        self.engine = engine
+        self.loop = loop
+        self.futures: dict[int, asyncio.Future] = {item.id: loop.create_future() for item in claimed}
+        self.held = 0
+        self.stopped = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="smtp-compose", daemon=True)
+        self.thread.start()
+
+    async def take(self, outbox_id: int) -> bytes:
+        """The mail's bytes (or what composing it raised)."""
+        data = await self.futures[outbox_id]
+        with self.cond:
+            self.held -= len(data)
+            self.cond.notify()
+        return data
+
+    def stop(self) -> None:
+        """Compose nothing more (what is under way finishes in its thread)."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+
+    def _run(self) -> None:
+        with self.engine.connect() as conn:
+            for outbox_id, future in self.futures.items():
+                with self.cond:
+                    self.cond.wait_for(lambda: self.stopped or self.held < COMPOSE_AHEAD_BYTES)
+                    if self.stopped:
+                        return
+                try:
+                    data = SmtpSender.wire(conn, outbox_id)
+                except Exception as exc:  # the lane that takes it decides (cannot compose, a bug)
+                    self._hand(future, exc)
+                    continue
+                with self.cond:
+                    self.held += len(data)
+                self._hand(future, data)
+
+    def _hand(self, future: asyncio.Future, result: bytes | Exception) -> None:
+        def settle() -> None:
+            if future.done():
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop has closed: nobody waits for it
+            self.stop()
+
+
+def _lane_key(item: Claimed) -> int:
+    """Which connection a mail goes over: the same for the same recipients (their order kept)."""
+    return zlib.crc32(",".join(sorted(r.lower() for r in item.recipients)).encode())
+
+
+async def _transmit(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], data: bytes,
+                    options: list[str]) -> dict[str, aiosmtplib.SMTPResponse]:
+    """``smtp.sendmail`` for mail with CRLF line ends only (composed so: :mod:`mailbot.outbox`):
+    the recipients refused (not all: then SMTPRecipientsRefused), as sendmail answers.
+
+    aiosmtplib rewrites every line end of a message with a regular expression, twice (its
+    SIZE and its DATA): for mail with files, more time than the rest of sending. Here the
+    message goes as it is, dot-stuffed by a plain byte replace; mail that is not CRLF-only
+    (none we write) goes through sendmail.
+    """
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+        return (await smtp.sendmail(sender, recipients, data, mail_options=options))[0]
+    encoding = "utf-8" if options else "ascii"  # SMTPUTF8
+    size = [f"SIZE={len(data) + (0 if data.endswith(CRLF) else 2)}"] \
+        if smtp.supports_extension("size") else []
+    try:
+        await smtp.mail(sender, options=size + options, encoding=encoding)
+        refused: dict[str, aiosmtplib.SMTPResponse] = {}
+        errors = []
+        for recipient in recipients:
+            try:
+                await smtp.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                errors.append(exc)
+                refused[exc.recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+        if len(errors) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(errors)
+        answer = await smtp.execute_command(b"DATA")
+        if answer.code != 354:
+            raise aiosmtplib.SMTPDataError(answer.code, answer.message)
+        stuffed = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..")
+        try:  # written and answered without a turn of the loop in between (see read_response)
+            smtp.protocol.write(stuffed + (b"" if stuffed.endswith(CRLF) else CRLF) + b".\r\n")
+            answer = await smtp.protocol.read_response(timeout=smtp.timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            smtp.close()
+            raise
+        if answer.code != 250:
+            raise aiosmtplib.SMTPDataError(answer.code, answer.message)
+        return refused
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with suppress(ConnectionError, aiosmtplib.SMTPException):
+            await smtp.rset()  # the envelope is reset, as sendmail does
+        raise
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    if smtp.is_connected:
+        try:
+            await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
 
 
 def _mark(conn: Connection, outbox_id: int, **values) -> None:

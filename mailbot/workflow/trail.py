@@ -25,7 +25,7 @@ def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
         subject=mail.subject, body=mail.new_text or mail.text, sent_at=mail.date, created_at=at,
         attachments=[AttachmentRow(filename=a.filename, original_filename=a.original_name,
                                    content_type=a.content_type, size=a.size, sha256=a.sha256,
-                                   inline=a.inline)
+                                   inline=a.inline, **_span_columns(a.span))
                      for a in mail.attachments])
     session.add(message)
     return message
@@ -42,3 +42,11 @@ def record_follow_up(session: Session, mail: ParsedMail, question: str, request:
         sent_at=mail.date, created_at=at, attachments=[])
     session.add(message)
     return message
+
+
+def _span_columns(span: tuple[int, int, str] | None) -> dict:
+    """Where a file's encoded body lies in its raw mail (mailbot.files reads it from there)."""
+    if span is None:
+        return {}
+    start, end, encoding = span
+    return {"part_start": start, "part_end": end, "part_encoding": encoding}
