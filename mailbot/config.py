@@ -307,8 +307,11 @@ class ClassifyConfig:
     not_failures: tuple[str, ...] = level_cues.NOT_FAILURES
     hypothetical_markers: tuple[str, ...] = level_cues.HYPOTHETICAL_MARKERS
     repair_verbs: tuple[str, ...] = level_cues.REPAIR_VERBS
+    not_symptoms: tuple[str, ...] = level_cues.NOT_SYMPTOMS
+    circumstance_words: tuple[str, ...] = level_cues.CIRCUMSTANCE_WORDS
     intent_weight: float = 3.0  # a request to send + something to send; a delivery problem
     give_weight: float = 1.5  # the customer sends something
+    symptom_weight: float = 2.0  # "не" + a verb: what the system does not do ("не меняются")
     howto_weight: float = 2.5  # "как" + a verb
     question_weight: float = 1.5  # a sentence ending with "?" (a question, ОП1)
     subject_weight: float = 1.5  # cues in the subject count so many times
@@ -330,7 +333,8 @@ class ClassifyConfig:
                     "give_verbs", "transfer_objects",
                     "delivery_problems", "delivery_nouns", "arrival_problems", "document_nouns",
                     "not_failures",
-                    "hypothetical_markers", "repair_verbs"):
+                    "hypothetical_markers", "repair_verbs", "not_symptoms",
+                    "circumstance_words"):
             for cue in getattr(self, key):
                 try:
                     level_cues.parse_cue(cue)

@@ -149,13 +149,25 @@ OP3_CUES: tuple[str, ...] = (
     "=offline = 2.5", "=unable = 2.5", "=since = 1", "=unreachable|unavailable = 2.5",
     "=fails|fail = 2.5", "does not|doesn t start|open|load|respond = 3", "no data = 2.5",
     "cannot|can t log|open|start|see = 2.5", "stopped working = 3",
+    "bad quality = 2.5", "=restarts|restarting|crashed|crashes = 3",
+    # symptoms in ordinary words: instead of, since when, how often, compared with before
+    "=вместо = 1.5", "знак* вопрос* = 2", "с тех пор = 1.5",
+    "=началось|начались|началась|начался|начинает|начинают = 1.5",
+    "=каждые|каждую|каждый|каждое|каждого ~ минут*|час*|секунд*|ноч*|сутк*|день|утро = 1.5",
+    "раз в ~ минут*|час*|сутки|день|смену = 1", "с каждым днем|разом|часом = 1.5",
+    "=назад =было|работало|работал|показывал|показывало = 1.5",
+    "это|так нормально|норма = 2", "так и должно быть = 2", "что не так = 2",
+    "с чем ~ =связано|связан|связаны = 1.5", "помочь|помогите разобраться = 1.5",
+    "=разберитесь|разобраться = 1", "на самом деле|месте = 1", "=фактически|реально = 1",
+    "по факту = 1", "в ~ раз больше|меньше = 1.5", "=показывает|показывают|стоит =0|ноль = 2",
+    "демо режим* = 2", "помога* только = 2", "=стало|стал|стала|стали = 1",
 )
 
 # ОП2: files or data to send or receive. Besides these, the intents "a request to send +
 # something to send" (REQUEST_VERBS, TRANSFER_OBJECTS) and "a delivery problem next to a
 # delivery noun" (DELIVERY_PROBLEMS, DELIVERY_NOUNS) weigh ``intent_weight``.
 OP2_CUES: tuple[str, ...] = (
-    "подтверд* ~ получ*|доставк*|дошл*|скачал* = 3", "подтверд* пожалуйста что дошл*|получ* = 3",
+    "подтверд* ~ получ*|доставк*|дошл*|скачал* = 3", "получени*|доставк* ~ подтверд* = 3", "подтверд* пожалуйста что дошл*|получ* = 3",
     "=пришлите|вышлите|отправьте|направьте|скиньте|киньте|перешлите|выложите|предоставьте|"
     "send = 1.5", "прикладыва* = 0.5", "прилага* = 0.5",
     "как просил* ваш* = 1.5", "по ~ просьбе|запросу = 1.5",
@@ -270,3 +282,20 @@ REPAIR_VERBS: tuple[str, ...] = (
     "исправ*", "устран*", "почин*", "решить", "вылечить", "побороть", "победить", "вернуть",
     "восстанов*", "быть", "так",
 )
+
+# A symptom in any words: "не" (or the typo "ни") + a verb in the present or the past ("цифры
+# не меняются", "отчёт не сформировался", "почему не строятся") describes what the system does
+# not do, and counts ``symptom_weight`` for ОП3 where no cue of OP3_CUES covers it; not when
+# the verb is one of these (what the customer knows, wants, found or may; politeness).
+NOT_SYMPTOMS: tuple[str, ...] = (
+    "зна*", "понима*", "понял*", "поняли", "нашл*", "=нашел", "наход* на|в сайт*", "хот*",
+    "хоч*", "мог*", "смог*", "=может|можем|можете", "подскаж*", "требует*|требуются",
+    "использу*", "планиру*", "=стоит|стоят", "явля*", "=имеет|имеют", "=было|были|был|была",
+    "=будет|будут", "=есть", "обязател*", "возража*", "помн*", "собира*", "=хватает ~ времени",
+    "=видим ~ смысла", "=устраивает|устраивают",
+)
+
+# The circumstances of a failure: an ОП1 cue right after one of these, in a sentence that names
+# a failure, is when it happened, not what is asked («после установки обновлений сервер
+# перезапускается», «при переносе базы выдаёт ошибку»).
+CIRCUMSTANCE_WORDS: tuple[str, ...] = ("=после|при|во время|с момента", "=after|during")

@@ -76,6 +76,9 @@ NEGATED_AFTER = frozenset({"нет", "нету"})  # "ошибок нет"
 NOT_SEEN = frozenset({"было", "выявлено", "обнаружено", "возникало", "возникает",
                       "наблюдается", "замечено", "замечали", "появлялось"})  # "сбоев не было"
 INFINITIVE = re.compile(r"(ть|ти|чь)(ся|сь)?$")
+# a verb in the present or the past ("меняются", "видим", "обновлялись"): after "не", a symptom
+FINITE = re.compile(r"([еиуюая]т|[еи]м|[аеиоуыя]л[аои]?)(ся|сь)?$")
+SYMPTOM_NEGATIONS = frozenset({"не", "ни"})  # "ни работает": a common typo
 VERB_LIKE = re.compile(r"((ть|ти|чь|ет|ит|ют|ут|ат|ят)(ся|сь)?|[аеио]н[аоы]?)$")  # задаётся, описана
 WHICH = frozenset({"какой", "какая", "какое", "какие", "каких", "какую", "каким", "каком",
                    "сколько", "which"})  # + an infinitive: "какие порты открыть"
@@ -171,7 +174,8 @@ def _compile(group: str, text: str) -> list[_Pattern]:
 Match = tuple[_Pattern, int, int]  # a pattern and the words it covers: tokens[start:end]
 GROUPS = ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words", "give_verbs",
           "transfer_objects", "delivery_problems", "delivery_nouns", "arrival_problems",
-          "document_nouns", "not_failures", "hypothetical_markers", "repair_verbs")
+          "document_nouns", "not_failures", "hypothetical_markers", "repair_verbs",
+          "not_symptoms", "circumstance_words")
 
 
 class _Lexicon:
@@ -427,19 +431,23 @@ class _Sentence:
         hypothetical_from = min(hypothetical, default=len(tokens))
         topic_from = self._document_topic_from()
         excluded = self._spans("not_failures")
-        for level in LEVELS:
+        failures: list[tuple[int, int]] = []  # the spans of the failure cues that count
+        for level in (3, 2, 1):
             for pattern, start, end in self.found[f"op{level}_cues"]:
                 weight = pattern.weight
                 if level != 2 and start >= topic_from:
                     continue  # the topic of a document asked for
-                if level == 1 and sends:
-                    continue  # "можно ли получить …?": a polite request, not a question
+                if level == 1 and (sends or self._part_of_a_failure(failures, start, end)):
+                    continue  # a polite request; "знаки вопроса", "после установки … падает"
                 if level == 3:
                     if _negated(tokens, start, end) or _near(excluded, start, end, 0):
                         continue
                     if start > hypothetical_from:
                         weight *= config.hypothetical_factor
+                    failures.append((start, end))
                 self.add(level, _words(tokens, start, end), weight)
+            if level == 3:
+                failures += self._symptoms(topic_from, hypothetical_from)
         if (self.text.rstrip().endswith("?") and not sends
                 and not any(c.level == 3 for c in self.cues)
                 and not any(t.word in WHY for t in tokens)):
@@ -447,6 +455,34 @@ class _Sentence:
         self._intent_to_give()
         self._delivery_problem()
         return sends
+
+    def _symptoms(self, topic_from: int, hypothetical_from: int) -> list[tuple[int, int]]:
+        """"не" + a verb in the present or the past that no failure cue covers and that is no
+        ``not_symptoms`` verb ("цифры не меняются", "почему не строятся"): what the system does
+        not do. Adds them (hypothetical ones weigh less) and returns their spans."""
+        tokens, config = self.tokens, self.config
+        covered = {i for _, start, end in self.found["op3_cues"] for i in range(start, end)}
+        covered |= {start for _, start, _ in self.found["not_symptoms"]}
+        found = []
+        for i, token in enumerate(tokens[:min(len(tokens) - 1, topic_from)]):
+            verb = tokens[i + 1].word
+            if (token.word in SYMPTOM_NEGATIONS and not covered & {i, i + 1} and len(verb) >= 4
+                    and FINITE.search(verb) and not INFINITIVE.search(verb)):
+                weight = config.symptom_weight * (
+                    config.hypothetical_factor if i > hypothetical_from else 1)
+                self.add(3, f"{token.word} {verb}", weight)
+                found.append((i, i + 2))
+        return found
+
+    def _part_of_a_failure(self, failures: Sequence[tuple[int, int]], start: int,
+                           end: int) -> bool:
+        """An ОП1 cue inside a failure cue ("знаки вопроса", "это нормально"), or, in a sentence
+        naming a failure, right after a circumstance word ("после установки", "при переносе")."""
+        if not failures:
+            return False
+        if any(s <= start and end <= e for s, e in failures):
+            return True
+        return any(e == start for _, _, e in self.found["circumstance_words"])
 
     def add(self, level: int, words: str, weight: float, intent: str = "") -> None:
         self.cues.append(Cue(level, words, round(weight * self.place, 2), intent))
