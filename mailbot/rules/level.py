@@ -78,6 +78,7 @@ NOT_SEEN = frozenset({"было", "выявлено", "обнаружено", "�
 INFINITIVE = re.compile(r"(ть|ти|чь)(ся|сь)?$")
 # a verb in the present or the past ("меняются", "видим", "обновлялись"): after "не", a symptom
 FINITE = re.compile(r"([еиуюая]т|[еи]м|[аеиоуыя]л[аои]?)(ся|сь)?$")
+ADVERB = re.compile(r"^[а-я]{4,}о$")  # "временно", "быстро": between "как" and its verb
 SYMPTOM_NEGATIONS = frozenset({"не", "ни"})  # "ни работает": a common typo
 VERB_LIKE = re.compile(r"((ть|ти|чь|ет|ит|ют|ут|ат|ят)(ся|сь)?|[аеио]н[аоы]?)$")  # задаётся, описана
 WHICH = frozenset({"какой", "какая", "какое", "какие", "каких", "какую", "каким", "каком",
@@ -364,8 +365,8 @@ def _howto(tokens: Sequence[_Token], found: dict[str, list[Match]]) -> int | Non
                 return i  # "какие порты открыть", "в каком меню меняется"
         elif token.word in ("как", "how"):
             for j in range(i + 1, min(i + 4, len(tokens))):
-                if tokens[j].word in HOWTO_FILLERS:
-                    continue
+                if tokens[j].word in HOWTO_FILLERS or ADVERB.search(tokens[j].word):
+                    continue  # "как правильно настроить", "как временно исключить"
                 if j not in repairs and (INFINITIVE.search(tokens[j].word) or token.word == "how"):
                     return i
                 break
@@ -449,7 +450,7 @@ class _Sentence:
             if level == 3:
                 failures += self._symptoms(topic_from, hypothetical_from)
         if (self.text.rstrip().endswith("?") and not sends
-                and not any(c.level == 3 for c in self.cues)
+                and not any(start <= hypothetical_from for start, _ in failures)
                 and not any(t.word in WHY for t in tokens)):
             self.add(1, "?", config.question_weight)  # a question, not about a failure
         self._intent_to_give()
