@@ -320,7 +320,7 @@ class ClassifyConfig:
     hypothetical_factor: float = 0.25  # failure cues after "если", "чтобы", "можно ли", …
     delivery_window: int = 3  # words between a delivery problem and its noun
     op3_bias: float = 1.0  # ОП3's score is multiplied by this before the comparison
-    failure_over_file: float = 1.5  # … and by this against ОП2 (a failure + a file: ОП3)
+    failure_over_file: float = 1.75  # … and by this against ОП2 (a failure + a file: ОП3)
     weak_score: float = 1.5  # a best score below this is too weak to choose by: default_level
     min_score: float = 2.5  # a best score below this is unsure
     min_margin: float = 0.3  # a runner-up above (1 - this) × the best score is unsure
