@@ -318,6 +318,7 @@ class ClassifyConfig:
     lead_weight: float = 1.25  # … in the first two sentences of the text
     tail_weight: float = 0.75  # … after the sixth sentence
     hypothetical_factor: float = 0.25  # failure cues after "если", "чтобы", "можно ли", …
+    after_failure_factor: float = 0.5  # ОП1 cues after a sentence naming a failure
     delivery_window: int = 3  # words between a delivery problem and its noun
     op3_bias: float = 1.0  # ОП3's score is multiplied by this before the comparison
     failure_over_file: float = 1.75  # … and by this against ОП2 (a failure + a file: ОП3)
@@ -340,7 +341,7 @@ class ClassifyConfig:
                     level_cues.parse_cue(cue)
                 except ValueError as exc:
                     raise ConfigError(f"classify.{key}: {cue!r}: {exc}") from None
-        for key in ("hypothetical_factor", "min_margin"):
+        for key in ("hypothetical_factor", "after_failure_factor", "min_margin"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"classify.{key}: expected a number from 0 to 1, got {getattr(self, key)!r}")
         for key in ("subject_weight", "lead_weight", "tail_weight", "op3_bias",

@@ -59,7 +59,7 @@ import itertools
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import snowballstemmer
 
@@ -410,6 +410,7 @@ class _Sentence:
         self.needs = [] if self.tokens[0].word in INTERROGATIVES else [  # "какая лицензия нужна"
             (s, e) for s, e in self._spans("need_words") if not self._asks_or_acts(e)]
         self.cues: list[Cue] = []
+        self.reports_failure = False  # names a failure, not a hypothetical one
 
     def _asks_or_acts(self, end: int) -> bool:
         """"нужно ли …" asks, "нужно настроить …" is about doing, not about a thing to send."""
@@ -449,6 +450,7 @@ class _Sentence:
                 self.add(level, _words(tokens, start, end), weight)
             if level == 3:
                 failures += self._symptoms(topic_from, hypothetical_from)
+                self.reports_failure = any(start <= hypothetical_from for start, _ in failures)
         if (self.text.rstrip().endswith("?") and not sends
                 and not any(start <= hypothetical_from for start, _ in failures)
                 and not any(t.word in WHY for t in tokens)):
@@ -547,12 +549,17 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     lexicon = _lexicon(config)
     cues: list[Cue] = []
     before: _Sentence | None = None
+    failure_seen = False
     subject = not problem.startswith("\n")
     for index, (text, place, tokens) in enumerate(_sentences(problem, config)):
         sentence = _Sentence(text, tokens, place, subject and index == 0, lexicon, config)
         if sentence.read(before.first_object() if before else None) and before and before.objects:
             before.cues = [c for c in before.cues if c.level != 1]  # "Есть ли X? Пришлите"
         cues.extend(before.cues if before else ())
+        if failure_seen:  # a question after a failure report is about that failure
+            sentence.cues = [replace(c, score=round(c.score * config.after_failure_factor, 2))
+                             if c.level == 1 else c for c in sentence.cues]
+        failure_seen = failure_seen or (sentence.reports_failure and not sentence.subject)
         before = sentence
     cues.extend(before.cues if before else ())
     cues = _once_per_intent(cues)
