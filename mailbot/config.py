@@ -326,6 +326,7 @@ class ClassifyConfig:
     min_score: float = 2.5  # a best score below this is unsure
     min_margin: float = 0.3  # a runner-up above (1 - this) × the best score is unsure
     default_level: int = 3  # no cue, or too weak ones: a possible failure (ТП1 confirms)
+    doubt_to_failure: bool = True  # unsure between ОП1 and ОП3: propose ОП3 (ТП1 confirms)
 
     def __post_init__(self) -> None:
         if self.default_level not in (1, 2, 3):

@@ -47,7 +47,8 @@ Decisions (docs/workflow.md has them with the measurements):
 - No cue, or none reaching ``weak_score``: ``default_level`` (ОП3), unsure: failure reports
   have the most varied wording; ТП1 confirms.
 - Unsure (:attr:`Assessment.unsure`): besides, a best score below ``min_score`` or a runner-up
-  within ``min_margin`` of it. The workflow then asks ТП1 to confirm the level (``#уровень``),
+  within ``min_margin`` of it. In doubt between ОП1 and ОП3, ОП3 is proposed
+  (``doubt_to_failure``). The workflow then asks ТП1 to confirm the level (``#уровень``),
   counts the deadline from the shortest norm of the candidates and promises the customer the
   longest.
 - ОП4 is never assigned at intake: the regulation opens it only from an open ОП3 request.
@@ -580,7 +581,9 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     unsure = (weighed[best] < config.min_score
               or weighed[second] > weighed[best] * (1 - config.min_margin))
     candidates = (best, second) if unsure else (best,)  # ties go to the higher level
-    return Assessment(best, unsure, candidates, found, ordered)
+    if unsure and config.doubt_to_failure and candidates == (1, 3) and weighed[3]:
+        candidates = (3, 1)  # a question or a failure: the failure first (a miss costs more)
+    return Assessment(candidates[0], unsure, candidates, found, ordered)
 
 
 class LevelClassification(Rule):
