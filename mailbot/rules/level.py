@@ -80,7 +80,8 @@ INFINITIVE = re.compile(r"(ть|ти|чь)(ся|сь)?$")
 # a verb in the present or the past ("меняются", "видим", "обновлялись"): after "не", a symptom
 FINITE = re.compile(r"([еиуюая]т|[еи]м|[аеиоуыя]л[аои]?)(ся|сь)?$")
 ADVERB = re.compile(r"^[а-я]{4,}о$")  # "временно", "быстро": between "как" and its verb
-SYMPTOM_NEGATIONS = frozenset({"не", "ни"})  # "ни работает": a common typo
+SYMPTOM_NEGATIONS = frozenset({"не", "ни", "not", "t", "never"})  # "ни": a common typo; "doesn t"
+LATIN = re.compile(r"^[a-z]{3,}$")  # an English word after "not": its form tells nothing
 VERB_LIKE = re.compile(r"((ть|ти|чь|ет|ит|ют|ут|ат|ят)(ся|сь)?|[аеио]н[аоы]?)$")  # задаётся, описана
 WHICH = frozenset({"какой", "какая", "какое", "какие", "каких", "какую", "каким", "каком",
                    "сколько", "which"})  # + an infinitive: "какие порты открыть"
@@ -470,8 +471,10 @@ class _Sentence:
         found = []
         for i, token in enumerate(tokens[:min(len(tokens) - 1, topic_from)]):
             verb = tokens[i + 1].word
-            if (token.word in SYMPTOM_NEGATIONS and not covered & {i, i + 1} and len(verb) >= 4
-                    and FINITE.search(verb) and not INFINITIVE.search(verb)):
+            asks = i + 2 < len(tokens) and tokens[i + 2].word == "ли"  # "не сломается ли"
+            if (token.word in SYMPTOM_NEGATIONS and not covered & {i, i + 1} and not asks
+                    and (LATIN.match(verb) or len(verb) >= 4 and FINITE.search(verb)
+                         and not INFINITIVE.search(verb))):
                 weight = config.symptom_weight * (
                     config.hypothetical_factor if i > hypothetical_from else 1)
                 self.add(3, f"{token.word} {verb}", weight)
