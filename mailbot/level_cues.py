@@ -311,4 +311,4 @@ NOT_SYMPTOMS: tuple[str, ...] = (
 # The circumstances of a failure: an ОП1 cue right after one of these, in a sentence that names
 # a failure, is when it happened, not what is asked («после установки обновлений сервер
 # перезапускается», «при переносе базы выдаёт ошибку»).
-CIRCUMSTANCE_WORDS: tuple[str, ...] = ("=после|при|во время|с момента", "=after|during")
+CIRCUMSTANCE_WORDS: tuple[str, ...] = ("=после|при", "во время", "с момента", "=after|during")
