@@ -28,7 +28,16 @@ sentences after the sixth ``tail_weight``). Besides single cues a sentence count
 - the customer sending something (ОП2, ``give_weight``, half without a thing named);
 - a how-to question (ОП1, ``howto_weight``): "как" + a verb, "где" + a verb, "какие …" + a
   verb, not "как исправить" (``repair_verbs``);
-- a question (ОП1, ``question_weight``): ends with "?", names no failure, is no "почему …?".
+- a question (ОП1, ``question_weight``): ends with "?", names no failure (a hypothetical one
+  does not count), is no "почему …?";
+- a symptom (ОП3, ``symptom_weight``): "не" + a verb in the present or the past that no
+  failure cue covers and that is no ``not_symptoms`` verb ("цифры не меняются", "почему не
+  строятся", not "не знаем", "не нашли", "не зависает").
+
+An ОП1 cue inside a failure cue ("знаки вопроса"), or right after a ``circumstance_words`` word
+in a sentence naming a failure ("после установки … перезапускается"), does not count; after a
+sentence of the text naming a failure, ОП1 cues weigh ``after_failure_factor`` (a question
+after a failure report is about that failure).
 
 Failure cues do not count after a negation ("без ошибок") or before "нет" ("ошибок нет"),
 inside ``not_failures`` ("по ошибке", "ошибка в документации", "сбой питания"), and weigh
@@ -47,10 +56,10 @@ Decisions (docs/workflow.md has them with the measurements):
 - No cue, or none reaching ``weak_score``: ``default_level`` (ОП3), unsure: failure reports
   have the most varied wording; ТП1 confirms.
 - Unsure (:attr:`Assessment.unsure`): besides, a best score below ``min_score`` or a runner-up
-  within ``min_margin`` of it. In doubt between ОП1 and ОП3, ОП3 is proposed
-  (``doubt_to_failure``). The workflow then asks ТП1 to confirm the level (``#уровень``),
-  counts the deadline from the shortest norm of the candidates and promises the customer the
-  longest.
+  within ``min_margin`` of it. In doubt between ОП1 and ОП3 (with any evidence of a failure),
+  ОП3 is proposed (``doubt_to_failure``): a missed failure is the costly error. The workflow
+  then asks ТП1 to confirm the level (``#уровень``), counts the deadline from the shortest
+  norm of the candidates and promises the customer the longest.
 - ОП4 is never assigned at intake: the regulation opens it only from an open ОП3 request.
 """
 from __future__ import annotations
