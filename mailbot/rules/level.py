@@ -475,13 +475,17 @@ class _Sentence:
         ``not_symptoms`` verb ("цифры не меняются", "почему не строятся"): what the system does
         not do. Adds them (hypothetical ones weigh less) and returns their spans."""
         tokens, config = self.tokens, self.config
+        negations = [i for i, t in enumerate(tokens[:min(len(tokens) - 1, topic_from)])
+                     if t.word in SYMPTOM_NEGATIONS]
+        if not negations:
+            return []
         covered = {i for _, start, end in self.found["op3_cues"] for i in range(start, end)}
         covered |= {start for _, start, _ in self.found["not_symptoms"]}
         found = []
-        for i, token in enumerate(tokens[:min(len(tokens) - 1, topic_from)]):
-            verb = tokens[i + 1].word
+        for i in negations:
+            token, verb = tokens[i], tokens[i + 1].word
             asks = i + 2 < len(tokens) and tokens[i + 2].word == "ли"  # "не сломается ли"
-            if (token.word in SYMPTOM_NEGATIONS and not covered & {i, i + 1} and not asks
+            if (not covered & {i, i + 1} and not asks
                     and (LATIN.match(verb) or len(verb) >= 4 and FINITE.search(verb)
                          and not INFINITIVE.search(verb))):
                 weight = config.symptom_weight * (
