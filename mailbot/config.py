@@ -313,21 +313,26 @@ class ClassifyConfig:
     not_failures: tuple[str, ...] = level_cues.NOT_FAILURES
     hypothetical_markers: tuple[str, ...] = level_cues.HYPOTHETICAL_MARKERS
     repair_verbs: tuple[str, ...] = level_cues.REPAIR_VERBS
+    not_symptoms: tuple[str, ...] = level_cues.NOT_SYMPTOMS
+    circumstance_words: tuple[str, ...] = level_cues.CIRCUMSTANCE_WORDS
     intent_weight: float = 3.0  # a request to send + something to send; a delivery problem
     give_weight: float = 1.5  # the customer sends something
+    symptom_weight: float = 2.0  # "не" + a verb: what the system does not do ("не меняются")
     howto_weight: float = 2.5  # "как" + a verb
     question_weight: float = 1.5  # a sentence ending with "?" (a question, ОП1)
     subject_weight: float = 1.5  # cues in the subject count so many times
     lead_weight: float = 1.25  # … in the first two sentences of the text
     tail_weight: float = 0.75  # … after the sixth sentence
     hypothetical_factor: float = 0.25  # failure cues after "если", "чтобы", "можно ли", …
+    after_failure_factor: float = 0.5  # ОП1 cues after a sentence naming a failure
     delivery_window: int = 3  # words between a delivery problem and its noun
     op3_bias: float = 1.0  # ОП3's score is multiplied by this before the comparison
-    failure_over_file: float = 1.5  # … and by this against ОП2 (a failure + a file: ОП3)
+    failure_over_file: float = 1.75  # … and by this against ОП2 (a failure + a file: ОП3)
     weak_score: float = 1.5  # a best score below this is too weak to choose by: default_level
     min_score: float = 2.5  # a best score below this is unsure
     min_margin: float = 0.3  # a runner-up above (1 - this) × the best score is unsure
     default_level: int = 3  # no cue, or too weak ones: a possible failure (ТП1 confirms)
+    doubt_to_failure: bool = True  # unsure between ОП1 and ОП3: propose ОП3 (ТП1 confirms)
 
     def __post_init__(self) -> None:
         if self.default_level not in (1, 2, 3):
@@ -336,13 +341,14 @@ class ClassifyConfig:
                     "give_verbs", "transfer_objects",
                     "delivery_problems", "delivery_nouns", "arrival_problems", "document_nouns",
                     "not_failures",
-                    "hypothetical_markers", "repair_verbs"):
+                    "hypothetical_markers", "repair_verbs", "not_symptoms",
+                    "circumstance_words"):
             for cue in getattr(self, key):
                 try:
                     level_cues.parse_cue(cue)
                 except ValueError as exc:
                     raise ConfigError(f"classify.{key}: {cue!r}: {exc}") from None
-        for key in ("hypothetical_factor", "min_margin"):
+        for key in ("hypothetical_factor", "after_failure_factor", "min_margin"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"classify.{key}: expected a number from 0 to 1, got {getattr(self, key)!r}")
         for key in ("subject_weight", "lead_weight", "tail_weight", "op3_bias",

@@ -116,6 +116,8 @@ def test_failure_words_in_a_non_failure_sense_are_no_failure(text):
     "Сервер опроса падает\nСервер опроса падает 2-3 раза в день. Пришлите патч, если есть.",
     "АРМ вылетает\nАРМ вылетает при открытии трендов. Может, нужен свежий дистрибутив? Вышлите.",
     "Проблема с лицензией\nСистема перестала видеть лицензию. Пришлите новый файл лицензии.",
+    "Прошу патч\nПосле обновления до 3.5.2 падает сервер опроса раз в несколько часов. Если есть "
+    "исправление — пришлите патч, пожалуйста.",
 ])
 def test_a_failure_with_a_request_for_a_file_is_op3(text):
     """Mixed intent: the failure is what must be solved (known-error search, incident)."""
@@ -134,6 +136,74 @@ def test_a_document_named_for_its_topic_or_a_delivery_problem_is_op2(text):
     """The topic of a requested document, and a problem with what support sent, are no
     request of their own: the request is the document or the file."""
     assert level(text) == 2
+
+
+@pytest.mark.parametrize("text", [
+    "котельная 5\nЦифры на мнемосхеме котельной не меняются с утра",
+    "Серые значения\nПосле перезагрузки сервера АРМ показывает серые значения по всем объектам",
+    "отчет\nв суточном отчёте за ночь нули по всем узлам",
+    "Сервер опроса\nПосле установки обновлений сервер опроса перезапускается каждые 10 минут",
+    "тренды\nПочему не строятся тренды за вчерашний день?",
+    "Редактор\nПосле обновления до 3.6 перестал открываться редактор мнемосхем",
+    "SMS\nSMS дежурным больше не приходят, модем горит зелёным",
+    "ни обновляется\nзначения ни обновляются на схеме второй час",
+    "Веб-клиент\nВ веб-клиенте вместо значений знаки вопроса",
+    "Память\nСервер опроса за сутки разрастается до 8 Гб памяти. Это нормально?",
+    "Trends\nThe trends window doesn't update since the upgrade",
+])
+def test_a_symptom_without_a_failure_word_is_op3(text):
+    """What the system does not do ("не меняются", "не строятся"), what it shows instead,
+    since when and how often: a symptom is a failure report, whatever its words."""
+    assert level(text) == 3
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Рассылка\nНе знаем, как настроить рассылку SMS дежурным", 1),
+    ("Руководство\nНе нашли на сайте руководство по OPC UA, пришлите", 2),
+    ("Пользователи\nНе подскажете, как добавить пользователя только для просмотра?", 1),
+    ("Архив\nСервер работает, данные не пропадают. Как увеличить глубину архива?", 1),
+    ("Патч\nПришлите патч из письма №45, у нас ошибка пока не проявлялась", 2),
+    ("Обновление\nНе сломается ли опрос, если обновить клиентов раньше сервера?", 1),
+])
+def test_a_negated_verb_of_knowing_wanting_or_a_negated_failure_is_no_symptom(text, expected):
+    assert level(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Сервер опроса\nПосле установки обновлений сервер опроса перезапускается каждые 10 минут",
+    "Перенос базы\nПри переносе базы на новый сервер выдаёт ошибку доступа",
+    "OPC\nКлиент получает Bad quality по всем тегам. Началось после установки антивируса.",
+])
+def test_the_circumstances_of_a_failure_do_not_make_it_a_question(text):
+    """«после установки», «при переносе»: when it happened, not what is asked."""
+    found = assess(text, CONFIG)
+    assert found.level == 3 and not any(c in ("установки", "переносе") for c in found.cues_of(1))
+
+
+def test_a_question_after_a_failure_report_is_about_that_failure():
+    text = ("давление\nдавление на схеме показывает 0 а по манометру 5.2 атм. датчик меняли в "
+            "пятницу, может в настройках что-то надо поменять?")
+    assert level(text) == 3
+    assert level(text, ClassifyConfig(after_failure_factor=1.0)) == 1
+
+
+def test_in_doubt_between_a_question_and_a_failure_the_failure_is_proposed():
+    """A missed failure is the costly error: ТП1 confirms (#уровень) either way."""
+    text = "Красная рамка\nЧто означает красная рамка у объекта на схеме — это авария или нет связи?"
+    found = assess(text, CONFIG)
+    assert (found.level, found.unsure, found.candidates) == (3, True, (3, 1))
+    other = assess(text, ClassifyConfig(doubt_to_failure=False))
+    assert (other.level, other.unsure, other.candidates) == (1, True, (1, 3))
+
+
+def test_a_forwarded_mail_is_read_whole():
+    """What a forwarded mail forwards is the problem, not history to drop."""
+    sample = levelset.Sample("x:0", 3, "Fw: панель в диспетчерской", (
+        "Пересылаю письмо главного инженера.\n\n-------- Пересылаемое сообщение --------\n"
+        "От: Кузнецов В.П.\nКоллеги, на панели в диспетчерской цифры старые, со вчерашнего "
+        "вечера не обновлялись, разберитесь.\n"))
+    assert "не обновлялись" in sample.mail.problem
+    assert level(sample.mail.problem) == 3
 
 
 def test_the_subject_and_first_sentences_weigh_more_than_the_rest():

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 
 from .addresses import is_valid_address
+
+FORWARD_SUBJECT = re.compile(r"^\s*(?:fwd?|пересл|переслано)\s*:", re.IGNORECASE)
 
 
 class MailKind(str, enum.Enum):
@@ -139,8 +142,10 @@ class ParsedMail:
     @property
     def problem(self) -> str:
         """What the mail says of the problem: its subject and new text (for the level and the
-        known-error search)."""
-        return f"{self.subject}\n{self.new_text or self.text}"
+        known-error search). A forwarded mail ("Fw:", "Fwd:", "Пересл:") is read whole: what it
+        forwards is the problem, the forwarder's line above it only hands it on."""
+        forwarded = FORWARD_SUBJECT.match(self.subject or "")
+        return f"{self.subject}\n{self.text if forwarded else self.new_text or self.text}"
 
     @property
     def thread_ids(self) -> tuple[str, ...]:

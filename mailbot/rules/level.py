@@ -28,7 +28,16 @@ sentences after the sixth ``tail_weight``). Besides single cues a sentence count
 - the customer sending something (ОП2, ``give_weight``, half without a thing named);
 - a how-to question (ОП1, ``howto_weight``): "как" + a verb, "где" + a verb, "какие …" + a
   verb, not "как исправить" (``repair_verbs``);
-- a question (ОП1, ``question_weight``): ends with "?", names no failure, is no "почему …?".
+- a question (ОП1, ``question_weight``): ends with "?", names no failure (a hypothetical one
+  does not count), is no "почему …?";
+- a symptom (ОП3, ``symptom_weight``): "не" + a verb in the present or the past that no
+  failure cue covers and that is no ``not_symptoms`` verb ("цифры не меняются", "почему не
+  строятся", not "не знаем", "не нашли", "не зависает").
+
+An ОП1 cue inside a failure cue ("знаки вопроса"), or right after a ``circumstance_words`` word
+in a sentence naming a failure ("после установки … перезапускается"), does not count; after a
+sentence of the text naming a failure, ОП1 cues weigh ``after_failure_factor`` (a question
+after a failure report is about that failure).
 
 Failure cues do not count after a negation ("без ошибок") or before "нет" ("ошибок нет"),
 inside ``not_failures`` ("по ошибке", "ошибка в документации", "сбой питания"), and weigh
@@ -47,9 +56,10 @@ Decisions (docs/workflow.md has them with the measurements):
 - No cue, or none reaching ``weak_score``: ``default_level`` (ОП3), unsure: failure reports
   have the most varied wording; ТП1 confirms.
 - Unsure (:attr:`Assessment.unsure`): besides, a best score below ``min_score`` or a runner-up
-  within ``min_margin`` of it. The workflow then asks ТП1 to confirm the level (``#уровень``),
-  counts the deadline from the shortest norm of the candidates and promises the customer the
-  longest.
+  within ``min_margin`` of it. In doubt between ОП1 and ОП3 (with any evidence of a failure),
+  ОП3 is proposed (``doubt_to_failure``): a missed failure is the costly error. The workflow
+  then asks ТП1 to confirm the level (``#уровень``), counts the deadline from the shortest
+  norm of the candidates and promises the customer the longest.
 - ОП4 is never assigned at intake: the regulation opens it only from an open ОП3 request.
 """
 from __future__ import annotations
@@ -59,7 +69,7 @@ import itertools
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import snowballstemmer
 
@@ -76,6 +86,11 @@ NEGATED_AFTER = frozenset({"нет", "нету"})  # "ошибок нет"
 NOT_SEEN = frozenset({"было", "выявлено", "обнаружено", "возникало", "возникает",
                       "наблюдается", "замечено", "замечали", "появлялось"})  # "сбоев не было"
 INFINITIVE = re.compile(r"(ть|ти|чь)(ся|сь)?$")
+# a verb in the present or the past ("меняются", "видим", "обновлялись"): after "не", a symptom
+FINITE = re.compile(r"([еиуюая]т|[еи]м|[аеиоуыя]л[аои]?)(ся|сь)?$")
+ADVERB = re.compile(r"^[а-я]{4,}о$")  # "временно", "быстро": between "как" and its verb
+SYMPTOM_NEGATIONS = frozenset({"не", "ни", "not", "t", "never"})  # "ни": a common typo; "doesn t"
+LATIN = re.compile(r"^[a-z]{3,}$")  # an English word after "not": its form tells nothing
 VERB_LIKE = re.compile(r"((ть|ти|чь|ет|ит|ют|ут|ат|ят)(ся|сь)?|[аеио]н[аоы]?)$")  # задаётся, описана
 WHICH = frozenset({"какой", "какая", "какое", "какие", "каких", "какую", "каким", "каком",
                    "сколько", "which"})  # + an infinitive: "какие порты открыть"
@@ -171,7 +186,8 @@ def _compile(group: str, text: str) -> list[_Pattern]:
 Match = tuple[_Pattern, int, int]  # a pattern and the words it covers: tokens[start:end]
 GROUPS = ("op1_cues", "op2_cues", "op3_cues", "request_verbs", "need_words", "give_verbs",
           "transfer_objects", "delivery_problems", "delivery_nouns", "arrival_problems",
-          "document_nouns", "not_failures", "hypothetical_markers", "repair_verbs")
+          "document_nouns", "not_failures", "hypothetical_markers", "repair_verbs",
+          "not_symptoms", "circumstance_words")
 
 
 class _Lexicon:
@@ -360,8 +376,8 @@ def _howto(tokens: Sequence[_Token], found: dict[str, list[Match]]) -> int | Non
                 return i  # "какие порты открыть", "в каком меню меняется"
         elif token.word in ("как", "how"):
             for j in range(i + 1, min(i + 4, len(tokens))):
-                if tokens[j].word in HOWTO_FILLERS:
-                    continue
+                if tokens[j].word in HOWTO_FILLERS or ADVERB.search(tokens[j].word):
+                    continue  # "как правильно настроить", "как временно исключить"
                 if j not in repairs and (INFINITIVE.search(tokens[j].word) or token.word == "how"):
                     return i
                 break
@@ -405,6 +421,7 @@ class _Sentence:
         self.needs = [] if self.tokens[0].word in INTERROGATIVES else [  # "какая лицензия нужна"
             (s, e) for s, e in self._spans("need_words") if not self._asks_or_acts(e)]
         self.cues: list[Cue] = []
+        self.reports_failure = False  # names a failure, not a hypothetical one
 
     def _asks_or_acts(self, end: int) -> bool:
         """"нужно ли …" asks, "нужно настроить …" is about doing, not about a thing to send."""
@@ -427,26 +444,65 @@ class _Sentence:
         hypothetical_from = min(hypothetical, default=len(tokens))
         topic_from = self._document_topic_from()
         excluded = self._spans("not_failures")
-        for level in LEVELS:
+        failures: list[tuple[int, int]] = []  # the spans of the failure cues that count
+        for level in (3, 2, 1):
             for pattern, start, end in self.found[f"op{level}_cues"]:
                 weight = pattern.weight
                 if level != 2 and start >= topic_from:
                     continue  # the topic of a document asked for
-                if level == 1 and sends:
-                    continue  # "можно ли получить …?": a polite request, not a question
+                if level == 1 and (sends or self._part_of_a_failure(failures, start, end)):
+                    continue  # a polite request; "знаки вопроса", "после установки … падает"
                 if level == 3:
                     if _negated(tokens, start, end) or _near(excluded, start, end, 0):
                         continue
                     if start > hypothetical_from:
                         weight *= config.hypothetical_factor
+                    failures.append((start, end))
                 self.add(level, _words(tokens, start, end), weight)
+            if level == 3:
+                failures += self._symptoms(topic_from, hypothetical_from)
+                self.reports_failure = any(start <= hypothetical_from for start, _ in failures)
         if (self.text.rstrip().endswith("?") and not sends
-                and not any(c.level == 3 for c in self.cues)
+                and not any(start <= hypothetical_from for start, _ in failures)
                 and not any(t.word in WHY for t in tokens)):
             self.add(1, "?", config.question_weight)  # a question, not about a failure
         self._intent_to_give()
         self._delivery_problem()
         return sends
+
+    def _symptoms(self, topic_from: int, hypothetical_from: int) -> list[tuple[int, int]]:
+        """"не" + a verb in the present or the past that no failure cue covers and that is no
+        ``not_symptoms`` verb ("цифры не меняются", "почему не строятся"): what the system does
+        not do. Adds them (hypothetical ones weigh less) and returns their spans."""
+        tokens, config = self.tokens, self.config
+        negations = [i for i, t in enumerate(tokens[:min(len(tokens) - 1, topic_from)])
+                     if t.word in SYMPTOM_NEGATIONS]
+        if not negations:
+            return []
+        covered = {i for _, start, end in self.found["op3_cues"] for i in range(start, end)}
+        covered |= {start for _, start, _ in self.found["not_symptoms"]}
+        found = []
+        for i in negations:
+            token, verb = tokens[i], tokens[i + 1].word
+            asks = i + 2 < len(tokens) and tokens[i + 2].word == "ли"  # "не сломается ли"
+            if (not covered & {i, i + 1} and not asks
+                    and (LATIN.match(verb) or len(verb) >= 4 and FINITE.search(verb)
+                         and not INFINITIVE.search(verb))):
+                weight = config.symptom_weight * (
+                    config.hypothetical_factor if i > hypothetical_from else 1)
+                self.add(3, f"{token.word} {verb}", weight)
+                found.append((i, i + 2))
+        return found
+
+    def _part_of_a_failure(self, failures: Sequence[tuple[int, int]], start: int,
+                           end: int) -> bool:
+        """An ОП1 cue inside a failure cue ("знаки вопроса", "это нормально"), or, in a sentence
+        naming a failure, right after a circumstance word ("после установки", "при переносе")."""
+        if not failures:
+            return False
+        if any(s <= start and end <= e for s, e in failures):
+            return True
+        return any(e == start for _, _, e in self.found["circumstance_words"])
 
     def add(self, level: int, words: str, weight: float, intent: str = "") -> None:
         self.cues.append(Cue(level, words, round(weight * self.place, 2), intent))
@@ -510,12 +566,17 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     lexicon = _lexicon(config)
     cues: list[Cue] = []
     before: _Sentence | None = None
+    failure_seen = False
     subject = not problem.startswith("\n")
     for index, (text, place, tokens) in enumerate(_sentences(problem, config)):
         sentence = _Sentence(text, tokens, place, subject and index == 0, lexicon, config)
         if sentence.read(before.first_object() if before else None) and before and before.objects:
             before.cues = [c for c in before.cues if c.level != 1]  # "Есть ли X? Пришлите"
         cues.extend(before.cues if before else ())
+        if failure_seen:  # a question after a failure report is about that failure
+            sentence.cues = [replace(c, score=round(c.score * config.after_failure_factor, 2))
+                             if c.level == 1 else c for c in sentence.cues]
+        failure_seen = failure_seen or (sentence.reports_failure and not sentence.subject)
         before = sentence
     cues.extend(before.cues if before else ())
     cues = _once_per_intent(cues)
@@ -536,7 +597,9 @@ def assess(problem: str, config: ClassifyConfig) -> Assessment:
     unsure = (weighed[best] < config.min_score
               or weighed[second] > weighed[best] * (1 - config.min_margin))
     candidates = (best, second) if unsure else (best,)  # ties go to the higher level
-    return Assessment(best, unsure, candidates, found, ordered)
+    if unsure and config.doubt_to_failure and candidates == (1, 3) and weighed[3]:
+        candidates = (3, 1)  # a question or a failure: the failure first (a miss costs more)
+    return Assessment(candidates[0], unsure, candidates, found, ordered)
 
 
 class LevelClassification(Rule):
