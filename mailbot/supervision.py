@@ -47,6 +47,16 @@ def database_outage(error: BaseException | None) -> bool:
     return False
 
 
+class PoolResetNoise(logging.Filter):
+    """Drops SQLAlchemy's traceback for a connection it could not roll back on its way back to
+    the pool because the database is gone: the outage itself is logged once (one line per
+    outage), and the pool drops that connection anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.name.startswith("sqlalchemy.pool") and database_outage(error))
+
+
 def lock_conflict(error: BaseException | None) -> bool:
     """Whether ``error``, or an error it was raised from or while handling, is PostgreSQL
     undoing a transaction that met another one (a deadlock, a serialization failure):

@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -31,6 +32,7 @@ from mailbot.cli.main import EX_TEMPFAIL, main
 from mailbot.outbox import Outgoing, enqueue
 from mailbot.register.models import Inbound, Outbox, Request
 from mailbot.render import Rendered
+from mailbot.supervision import PoolResetNoise
 from mailbot.supervision import Watchdog
 from mailbot.transport.notify import OUTBOX, notify
 from tests.mailflow import Desk
@@ -355,3 +357,19 @@ def test_a_daemon_whose_worker_keeps_dying_exits_75(desk, tmp_path, monkeypatch,
     assert time.monotonic() - started < 15
     assert "giving up: worker listen died 5 times within 60 s, last: LISTEN is broken" in \
         capsys.readouterr().err
+
+
+def _pool_record(error: BaseException) -> logging.LogRecord:
+    try:
+        raise error
+    except BaseException:
+        return logging.LogRecord("sqlalchemy.pool.impl.QueuePool", logging.ERROR, __file__, 1,
+                                 "Exception during reset or similar", (), sys.exc_info())
+
+
+def test_a_connection_the_pool_cannot_reset_in_an_outage_logs_no_traceback():
+    """The outage is one line: the pool's traceback for each connection lost with the database
+    is dropped, any other pool error is kept."""
+    noise = PoolResetNoise()
+    assert not noise.filter(_pool_record(psycopg.OperationalError("server closed the connection")))
+    assert noise.filter(_pool_record(ValueError("a bug")))

@@ -72,8 +72,10 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     import asyncio
 
     from ..daemon import Daemon
-    from ..supervision import GiveUp
+    from ..supervision import GiveUp, PoolResetNoise
 
+    for handler in logging.getLogger().handlers:  # an outage is one line, not a traceback per connection
+        handler.addFilter(PoolResetNoise())
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until then, SIGTERM stops as Ctrl+C does
     dev = None
     config = app.config

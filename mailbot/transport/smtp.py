@@ -562,10 +562,16 @@ class _Composer:
         return data
 
     def stop(self) -> None:
-        """Compose nothing more (what is under way finishes in its thread)."""
+        """Compose nothing more (what is under way finishes in its thread); mail composed and
+        not taken is dropped, with what composing it raised (called on the loop)."""
         with self.cond:
             self.stopped = True
             self.cond.notify()
+        for future in self.futures.values():
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # retrieved: a failure nobody took is not logged as lost
 
     def _run(self) -> None:
         with self.engine.connect() as conn:
@@ -578,6 +584,8 @@ class _Composer:
                     data = SmtpSender.wire(conn, outbox_id)
                 except Exception as exc:  # the lane that takes it decides (cannot compose, a bug)
                     self._hand(future, exc)
+                    if database_outage(exc):  # the rest would fail the same way
+                        return
                     continue
                 with self.cond:
                     self.held += len(data)
