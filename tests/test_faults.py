@@ -32,8 +32,7 @@ from mailbot.cli.main import EX_TEMPFAIL, main
 from mailbot.outbox import Outgoing, enqueue
 from mailbot.register.models import Inbound, Outbox, Request
 from mailbot.render import Rendered
-from mailbot.supervision import PoolResetNoise
-from mailbot.supervision import Watchdog
+from mailbot.supervision import PoolResetNoise, Watchdog
 from mailbot.transport.notify import OUTBOX, notify
 from tests.mailflow import Desk
 from tests.servers import Dovecot, PrivatePostgres, drop_database, fresh_database
