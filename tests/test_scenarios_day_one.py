@@ -1,0 +1,44 @@
+"""What a customer, a support team and an attacker meet on day one, mail by mail.
+
+Scenarios found by walking the product as its users do (README walk-through, real clients,
+the regulation's procedures, staff by mail, attacks), each through the real pipeline.
+"""
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from tests.mailflow import Desk, body, mx_trace
+
+CUSTOMER = "ivanov@zavod.example"
+
+
+def opened(desk: Desk, subject: str = "Не запускается АРМ",
+           text: str = "После обновления АРМ не запускается.") -> tuple[str, object]:
+    """A customer's request and the staff member's notification of it."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, subject, text)
+    desk.run()
+    return staff, desk.inbox()[staff][0]
+
+
+def phone_reply(desk: Desk, notice, sender: str, text: str, attribution: str) -> None:
+    """A staff member's reply as a phone client writes it: the answer on top, the quote below."""
+    parent = notice.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parent["Reply-To"]
+    msg["Subject"] = f"Re: {parent['Subject']}"
+    msg["Message-ID"] = make_msgid(domain="tecon.example")
+    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
+    quoted = "\n".join(f"> {line}" for line in body(notice).splitlines())
+    msg.set_content(f"{text}\n\n{attribution}\n\n{quoted}\n")
+    desk.dovecot.append(desk.mailbox.user, mx_trace(sender, "pass") + msg.as_bytes())
+
+
+def test_staff_card_names_the_status_in_russian(desk: Desk):
+    """The request card in every staff mail reads «Статус: открыт», not the database's 'open'."""
+    _, notice = opened(desk)
+    text = body(notice)
+    assert "Статус:        открыт" in text
+    assert "open" not in text.split("Исполнитель")[0]
