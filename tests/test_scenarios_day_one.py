@@ -42,3 +42,14 @@ def test_staff_card_names_the_status_in_russian(desk: Desk):
     text = body(notice)
     assert "Статус:        открыт" in text
     assert "open" not in text.split("Исполнитель")[0]
+
+
+def test_staff_answer_from_gmail_on_android_reaches_the_customer_without_the_attribution(desk: Desk):
+    """Gmail for Android quotes under «ср, 25 нояб. 2026 г., 10:00 Поддержка <…>:» (no «пишет»)."""
+    staff, notice = opened(desk)
+    phone_reply(desk, notice, staff, "Переустановите драйвер ключа.",
+                "ср, 25 нояб. 2026 г., 10:00 Техническая поддержка <support@tecon.example>:")
+    desk.run()
+    answer = body(desk.mail_to(CUSTOMER))
+    assert "Переустановите драйвер ключа." in answer
+    assert "нояб. 2026" not in answer and "support@tecon.example>:" not in answer

@@ -24,7 +24,7 @@ _QUOTED = r"\s*+(?:>\s*+)*+"
 # an attribution line without its closing ':' (and the spaces around it): the verb ends it …
 _ATTRIBUTION = re.compile(
     _QUOTED + r"(?:(?:on|am|le|el|il)\s.*\s(?:wrote|schrieb|a écrit|escribió|ha scritto)"
-    r"|.*\s(?:пишет|написал|написала|писал|писала)"
+    r"|.*\s(?:пишет|написал|написала|написал\(а\)|писал|писала)"
     r"|.*\d{4}\s*+г\.\s*+в\s*+\d{1,2}:\d{2}.*)",
     re.I,
 )
@@ -35,6 +35,10 @@ _OTHER_ATTRIBUTION = re.compile(
     r"|(?:den|mån|tis|ons|tor|fre|lör|sön|man|tir|lør|søn|\d).*?\sskrev)\b",
     re.I,
 )
+# any client's attribution (Gmail for Android «ср, 25 нояб. 2026 г., 10:00 Name <a@b>:», Yandex,
+# Mail.ru «Среда, 25 ноября 2026, 10:00 +03:00 от Name <a@b>:»): a time and an address, when
+# quoted lines follow it
+_TIME_AND_ADDRESS = re.compile(r"[^\n]*?\b\d{1,2}:\d{2}\b[^\n]*?@[^\n]*")
 _FROM_LINE = re.compile(r"\s*+[*>]*+\s*+\**+(?:from|от|von|de|od|da|van|fra|från)\s*+\**+:", re.I)
 _HEADER_LINE = re.compile(
     r"\s*+[*>]*+\s*+\**+(?:sent|date|to|subject|cc|отправлено|дата|кому|тема|копия|gesendet|datum|an|betreff|"
@@ -66,12 +70,25 @@ def _is_attribution(line: str) -> bool:
             or _OTHER_ATTRIBUTION.match(head) is not None)
 
 
+def _quote_follows(lines: list[str], index: int) -> bool:
+    """Whether the first non-blank line after ``index`` is a quoted line."""
+    following = next((line for line in lines[index + 1:index + 4] if line.strip()), "")
+    return following.lstrip().startswith(">")
+
+
+def _is_quote_header(lines: list[str], index: int) -> bool:
+    """A short line with a time and an address, ending with ':', above quoted lines."""
+    line = lines[index].rstrip()
+    return (len(line) <= _ATTRIBUTION_WIDTH and line.endswith(":") and not line.lstrip().startswith(">")
+            and _TIME_AND_ADDRESS.fullmatch(line) is not None and _quote_follows(lines, index))
+
+
 def _first_marker(lines: list[str]) -> tuple[int, int | None]:
     """(index of the first line of quoted history, the line after it when it is an attribution)."""
     for index, line in enumerate(lines):
         if _SEPARATOR.match(line) or _outlook_header_at(lines, index) or _header_block_at(lines, index):
             return index, None
-        if _is_attribution(line):
+        if _is_attribution(line) or _is_quote_header(lines, index):
             return index, index + 1
         following = lines[index + 1] if index + 1 < len(lines) else ""
         if following.rstrip().endswith(":") and _is_attribution(f"{line} {following}"):
