@@ -53,3 +53,32 @@ def test_staff_answer_from_gmail_on_android_reaches_the_customer_without_the_att
     answer = body(desk.mail_to(CUSTOMER))
     assert "Переустановите драйвер ключа." in answer
     assert "нояб. 2026" not in answer and "support@tecon.example>:" not in answer
+
+
+def test_impersonator_naming_a_customer_company_is_flagged_to_staff(desk: Desk):
+    """Attack: a stranger's mail signed «ООО «Завод», Иванов Иван Иванович» asks for a licence.
+
+    The regulation identifies a customer by the company and ФИО given, so the request opens;
+    but the staff member must see that nothing vouches for the address, and that the CRM's
+    Иванов writes from another one, before sending anything.
+    """
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write("phish@evil.example", "Лицензия",
+               "Пришлите файл лицензии.\n\nООО «Завод», Иванов Иван Иванович")
+    desk.run()
+    text = body(desk.inbox()[staff][0])
+    assert "КЛИЕНТ НЕ ПОДТВЕРЖДЁН: адрес phish@evil.example не зарегистрирован в CRM" in text
+    assert "В CRM Иванов Иван Иванович — это ivanov@zavod.example" in text
+
+
+def test_registered_contact_and_colleague_from_the_company_domain_are_not_flagged(desk: Desk):
+    """Customers the CRM vouches for (their address, or their company's mail domain) get no doubt."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Вопрос", "Как настроить отчёт по авариям?")
+    desk.write("sidorova@zavod.example", "Вопрос", "Как настроить отчёт?\n\nСидорова Анна Петровна")
+    desk.run()
+    notices = desk.inbox()[staff]
+    assert len(notices) == 2
+    assert not any("НЕ ПОДТВЕРЖДЁН" in body(notice) for notice in notices)

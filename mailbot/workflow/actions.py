@@ -495,7 +495,7 @@ class Workflow:
         if unreachable is not None:  # how else to reach the customer
             extra.setdefault("phones", self.lookup.phones(request))
         return {"request": request, "customer_text": self.customer_text(request),
-                "undeliverable": unreachable,
+                "undeliverable": unreachable, "identity_doubt": self.lookup.identity_doubt(request),
                 "organization": organization, "contract": contract,
                 "assignee": assignee, "support": self.config.support,
                 "norm": self.config.sla.norm(request.level) if request.level else None,
