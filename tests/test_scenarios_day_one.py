@@ -82,3 +82,18 @@ def test_registered_contact_and_colleague_from_the_company_domain_are_not_flagge
     notices = desk.inbox()[staff]
     assert len(notices) == 2
     assert not any("НЕ ПОДТВЕРЖДЁН" in body(notice) for notice in notices)
+
+
+
+
+def test_confirmation_notice_keeps_its_lines_apart(desk: Desk):
+    """The assignee's «Клиент подтвердил решение» for a request with an incident: the ОП4 line
+    and the request card are separate paragraphs, not glued by the template."""
+    staff, notice = opened(desk)
+    desk.add_incident("INC-000045", "АРМ не запускается", "Сбой запуска", "Переустановите драйвер.")
+    desk.reply(notice, staff, "#инцидент INC-000045")
+    desk.run()
+    desk.reply(desk.mail_to(CUSTOMER), CUSTOMER, "Помогло, спасибо!")
+    desk.run()
+    text = body(desk.inbox()[staff][0])
+    assert "автоматически.\n\nЗапрос:" in text
