@@ -320,7 +320,7 @@ def test_a_closed_op3_request_cannot_be_escalated(desk):
     desk.write_tp2(tp1, f"ООО «Завод» {request.number}", "Просим помочь.")
     desk.run()
     (refusal,) = desk.inbox()[tp1]
-    assert "открытых заявок на уровне ОП3" in body(refusal) and "closed" in body(refusal)
+    assert "открытых заявок на уровне ОП3" in body(refusal) and "статус «закрыт»" in body(refusal)
 
 
 # ---------------------------------------------------------------- ДДИ
