@@ -84,6 +84,32 @@ def test_registered_contact_and_colleague_from_the_company_domain_are_not_flagge
     assert not any("НЕ ПОДТВЕРЖДЁН" in body(notice) for notice in notices)
 
 
+def test_a_forwarded_report_reaches_staff_whole(desk: Desk):
+    """A customer forwards an operator's mail with one line of his own: the operator's report is
+    the problem, so the notification shows it and the level is read from it."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Fwd: АРМ",
+               "Коллеги, пересылаю письмо от оператора.\n\n"
+               "-------- Пересылаемое сообщение --------\n"
+               "От: Оператор <operator@zavod.example>\nДата: 24.11.2026 18:00\nТема: АРМ\n\n"
+               "Тренды пустые с утра, объекты красные.\n")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    assert "Тренды пустые с утра, объекты красные." in body(notice)
+    assert notice.parsed()["Subject"].startswith("[ТП-2026-000001] ОП3 ")
+
+
+def test_a_forward_with_outlook_headers_is_kept_whole_too(desk: Desk):
+    """Outlook forwards under a header block («От: … Отправлено: …»), the subject says «FW:»."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "FW: Сбой опроса",
+               "Посмотрите, пожалуйста.\n\nОт: Оператор <operator@zavod.example>\n"
+               "Отправлено: 24 ноября 2026 г. 18:00\nКому: Иванов\nТема: Сбой опроса\n\n"
+               "Опрос контроллеров встал, данные не обновляются.\n")
+    desk.run()
+    assert "Опрос контроллеров встал" in body(desk.inbox()[staff][0])
 
 
 def test_confirmation_notice_keeps_its_lines_apart(desk: Desk):

@@ -114,6 +114,7 @@ class ParsedMail:
     defects: tuple[str, ...] = ()  # what was wrong with the input and repaired
     size: int = 0  # raw size in bytes
     from_header: tuple[str, ...] = ()  # every mailbox of From: (lower-cased; '' for an ambiguous one)
+    forwarded: bool = False  # the mail forwards another one (subject "Fwd:", a forward's separator)
 
     @property
     def author(self) -> str:
@@ -134,10 +135,16 @@ class ParsedMail:
         return tuple(v for k, v in self.headers if k.lower() == lname)
 
     @property
+    def content(self) -> str:
+        """What the sender brings us: the new text, and the mail forwarded when it is a forward
+        (an operator's report sent on by a colleague is the problem, not history)."""
+        return self.text if self.forwarded and self.text.strip() else (self.new_text or self.text)
+
+    @property
     def problem(self) -> str:
-        """What the mail says of the problem: its subject and new text (for the level and the
+        """What the mail says of the problem: its subject and content (for the level and the
         known-error search)."""
-        return f"{self.subject}\n{self.new_text or self.text}"
+        return f"{self.subject}\n{self.content}"
 
     @property
     def thread_ids(self) -> tuple[str, ...]:

@@ -20,6 +20,11 @@ _SEPARATOR = re.compile(
     r"weitergeleitete nachricht|message d'origine|mensaje original|messaggio originale)\s*+[-_=*]{2,}+\s*+$",
     re.I,
 )
+_FORWARD_SEPARATOR = re.compile(
+    r"\s*+[-_=*]{2,}+\s*+(?:пересылаемое сообщение|forwarded message|пересланное сообщение|"
+    r"weitergeleitete nachricht)\s*+[-_=*]{2,}+\s*+$", re.I)
+# a forward's subject: "Fwd:", "FW:", "Пересл.:", "Переслано:" (after any "Re:")
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|ответ|отв)\s*:\s*)*(?:fwd?|пересл\.?|переслано)\s*:", re.I)
 _QUOTED = r"\s*+(?:>\s*+)*+"
 # an attribution line without its closing ':' (and the spaces around it): the verb ends it …
 _ATTRIBUTION = re.compile(
@@ -118,11 +123,19 @@ def _unsigned(lines: list[str]) -> list[str]:
     return out
 
 
-def new_text(text: str) -> str:
-    """The text the sender wrote in this message, without history and signature."""
+def is_forward_subject(subject: str) -> bool:
+    """A forward's subject: "Fwd:", "FW:", "Пересл.:", "Переслано:" (after any "Re:")."""
+    return _FORWARD_SUBJECT.match(subject) is not None
+
+
+def reply_parts(text: str) -> tuple[str, bool]:
+    """(the text the sender wrote in this message, without history and signature; whether the
+    history below it starts with a forward's separator: "-------- Пересылаемое сообщение --------",
+    "---------- Forwarded message ---------")."""
     lines = text.split("\n")
     cut, after = _first_marker(lines)
     kept = _unsigned(lines[:cut])
     if not any(line.strip() for line in kept) and after is not None:
         kept = _unsigned(lines[after:])  # answers written between quoted lines
-    return "\n".join(kept).strip("\n")
+    forward = cut < len(lines) and _FORWARD_SEPARATOR.match(lines[cut]) is not None
+    return "\n".join(kept).strip("\n"), forward
