@@ -123,3 +123,33 @@ def test_confirmation_notice_keeps_its_lines_apart(desk: Desk):
     desk.run()
     text = body(desk.inbox()[staff][0])
     assert "автоматически.\n\nЗапрос:" in text
+
+
+def test_a_command_below_a_greeting_is_not_sent_to_the_customer(desk: Desk):
+    """Staff: «Добрый день!» then «#решено» — the command is not on the first line. It must not
+    reach the customer as text, nor leave the request unsolved silently: nothing is done and
+    the staff member is told where commands go."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "Добрый день!\n#решено\nПереустановите драйвер.")
+    desk.run()
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    (error,) = mail[staff]
+    assert "#решено: a command goes on the first lines" in body(error)
+    assert desk.request().status == "open"
+
+
+def test_an_internal_note_marked_below_the_salutation_stays_internal(desk: Desk):
+    """«Коллеги,\\n#заметка\\n…» would have gone to the customer as an answer."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "Коллеги,\n#заметка\nклиент звонил, ругался.")
+    desk.run()
+    assert CUSTOMER not in desk.inbox()
+
+
+def test_a_hash_comment_in_a_config_snippet_is_text(desk: Desk):
+    """A solution quoting a config file ("# порт опроса", "#port=502") is sent as written."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#решено\nДобавьте в konfig.ini:\n# порт опроса\n#port=502\nport=503")
+    desk.run()
+    assert "# порт опроса\n#port=502" in body(desk.mail_to(CUSTOMER))

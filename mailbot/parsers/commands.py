@@ -78,6 +78,7 @@ CLOSE_UNCONFIRMED = re.compile(r"^(?:без\s+подтверждения|unconfi
 NEW_INCIDENT = re.compile(r"^инцидент\b\s*[:]?\s*", re.IGNORECASE)  # "#новый инцидент <title>"
 LEVEL = re.compile(r"^(?:оп|op|уровень|level)?\s*-?\s*([1-4])$", re.IGNORECASE)
 COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
+STRAY_COMMAND = re.compile(r"^#([\w-]+)(?:\s|:|$)")  # "#решено" below the text (not "# comment")
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,16 @@ def parse_commands(text: str, incident_prefix: str = "INC") -> CommandBlock:
             errors.append(parsed)
         index += 1
     rest = "\n".join(lines[index:]).strip() if (commands or errors) else text.strip()
+    errors += [f"{line.strip()}: a command goes on the first lines of the mail, above the text "
+               "(below a greeting it would reach the customer as text)"
+               for line in lines[index:] if _is_stray_command(line)]
     return CommandBlock(tuple(commands), tuple(errors), rest)
+
+
+def _is_stray_command(line: str) -> bool:
+    """A command written below the text ("Добрый день!\n#решено …"): '#' and a command's name."""
+    match = STRAY_COMMAND.match(line.strip())
+    return match is not None and match.group(1).lower() in ALIASES
 
 
 def _parse_line(line: str, incident_prefix: str) -> Command | str:
