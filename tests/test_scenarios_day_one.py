@@ -135,7 +135,7 @@ def test_a_command_below_a_greeting_is_not_sent_to_the_customer(desk: Desk):
     mail = desk.inbox()
     assert CUSTOMER not in mail
     (error,) = mail[staff]
-    assert "#решено: a command goes on the first lines" in body(error)
+    assert "#решено: команда должна стоять в первых строках письма" in body(error)
     assert desk.request().status == "open"
 
 
@@ -153,3 +153,26 @@ def test_a_hash_comment_in_a_config_snippet_is_text(desk: Desk):
     desk.reply(notice, staff, "#решено\nДобавьте в konfig.ini:\n# порт опроса\n#port=502\nport=503")
     desk.run()
     assert "# порт опроса\n#port=502" in body(desk.mail_to(CUSTOMER))
+
+
+def test_a_mistyped_command_is_explained_in_russian_with_the_likely_command(desk: Desk):
+    """Staff: «#уровнь ОП2» (a typo). The error mail is the support team's language, names the
+    command meant, and nothing is done."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#уровнь ОП2")
+    desk.run()
+    text = body(desk.mail_to(staff))
+    assert "#уровнь ОП2: неизвестная команда #уровнь (может быть, #уровень?)" in text
+    assert desk.request().level == 3
+
+
+def test_closing_a_closed_request_names_its_status_in_russian(desk: Desk):
+    """Staff: «#закрыть» twice (two colleagues, or a resent mail)."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#ЗАКРЫТЬ")
+    desk.run()
+    desk.new_mail()
+    desk.reply(notice, staff, "#закрыть")
+    desk.run()
+    text = body(desk.mail_to(staff))
+    assert "#закрыть: запрос сейчас в статусе «закрыт»: эта команда к нему не применима" in text
