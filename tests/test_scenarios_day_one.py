@@ -176,3 +176,21 @@ def test_closing_a_closed_request_names_its_status_in_russian(desk: Desk):
     desk.run()
     text = body(desk.mail_to(staff))
     assert "#закрыть: запрос сейчас в статусе «закрыт»: эта команда к нему не применима" in text
+
+
+def test_staff_vouch_for_a_flagged_customer_with_the_organisation_command(desk: Desk):
+    """A real customer writing from mail.ru: checked by phone, `#организация ORG-1` registers
+    the address, and the next mail about the request carries no doubt."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write("petrova.a@mail.example", "Вопрос",
+               "Как настроить отчёт по авариям?\n\nООО «Завод», Петрова Анна Сергеевна")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    assert "#организация ORG-1: адрес станет контактом организации" in body(notice)
+    desk.reply(notice, staff, "#организация ORG-1\nАнна Сергеевна, откройте Настройки → Отчёты.")
+    desk.run()
+    desk.new_mail()
+    desk.write("petrova.a@mail.example", f"Re: [{desk.request().number}] Вопрос", "А где кнопка?")
+    desk.run()
+    assert "НЕ ПОДТВЕРЖДЁН" not in body(desk.inbox()[staff][0])
