@@ -187,6 +187,8 @@ QUOTE_STYLES = {
     "thunderbird-ru": "Ответ.\n\n20.03.2026 12:00, Иван Петров пишет:\n> старое",
     "quote-block": "Ответ.\n> старое\n> письмо",
     "signature": "Ответ.\n-- \nИван Петров\nтел. 123",
+    "outlook-mobile-ru": "Ответ.\n\nПолучить Outlook для iOS\n________________________________\nОт: Поддержка",
+    "windows-mail": "Ответ.\n\nSent from Mail for Windows\n\nFrom: Support",
     "german-library": "Ответ.\n\nAm 20.03.2026 um 12:00 schrieb Hans Meier:\n> alt",
 }
 

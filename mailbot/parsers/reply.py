@@ -52,7 +52,8 @@ _HEADER_LINE = re.compile(
     re.I,
 )
 _SIGNATURE = re.compile(
-    r"--\s?$|(?:sent from my|get outlook for|отправлено с |отправлено из |von meinem .* gesendet)", re.I)
+    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|get outlook for|получить outlook для|"
+    r"отправлено с |отправлено из |von meinem .* gesendet)", re.I)
 _RULE = re.compile(r"\s*+[-_=*]{5,}+\s*+$")
 
 
