@@ -194,3 +194,46 @@ def test_staff_vouch_for_a_flagged_customer_with_the_organisation_command(desk: 
     desk.write("petrova.a@mail.example", f"Re: [{desk.request().number}] Вопрос", "А где кнопка?")
     desk.run()
     assert "НЕ ПОДТВЕРЖДЁН" not in body(desk.inbox()[staff][0])
+
+
+def test_a_forged_confirmation_does_not_close_someone_elses_request(desk: Desk):
+    """Attack: «Помогло, спасибо!» with the requester's address forged in From: (our MX says
+    dmarc=fail), the request number guessed. Nothing changes; the assignee is told it was forged."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#решено\nПереустановите драйвер ключа.")
+    desk.run()
+    desk.new_mail()
+    desk.write(CUSTOMER, "Re: [ТП-2026-000001] Не запускается АРМ", "Помогло, спасибо!", dmarc="fail")
+    desk.run()
+    assert desk.request().status == "resolved"
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    (told,) = mail[staff]
+    assert "с подделанным адресом" in told.parsed()["Subject"]
+    assert "dmarc=fail" in body(told)
+
+
+def test_a_forged_new_request_is_not_echoed_to_the_customer_it_names(desk: Desk):
+    """Attack: a mail forged as the customer's, its subject a phishing line. Our acknowledgement
+    goes to the real customer: it must not carry the forger's words under our name."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Срочно смените пароль: http://evil.example/login",
+               "Проверьте учётную запись http://evil.example/login", dmarc="fail")
+    desk.run()
+    mail = desk.inbox()
+    (ack,) = mail[CUSTOMER]
+    assert "evil" not in ack.parsed()["Subject"] and "evil" not in body(ack)
+    assert ack.parsed()["Subject"] == "Re: [ТП-2026-000001] Обращение в техническую поддержку"
+    assert "АДРЕС ОТПРАВИТЕЛЯ ПОДДЕЛАН" in body(mail[staff][0])
+
+
+def test_a_genuine_customer_mail_is_still_echoed(desk: Desk):
+    """dmarc=pass (or no verdict of our MX at all): the customer's own subject comes back."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Не запускается АРМ", "После обновления АРМ не запускается.", dmarc=None)
+    desk.run()
+    mail = desk.inbox()
+    assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Не запускается АРМ"
+    assert "ПОДДЕЛАН" not in body(mail[staff][0])
