@@ -237,3 +237,25 @@ def test_a_genuine_customer_mail_is_still_echoed(desk: Desk):
     mail = desk.inbox()
     assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Не запускается АРМ"
     assert "ПОДДЕЛАН" not in body(mail[staff][0])
+
+
+def test_the_assignee_sees_a_colleagues_answer_to_their_customer(desk: Desk):
+    """Two staff answer the same request: the colleague's answer reaches the customer, and the
+    assignee is told what was sent (else they answer again, or contradict it, unaware)."""
+    staff, notice = opened(desk)
+    colleague = desk.add_staff("petrov", years=6)
+    desk.reply(notice, colleague, "Переустановите драйвер ключа, версия 4.2.")
+    desk.run()
+    mail = desk.inbox()
+    assert "версия 4.2" in body(mail[CUSTOMER][0])
+    (told,) = mail[staff]
+    assert "Petrov Сотрудник ответил(а) вашему клиенту" in told.parsed()["Subject"]
+    assert "версия 4.2" in body(told)
+    assert colleague not in mail
+
+
+def test_the_assignee_is_not_told_of_their_own_answer(desk: Desk):
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "Переустановите драйвер ключа.")
+    desk.run()
+    assert staff not in desk.inbox()

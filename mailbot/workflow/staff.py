@@ -61,7 +61,20 @@ class StaffReply:
         for command in block.commands:
             self.run(command)
         self.deliver(block)
+        self.tell_assignee(block)
         return []
+
+    def tell_assignee(self, block: CommandBlock) -> None:
+        """A colleague's mail reached the assignee's customer: the assignee sees what was sent,
+        so that nobody answers twice or contradicts it unaware."""
+        flow, request = self.workflow, self.request
+        assignee = flow.session.get(Staff, request.assignee_id) if request.assignee_id else None
+        files = self._attachments()
+        if (assignee is None or assignee.id == self.staff.id or not (block.text or files)
+                or block.has("ask_ddi")):
+            return
+        flow.notify_staff(request, "staff_colleague_answer", to=assignee.email, author=self.staff,
+                          text=block.text, sent_files=[row.filename for row in files])
 
     def check(self, block: CommandBlock) -> list[Problem]:
         """What would go wrong if the commands were applied (``templates/_problems.j2`` words it)."""
