@@ -1,6 +1,7 @@
 """Rendering the Russian texts: every customer- and staff-facing word lives in templates/."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -50,6 +51,13 @@ def paragraphs(text: str) -> Markup:
     return Markup("\n".join(
         "<p>" + "<br>\n".join(escape(line) for line in paragraph.strip("\n").split("\n")) + "</p>"
         for paragraph in text.split("\n\n")))
+
+
+def describe_problems(problems: Sequence[Any]) -> list[str]:
+    """Staff command problems (:class:`~mailbot.parsers.commands.Problem`) in words, as the
+    mail to the staff member gives them (for the command line)."""
+    say = environment().get_template("_problems.j2").module.say
+    return [" ".join(str(say(p)).split()) for p in problems]
 
 
 def load_templates() -> None:

@@ -180,9 +180,15 @@ QUOTE_STYLES = {
     "gmail-en": "Ответ.\n\nOn Fri, Mar 20, 2026 at 12:00 PM Ivan <a@b> wrote:\n> old",
     "gmail-en-wrapped": "Ответ.\n\nOn Fri, Mar 20, 2026 at 12:00 PM Ivan Petrov <\nivan@b.example> wrote:\n> old",
     "gmail-ru": "Ответ.\n\nпт, 20 мар. 2026 г. в 12:00, Иван <a@b>:\n> старое",
+    "gmail-android-ru": "Ответ.\n\nср, 25 нояб. 2026 г., 10:00 Техническая поддержка <support@x.ru>:\n\n> старое",
+    "yandex-ru": "Ответ.\n\n25.11.2026, 10:00, \"Техническая поддержка\" <support@x.ru>:\n> старое",
+    "mailru": "Ответ.\n\nСреда, 25 ноября 2026, 10:00 +03:00 от Техническая поддержка <support@x.ru>:\n> старое",
+    "apple-ru": "Ответ.\n\n25 нояб. 2026 г., в 10:00, Поддержка <support@x.ru> написал(а):\n\n> старое",
     "thunderbird-ru": "Ответ.\n\n20.03.2026 12:00, Иван Петров пишет:\n> старое",
     "quote-block": "Ответ.\n> старое\n> письмо",
     "signature": "Ответ.\n-- \nИван Петров\nтел. 123",
+    "outlook-mobile-ru": "Ответ.\n\nПолучить Outlook для iOS\n________________________________\nОт: Поддержка",
+    "windows-mail": "Ответ.\n\nSent from Mail for Windows\n\nFrom: Support",
     "german-library": "Ответ.\n\nAm 20.03.2026 um 12:00 schrieb Hans Meier:\n> alt",
 }
 

@@ -239,7 +239,7 @@ def test_a_staff_confirmation_waits_for_unconfirmed_files(desk):
     desk.reply(told, staff, "#подтверждено")
     desk.run()
     (reply,) = desk.new_mail()
-    assert reply.rcpt_tos == [staff] and "files sent are not confirmed" in body(reply)
+    assert reply.rcpt_tos == [staff] and "получение отправленных файлов не подтверждено" in body(reply)
     assert desk.request().status != "closed"
 
 
@@ -498,7 +498,7 @@ def test_a_staff_command_clears_the_undeliverable_mark(desk):
     desk.reply(told, staff, "#адрес исправлен")  # nothing left to clear: the staff member is told
     desk.run()
     (error,) = desk.new_mail()
-    assert error.rcpt_tos == [staff] and "not marked undeliverable" in body(error)
+    assert error.rcpt_tos == [staff] and "не отмечен как недоставляемый" in body(error)
 
 
 @pytest.mark.parametrize("robot", ["1c-noreply@zavod.example", "noreply@zavod.example",

@@ -186,7 +186,7 @@ def test_op2_delivery_failed_by_a_bounce_tells_the_assignee_and_blocks_closing(d
     desk.run()
     error = desk.mail_to(staff)
     assert "Команды не выполнены" in error.parsed()["Subject"]
-    assert "files sent are not confirmed" in body(error) and "без подтверждения" in body(error)
+    assert "получение отправленных файлов не подтверждено" in body(error) and "без подтверждения" in body(error)
     assert desk.request().status != "closed"
 
     # sent again to a working address and confirmed: the failure is made good, closing is allowed
@@ -242,7 +242,7 @@ def test_op2_unconfirmed_files_are_reminded_then_the_assignee_told_and_staff_ove
 
     desk.reply(told, staff, "#закрыть")
     desk.run()
-    assert "files sent are not confirmed" in body(desk.mail_to(staff))
+    assert "получение отправленных файлов не подтверждено" in body(desk.mail_to(staff))
     desk.reply(told, staff, "#закрыть без подтверждения: клиент не отвечает, файлы переданы на флешке")
     desk.run()
     request = desk.request()
@@ -276,7 +276,7 @@ def test_a_confirmation_of_nothing_is_refused(desk):
     staff, notice = op2_request(desk)
     desk.reply(notice, staff, "#доставлено по телефону")
     desk.run()
-    assert "no files sent on this request await" in body(desk.mail_to(staff))
+    assert "по запросу нет отправленных файлов, ждущих подтверждения" in body(desk.mail_to(staff))
 
 
 def test_files_command_without_files_is_refused(desk):
@@ -284,7 +284,7 @@ def test_files_command_without_files_is_refused(desk):
     desk.reply(notice, staff, "#файлы\nВот патч.")
     desk.run()
     (error,) = desk.new_mail()
-    assert error.rcpt_tos == [staff] and "attach the files" in body(error)
+    assert error.rcpt_tos == [staff] and "приложите файлы к письму" in body(error)
 
 
 def test_the_customer_says_the_files_did_not_arrive(desk):
@@ -459,7 +459,7 @@ def test_files_sent_from_the_command_line_are_a_delivery_too(desk, monkeypatch, 
     assert "patch-2.4.1.zip" in capsys.readouterr().out
 
     assert cli(desk, monkeypatch, "requests", "command", number, "--as", "sidorov", "#закрыть") == 64
-    assert "files sent are not confirmed" in capsys.readouterr().err
+    assert "получение отправленных файлов не подтверждено" in capsys.readouterr().err
     assert cli(desk, monkeypatch, "requests", "command", number, "--as", "sidorov",
                "#доставлено по телефону, Иванов И. И.") == 0
     assert cli(desk, monkeypatch, "requests", "show", number) == 0

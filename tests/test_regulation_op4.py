@@ -320,7 +320,7 @@ def test_a_closed_op3_request_cannot_be_escalated(desk):
     desk.write_tp2(tp1, f"ООО «Завод» {request.number}", "Просим помочь.")
     desk.run()
     (refusal,) = desk.inbox()[tp1]
-    assert "открытых заявок на уровне ОП3" in body(refusal) and "closed" in body(refusal)
+    assert "открытых заявок на уровне ОП3" in body(refusal) and "статус «закрыт»" in body(refusal)
 
 
 # ---------------------------------------------------------------- ДДИ
@@ -428,7 +428,7 @@ def test_tp2_commands_are_checked_before_anything_is_done(desk):
     desk.run()
     (errors,) = desk.inbox()[tp2]
     assert "Команды ТП2 не выполнены" in subject(errors)
-    assert "#решение: write the solution" in body(errors) and "#статус почти решён" in body(errors)
+    assert "#решение: напишите решение ниже команды" in body(errors) and "#статус почти решён" in body(errors)
     assert incident(desk, "INC-000045").solution == "Переустановите драйвер ключа 3.2."
 
 

@@ -285,7 +285,7 @@ def test_unknown_or_malformed_command_is_answered_with_the_valid_ones(desk):
     desk.run()
     (reply,) = desk.new_mail()  # only to the staff member: nothing relayed by mistake
     assert reply.rcpt_tos == [staff]
-    assert "#уровень" in body(reply) and "unknown command" in body(reply)
+    assert "#уровень" in body(reply) and "неизвестная команда" in body(reply)
     assert desk.request().status == "open"
 
 
@@ -311,7 +311,7 @@ def test_staff_assign_command_checks_eligibility(desk):
     desk.reply(desk.mail_to(staff), staff, "#назначить novice")
     desk.run()
     (reply,) = desk.new_mail()
-    assert reply.rcpt_tos == [staff] and "may not handle ОП3" in body(reply)
+    assert reply.rcpt_tos == [staff] and "не может вести запросы ОП3" in body(reply)
 
 
 def test_staff_mail_naming_no_request_gets_help(desk):

@@ -288,6 +288,7 @@ def _request_and_actor(session: Session, app: App, args: argparse.Namespace) -> 
 def cmd_request_command(app: App, args: argparse.Namespace) -> int:
     """Do what a staff reply with these command lines would do."""
     from ..parsers.commands import parse_commands
+    from ..render import describe_problems
     from ..transport.notify import OUTBOX, notify
     from ..workflow.manual import run_commands
 
@@ -297,7 +298,7 @@ def cmd_request_command(app: App, args: argparse.Namespace) -> int:
         problems = run_commands(session, app.config, app.clock.now(), request, staff, block)
         if problems:
             session.rollback()
-            raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+            raise Fail("nothing done: " + "; ".join(describe_problems(problems)), EX_USAGE)
         notify(session, OUTBOX)
         print(f"{request.number}: {request.status}")
     return EX_OK
@@ -308,6 +309,7 @@ def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..parsers import MailTooLarge
+    from ..render import describe_problems
     from ..transport.notify import OUTBOX, notify
     from ..workflow.manual import send_files
 
@@ -327,7 +329,7 @@ def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
             raise Fail(f"not sent: {exc}", EX_USAGE) from None
         if problems:
             session.rollback()
-            raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+            raise Fail("nothing done: " + "; ".join(describe_problems(problems)), EX_USAGE)
         notify(session, OUTBOX)
         print(f"{request.number}: {len(files)} file(s) sent to {one_line(request.requester_email)}, "
               f"awaiting confirmation of receipt; {request.status}")
@@ -464,6 +466,7 @@ def _kb_solution(app: App, session: Session, incident, args: argparse.Namespace,
     from ..kb import incidents as kb
     from ..parsers.commands import parse_commands
     from ..register.models import Request
+    from ..render import describe_problems
     from ..workflow.manual import run_commands
 
     if actor is None or actor.tier != "tp2":
@@ -479,7 +482,7 @@ def _kb_solution(app: App, session: Session, incident, args: argparse.Namespace,
     for op4 in open_op4:
         problems = run_commands(session, app.config, app.clock.now(), op4, actor, block)
         if problems:
-            raise Fail("nothing done: " + "; ".join(problems), EX_USAGE)
+            raise Fail("nothing done: " + "; ".join(describe_problems(problems)), EX_USAGE)
         print(f"[{incident.number}] solution saved and sent to ТП1 ({op4.number})")
 
 

@@ -41,7 +41,9 @@ and ТП2 at the ТП2 address (``#инцидент INC-000045`` links a known i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from difflib import get_close_matches
+from dataclasses import dataclass, field
+from typing import Any
 
 from .numbers import find_incident_numbers
 
@@ -78,6 +80,20 @@ CLOSE_UNCONFIRMED = re.compile(r"^(?:без\s+подтверждения|unconfi
 NEW_INCIDENT = re.compile(r"^инцидент\b\s*[:]?\s*", re.IGNORECASE)  # "#новый инцидент <title>"
 LEVEL = re.compile(r"^(?:оп|op|уровень|level)?\s*-?\s*([1-4])$", re.IGNORECASE)
 COMMAND_LINE = re.compile(r"^#\s*([\w-]+)\s*[:]?\s*(.*)$")
+STRAY_COMMAND = re.compile(r"^#([\w-]+)(?:\s|:|$)")  # "#решено" below the text (not "# comment")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with a command line (``line`` as written; '' for the mail as a whole):
+    ``code`` and its details. The words for staff are in ``templates/_problems.j2``."""
+    line: str
+    code: str
+    details: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def problem(line: str, code: str, **details: Any) -> Problem:
+    return Problem(line, code, details)
 
 
 @dataclass(frozen=True)
@@ -92,7 +108,7 @@ class Command:
 @dataclass(frozen=True)
 class CommandBlock:
     commands: tuple[Command, ...]
-    errors: tuple[str, ...]  # the lines that were not valid commands, with the reason
+    errors: tuple[Problem, ...]  # the lines that were not valid commands, with the reason
     text: str  # the rest of the mail: the answer itself
 
     def has(self, name: str) -> bool:
@@ -106,7 +122,7 @@ def parse_commands(text: str, incident_prefix: str = "INC") -> CommandBlock:
     """Split ``text`` into its leading command lines and the rest."""
     lines = text.replace("\r\n", "\n").split("\n")
     commands: list[Command] = []
-    errors: list[str] = []
+    errors: list[Problem] = []
     index = 0
     while index < len(lines):
         line = lines[index].strip()
@@ -122,40 +138,53 @@ def parse_commands(text: str, incident_prefix: str = "INC") -> CommandBlock:
             errors.append(parsed)
         index += 1
     rest = "\n".join(lines[index:]).strip() if (commands or errors) else text.strip()
+    errors += [problem(line.strip(), "below_text") for line in lines[index:] if _is_stray_command(line)]
     return CommandBlock(tuple(commands), tuple(errors), rest)
 
 
-def _parse_line(line: str, incident_prefix: str) -> Command | str:
+def closest_command(word: str) -> str | None:
+    """The command a mistyped name most likely means ("уровнь" → "уровень"), if any."""
+    found = get_close_matches(word, ALIASES, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def _is_stray_command(line: str) -> bool:
+    """A command written below the text ("Добрый день!\n#решено …"): '#' and a command's name."""
+    match = STRAY_COMMAND.match(line.strip())
+    return match is not None and match.group(1).lower() in ALIASES
+
+
+def _parse_line(line: str, incident_prefix: str) -> Command | Problem:
     match = COMMAND_LINE.match(line)
     if not match:
-        return f"{line}: not a command"
+        return problem(line, "not_a_command")
     word, argument = match.group(1).lower(), match.group(2).strip()
     name = ALIASES.get(word)
     if name is None:
-        return f"{line}: unknown command #{word}"
+        return problem(line, "unknown_command", word=word, similar=closest_command(word))
     if name in NEEDS_ARGUMENT and not argument:
-        return f"{line}: #{word} needs an argument"
+        return problem(line, "needs_argument", word=word)
     if name == "level":
         level = LEVEL.match(argument.replace(" ", ""))
         if not level:
-            return f"{line}: the level must be ОП1, ОП2, ОП3 or ОП4"
+            return problem(line, "bad_level")
         argument = level.group(1)
     elif name == "incident":
         numbers = find_incident_numbers(argument, incident_prefix)
         if not numbers:
-            return f"{line}: no incident number like {incident_prefix}-000045"
+            return problem(line, "no_incident_number", prefix=incident_prefix)
         argument = numbers[0]
     elif name == "address_ok" and not ADDRESS_OK.match(argument):
-        return f"{line}: write #{word} исправлен (the customer's address works again)"
+        return problem(line, "address_ok_form", word=word)
     elif name == "close" and (unconfirmed := CLOSE_UNCONFIRMED.match(argument)):
         argument = unconfirmed.group(1).strip()
         if not argument:
-            return f"{line}: write the reason: #{word} без подтверждения: причина"
+            return problem(line, "unconfirmed_reason", word=word)
         name = "close_unconfirmed"
     elif name == "new_incident" and word == "новый":
         if not NEW_INCIDENT.match(argument):
-            return f"{line}: write #новый инцидент <title of the incident>"
+            return problem(line, "new_incident_form")
         argument = NEW_INCIDENT.sub("", argument, count=1).strip()
         if not argument:
-            return f"{line}: #новый инцидент needs the incident's title"
+            return problem(line, "new_incident_title")
     return Command(name, argument, line)

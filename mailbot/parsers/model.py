@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 
 from .addresses import is_valid_address
-
-FORWARD_SUBJECT = re.compile(r"^\s*(?:fwd?|пересл|переслано)\s*:", re.IGNORECASE)
 
 
 class MailKind(str, enum.Enum):
@@ -120,6 +117,7 @@ class ParsedMail:
     defects: tuple[str, ...] = ()  # what was wrong with the input and repaired
     size: int = 0  # raw size in bytes
     from_header: tuple[str, ...] = ()  # every mailbox of From: (lower-cased; '' for an ambiguous one)
+    forwarded: bool = False  # the mail forwards another one (subject "Fwd:", a forward's separator)
 
     @property
     def author(self) -> str:
@@ -140,12 +138,16 @@ class ParsedMail:
         return tuple(v for k, v in self.headers if k.lower() == lname)
 
     @property
+    def content(self) -> str:
+        """What the sender brings us: the new text, and the mail forwarded when it is a forward
+        (an operator's report sent on by a colleague is the problem, not history)."""
+        return self.text if self.forwarded and self.text.strip() else (self.new_text or self.text)
+
+    @property
     def problem(self) -> str:
-        """What the mail says of the problem: its subject and new text (for the level and the
-        known-error search). A forwarded mail ("Fw:", "Fwd:", "Пересл:") is read whole: what it
-        forwards is the problem, the forwarder's line above it only hands it on."""
-        forwarded = FORWARD_SUBJECT.match(self.subject or "")
-        return f"{self.subject}\n{self.text if forwarded else self.new_text or self.text}"
+        """What the mail says of the problem: its subject and content (for the level and the
+        known-error search): a forward is read whole, what it forwards is the problem."""
+        return f"{self.subject}\n{self.content}"
 
     @property
     def thread_ids(self) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from .mime import (
 )
 from .model import DsnReport, MailKind, MailTooLarge, ParsedMail, ParseOptions
 from .numbers import find_incident_numbers, find_request_numbers, numbers_in
-from .reply import new_text
+from .reply import is_forward_subject, reply_parts
 from .reports import dsn_report, mdn_report
 
 _SUBJECT_SPACE = re.compile(r"[ \t]+")
@@ -132,7 +132,7 @@ def _build(raw: bytes, message: Message, defects: list[str], options: ParseOptio
     subject = _SUBJECT_SPACE.sub(" ", headers.get("subject") or "").strip()
     text, html = _bodies(content)
     return_path = _return_path(headers.get("return-path"))
-    fresh = new_text(text)
+    fresh, forward_below = reply_parts(text)
     kind, reason = classify(KindInput(
         header=headers.get, report_type=_report_type(message),
         has_delivery_status=bool(content.delivery_status), has_disposition=bool(content.disposition),
@@ -158,6 +158,7 @@ def _build(raw: bytes, message: Message, defects: list[str], options: ParseOptio
         size=len(raw),
         from_header=tuple(addr.lower() for value in headers.unfolded("from")
                           for addr in written_addresses(value)),
+        forwarded=forward_below or is_forward_subject(subject),
     )
 
 

@@ -20,11 +20,16 @@ _SEPARATOR = re.compile(
     r"weitergeleitete nachricht|message d'origine|mensaje original|messaggio originale)\s*+[-_=*]{2,}+\s*+$",
     re.I,
 )
+_FORWARD_SEPARATOR = re.compile(
+    r"\s*+[-_=*]{2,}+\s*+(?:пересылаемое сообщение|forwarded message|пересланное сообщение|"
+    r"weitergeleitete nachricht)\s*+[-_=*]{2,}+\s*+$", re.I)
+# a forward's subject: "Fwd:", "FW:", "Пересл.:", "Переслано:" (after any "Re:")
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|ответ|отв)\s*:\s*)*(?:fwd?|пересл\.?|переслано)\s*:", re.I)
 _QUOTED = r"\s*+(?:>\s*+)*+"
 # an attribution line without its closing ':' (and the spaces around it): the verb ends it …
 _ATTRIBUTION = re.compile(
     _QUOTED + r"(?:(?:on|am|le|el|il)\s.*\s(?:wrote|schrieb|a écrit|escribió|ha scritto)"
-    r"|.*\s(?:пишет|написал|написала|писал|писала)"
+    r"|.*\s(?:пишет|написал|написала|написал\(а\)|писал|писала)"
     r"|.*\d{4}\s*+г\.\s*+в\s*+\d{1,2}:\d{2}.*)",
     re.I,
 )
@@ -35,6 +40,10 @@ _OTHER_ATTRIBUTION = re.compile(
     r"|(?:den|mån|tis|ons|tor|fre|lör|sön|man|tir|lør|søn|\d).*?\sskrev)\b",
     re.I,
 )
+# any client's attribution (Gmail for Android «ср, 25 нояб. 2026 г., 10:00 Name <a@b>:», Yandex,
+# Mail.ru «Среда, 25 ноября 2026, 10:00 +03:00 от Name <a@b>:»): a time and an address, when
+# quoted lines follow it
+_TIME_AND_ADDRESS = re.compile(r"[^\n]*?\b\d{1,2}:\d{2}\b[^\n]*?@[^\n]*")
 _FROM_LINE = re.compile(r"\s*+[*>]*+\s*+\**+(?:from|от|von|de|od|da|van|fra|från)\s*+\**+:", re.I)
 _HEADER_LINE = re.compile(
     r"\s*+[*>]*+\s*+\**+(?:sent|date|to|subject|cc|отправлено|дата|кому|тема|копия|gesendet|datum|an|betreff|"
@@ -43,7 +52,8 @@ _HEADER_LINE = re.compile(
     re.I,
 )
 _SIGNATURE = re.compile(
-    r"--\s?$|(?:sent from my|get outlook for|отправлено с |отправлено из |von meinem .* gesendet)", re.I)
+    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|get outlook for|получить outlook для|"
+    r"отправлено с |отправлено из |von meinem .* gesendet)", re.I)
 _RULE = re.compile(r"\s*+[-_=*]{5,}+\s*+$")
 
 
@@ -66,12 +76,25 @@ def _is_attribution(line: str) -> bool:
             or _OTHER_ATTRIBUTION.match(head) is not None)
 
 
+def _quote_follows(lines: list[str], index: int) -> bool:
+    """Whether the first non-blank line after ``index`` is a quoted line."""
+    following = next((line for line in lines[index + 1:index + 4] if line.strip()), "")
+    return following.lstrip().startswith(">")
+
+
+def _is_quote_header(lines: list[str], index: int) -> bool:
+    """A short line with a time and an address, ending with ':', above quoted lines."""
+    line = lines[index].rstrip()
+    return (len(line) <= _ATTRIBUTION_WIDTH and line.endswith(":") and not line.lstrip().startswith(">")
+            and _TIME_AND_ADDRESS.fullmatch(line) is not None and _quote_follows(lines, index))
+
+
 def _first_marker(lines: list[str]) -> tuple[int, int | None]:
     """(index of the first line of quoted history, the line after it when it is an attribution)."""
     for index, line in enumerate(lines):
         if _SEPARATOR.match(line) or _outlook_header_at(lines, index) or _header_block_at(lines, index):
             return index, None
-        if _is_attribution(line):
+        if _is_attribution(line) or _is_quote_header(lines, index):
             return index, index + 1
         following = lines[index + 1] if index + 1 < len(lines) else ""
         if following.rstrip().endswith(":") and _is_attribution(f"{line} {following}"):
@@ -101,11 +124,19 @@ def _unsigned(lines: list[str]) -> list[str]:
     return out
 
 
-def new_text(text: str) -> str:
-    """The text the sender wrote in this message, without history and signature."""
+def is_forward_subject(subject: str) -> bool:
+    """A forward's subject: "Fwd:", "FW:", "Пересл.:", "Переслано:" (after any "Re:")."""
+    return _FORWARD_SUBJECT.match(subject) is not None
+
+
+def reply_parts(text: str) -> tuple[str, bool]:
+    """(the text the sender wrote in this message, without history and signature; whether the
+    history below it starts with a forward's separator: "-------- Пересылаемое сообщение --------",
+    "---------- Forwarded message ---------")."""
     lines = text.split("\n")
     cut, after = _first_marker(lines)
     kept = _unsigned(lines[:cut])
     if not any(line.strip() for line in kept) and after is not None:
         kept = _unsigned(lines[after:])  # answers written between quoted lines
-    return "\n".join(kept).strip("\n")
+    forward = cut < len(lines) and _FORWARD_SEPARATOR.match(lines[cut]) is not None
+    return "\n".join(kept).strip("\n"), forward

@@ -47,6 +47,19 @@ ALERT_WINDOW = timedelta(hours=1)  # at most one alert to staff per subject in t
 DONE = (Status.CLOSED.value, Status.REJECTED.value)
 
 
+@dataclass(frozen=True)
+class IdentityDoubt:
+    """A requester known only from what the mail says of itself (see :meth:`Lookup.identity_doubt`)."""
+    address: str
+    namesakes: tuple[str, ...]  # registered contacts of the organisation with the name given
+    phones: tuple[str, ...]  # how to call the organisation to check
+
+
+def _person(name: str) -> str:
+    """A full name for comparison: case, ё/е and spacing ignored."""
+    return " ".join(name.lower().replace("ё", "е").split())
+
+
 def _number(request: Request) -> tuple[str]:
     return (request.number,)
 
@@ -346,6 +359,30 @@ class Lookup:
                                       Contact.phone.is_not(None), Contact.phone != "")
                 .order_by(Contact.id).limit(3)).all()
         return [f"{row.phone} ({row.full_name or row.email})" for row in rows]
+
+    def identity_doubt(self, request: Request) -> IdentityDoubt | None:
+        """Why staff should check who wrote: the organisation and ФИО come from the mail's own
+        text (the address is no registered contact, its domain not the organisation's), and
+        which registered contacts of the organisation bear the name given, at other addresses."""
+        email = request.requester_email
+        if not email or request.organization_id is None:
+            return None
+        own = self.directory.contact_row(email)
+        organization = self.directory.get_organization(request.organization_id)
+        domain = email.rpartition("@")[2].lower()
+        if (own is not None and own.registered) or organization is None or any(
+                domain == known or domain.endswith(f".{known}") for known in organization.domains):
+            return None
+        namesakes: list[str] = []
+        if request.requester_name:
+            with self.session.no_autoflush:
+                rows = self.session.scalars(
+                    select(Contact).where(Contact.organization_id == organization.id,
+                                          Contact.source.in_(REGISTERED_SOURCES),
+                                          Contact.email != email)).all()
+            wanted = _person(request.requester_name)
+            namesakes = [row.email for row in rows if row.full_name and _person(row.full_name) == wanted]
+        return IdentityDoubt(email, tuple(namesakes), tuple(self.phones(request)))
 
     def automatic_to_unregistered_last_hour(self, now: datetime) -> int:
         """How many automatic mails went, in the hour before ``now``, to addresses that are not

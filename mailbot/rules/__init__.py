@@ -12,7 +12,7 @@ from .base import Context, Rule
 from .confirmation import ConfirmationDetection, ReceiptDetection
 from .contact import ContactDetails
 from .contract import ContractCheck
-from .authentication import StaffAuthentication
+from .authentication import SenderForgery, StaffAuthentication
 from .conversation import ReplyOwnership, ThreadMatch
 from .escalation import EscalationMail, Tp2Answer
 from .hygiene import AcknowledgementRateLimit, AutomaticMail, AutoReplyCap, OwnMail
@@ -30,6 +30,7 @@ PIPELINE: tuple[Rule, ...] = (
     MailboxRole(),
     ThreadMatch(),
     StaffAuthentication(),
+    SenderForgery(),
     ReplyOwnership(),
     EscalationMail(),
     Tp2Answer(),

@@ -141,6 +141,35 @@ def authenticate(mail: ParsedMail, staff: StaffConfig) -> Authentication:
     return Authentication(False, f"no pass aligned with {from_domain} ({seen})")
 
 
+def forged_from(mail: ParsedMail, staff: StaffConfig) -> str:
+    """Why our receiving server says the ``From:`` of ``mail`` is forged (its ``dmarc=fail`` in
+    the trusted zone), or '' (no verdict of ours, or not a fail)."""
+    if not staff.trusted_authserv_id or not mail.author:
+        return ""
+    results, _ = trusted_zone(mail, staff)
+    if any(r.method == "dmarc" and r.result == "fail" for r in results):
+        return "dmarc=fail (" + ", ".join(f"{r.method}={r.result}" for r in results) + ")"
+    return ""
+
+
+class SenderForgery(Rule):
+    """A customer's mail whose ``From:`` our receiving server found forged (``dmarc=fail``).
+
+    It may not act on a request (``ReplyOwnership`` treats it as a stranger's), and the
+    automatic answer to a new request repeats none of its words (the answer goes to the
+    address it forged: the real customer must not get the forger's subject from us).
+    """
+
+    name = "sender-forgery"
+
+    def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
+        if verdict.role is Role.STAFF:
+            return
+        verdict.forged_sender = forged_from(mail, context.config.staff)
+        if verdict.forged_sender:
+            verdict.note(self.name, f"From: {mail.author} forged: {verdict.forged_sender}")
+
+
 class StaffAuthentication(Rule):
     """Staff mail is acted on only when our receiving server vouches for its ``From:`` domain.
 

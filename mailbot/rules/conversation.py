@@ -74,7 +74,7 @@ class ReplyOwnership(Rule):
 
     Confirmations, refusals, contact details and reopenings come from the
     requester or a registered (CRM or staff-vouched) contact of the request's
-    organisation. Anyone else's mail is kept on the request as a note from an
+    organisation, in mail our receiving server does not find forged (``SenderForgery``). Anyone else's mail is kept on the request as a note from an
     unknown sender, staff are told, nothing changes, and the sender gets
     nothing that could reveal the request. Automatic mail (auto-replies) never
     acts anyway and simply joins the trail.
@@ -85,11 +85,14 @@ class ReplyOwnership(Rule):
     def check(self, mail: ParsedMail, verdict: Verdict, context: Context) -> None:
         request = verdict.request
         if (verdict.action is not Action.APPEND or request is None or verdict.role is Role.STAFF
-                or mail.kind is not MailKind.HUMAN or belongs_to(mail.author, verdict, request)):
+                or mail.kind is not MailKind.HUMAN
+                or (not verdict.forged_sender and belongs_to(mail.author, verdict, request))):
             return
         who = mail.author or "an invalid From: address"
         verdict.untrusted = Untrusted.STRANGER
-        verdict.untrusted_reason = (f"{who} is neither the requester nor a registered contact "
-                                    "of the request's organisation")
+        verdict.untrusted_reason = (
+            f"From: {who} forged, says our receiving server: {verdict.forged_sender}"
+            if verdict.forged_sender else
+            f"{who} is neither the requester nor a registered contact of the request's organisation")
         verdict.may_auto_reply = False
         verdict.stop(self.name, Action.NOTE, f"{verdict.untrusted_reason}: kept as a note, nothing done")

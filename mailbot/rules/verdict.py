@@ -102,6 +102,7 @@ class Verdict:
     may_auto_reply: bool = True
     untrusted: Untrusted | None = None  # with Action.NOTE: why the mail may not act
     untrusted_reason: str = ""
+    forged_sender: str = ""  # our receiving server found the From: forged: why (rules/authentication.py)
     auto_reply_cap_reached: bool = False  # automatic mail to unknown addresses is at its hourly cap
     final: bool = False  # no later rule may change the verdict
     reasons: list[str] = field(default_factory=list)

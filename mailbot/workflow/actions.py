@@ -64,6 +64,8 @@ class Workflow:
         self.lookup = self.lookup or Lookup(self.session, self.config.timezone)
         self._customer_text: dict[Request, str] = {}  # the customer's latest words
         self._assessments: dict[Request, Assessment | None] = {}  # how the level was found
+        # requests opened by mail whose From: our receiving server found forged: why
+        self.forged: dict[Request, str] = {}
 
     def heard(self, request: Request, message: Message) -> None:
         """Note the customer's words (the requester's, or a registered colleague's) in an incoming
@@ -343,7 +345,8 @@ class Workflow:
         registered = row is not None and row.registered
         name = request.requester_name if registered or is_full_name(request.requester_name) else ""
         content = render(template, **self.context(
-            request, staff=staff, customer_name=name, echo_subject=registered or not automatic,
+            request, staff=staff, customer_name=name,
+            echo_subject=(registered or not automatic) and request not in self.forged,
             **context))
         from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
         sent = self._send(Outgoing(
@@ -495,7 +498,8 @@ class Workflow:
         if unreachable is not None:  # how else to reach the customer
             extra.setdefault("phones", self.lookup.phones(request))
         return {"request": request, "customer_text": self.customer_text(request),
-                "undeliverable": unreachable,
+                "undeliverable": unreachable, "identity_doubt": self.lookup.identity_doubt(request),
+                "forged": self.forged.get(request, ""),
                 "organization": organization, "contract": contract,
                 "assignee": assignee, "support": self.config.support,
                 "norm": self.config.sla.norm(request.level) if request.level else None,

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from ..kb import incidents as kb
-from ..parsers.commands import Command, CommandBlock
+from ..parsers.commands import Command, CommandBlock, Problem, problem
 from ..parsers.numbers import find_incident_numbers
 from ..register.models import AttachmentRow, Escalation, Incident, Message, Request, Staff
 from ..register.status import Status
@@ -216,7 +216,7 @@ class Tp2Reply:
     def flow(self) -> Workflow:
         return self.escalations.flow
 
-    def apply(self, block: CommandBlock, tagged: Sequence[str] = ()) -> list[str]:
+    def apply(self, block: CommandBlock, tagged: Sequence[str] = ()) -> list[Problem]:
         """Carry out ``block`` (``tagged``: the incident numbers in the mail's subject)."""
         problems = list(block.errors) + self.check(block, tagged)
         if problems:
@@ -246,28 +246,27 @@ class Tp2Reply:
                            new=block.has("new_incident"))
         return []
 
-    def check(self, block: CommandBlock, tagged: Sequence[str]) -> list[str]:
-        """What would go wrong, in words for the ТП2 member."""
-        problems = []
+    def check(self, block: CommandBlock, tagged: Sequence[str]) -> list[Problem]:
+        """What would go wrong (``templates/_problems.j2`` words it for the ТП2 member)."""
+        problems: list[Problem] = []
         prefix = self.flow.config.support.incident_prefix
         known = self.op4.incident_id is not None
         for command in block.commands:
             if command.name not in TP2_COMMANDS:
-                problems.append(f"{command.line}: not a ТП2 command")
+                problems.append(problem(command.line, "not_tp2_command"))
             elif command.name == "incident":
                 known = self._exists(command.argument, command.line, problems) or known
             elif command.name == "new_incident":
                 known = True
         for number in self._new_tags(tagged):
-            known = self._exists(number, f"[{number}] in the subject", problems) or known
+            known = self._exists(number, f"[{number}]", problems) or known
         if block.has("new_incident") and (block.has("incident") or self._new_tags(tagged)):
-            problems.append("#новый инцидент: this mail already names a known incident")
+            problems.append(problem("#новый инцидент", "incident_named"))
         if block.has("solution") and not block.text:
-            problems.append("#решение: write the solution below the command")
+            problems.append(problem("#решение", "no_solution_text"))
         needs = [c for c in block.commands if c.name in ("solution", "incident_status")]
         if needs and not known:
-            problems.append(f"{needs[0].line}: no incident yet: #инцидент {prefix}-… or "
-                            "#новый инцидент <title> first")
+            problems.append(problem(needs[0].line, "no_incident_yet", prefix=prefix))
         status = block.get("incident_status")
         if status is not None:
             problems += self._status_problems(status)
@@ -298,10 +297,10 @@ class Tp2Reply:
             else None
         return [n for n in tagged if current is None or n != current.number]
 
-    def _exists(self, number: str, where: str, problems: list[str]) -> bool:
+    def _exists(self, number: str, where: str, problems: list[Problem]) -> bool:
         if kb.by_number(self.flow.session, number, self.flow.config.support.incident_prefix):
             return True
-        problems.append(f"{where}: no incident {number} in the known-error database")
+        problems.append(problem(where, "no_incident", number=number))
         return False
 
     def _status(self, command: Command) -> tuple[str, Incident | None]:
@@ -312,13 +311,12 @@ class Tp2Reply:
         original = kb.by_number(self.flow.session, numbers[0], prefix) if numbers else None
         return kb.status_named(name) or "", original
 
-    def _status_problems(self, command: Command) -> list[str]:
+    def _status_problems(self, command: Command) -> list[Problem]:
         status, original = self._status(command)
         if not status:
-            return [f"{command.line}: the status is one of: новый, исследуется, решён, закрыт, "
-                    "дубликат INC-…"]
+            return [problem(command.line, "bad_incident_status")]
         if status == "duplicate" and original is None:
-            return [f"{command.line}: a duplicate needs the original's number (дубликат INC-…)"]
+            return [problem(command.line, "duplicate_of")]
         return []
 
     def _solved(self, op4: Request) -> None:

@@ -77,7 +77,8 @@ class Intake:
         staff = verdict.untrusted is Untrusted.UNAUTHENTICATED_STAFF
         record(self.session, request, f"{verdict.untrusted.value}_mail", actor=sender, at=self.now,
                message=message, reason=verdict.untrusted_reason, reasons=verdict.reasons)
-        context = {"mail": mail, "reason": verdict.untrusted_reason, "text": mail.new_text or mail.text}
+        context = {"mail": mail, "reason": verdict.untrusted_reason, "text": mail.new_text or mail.text,
+                   "forged_from": verdict.forged_sender}
         if staff:
             self.workflow.alert(f"staff:{sender}", "staff_unauthenticated", request=request,
                                 to=self.config.support.tp1_address, message=message,
@@ -134,6 +135,8 @@ class Intake:
             assessment=verdict.level_assessment)
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
         flow.heard(request, message)
+        if verdict.forged_sender:
+            flow.forged[request] = verdict.forged_sender
         actor = mail.author or ("unknown" if channel == "email" else "staff")
         record(self.session, request, "created", actor=actor, at=self.now, message=message,
                channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ..config import Config
 from ..parsers import MailKind, ParsedMail, ParseOptions, parse_mail
 from ..parsers.addresses import is_valid_address
-from ..parsers.commands import CommandBlock, parse_commands
+from ..parsers.commands import CommandBlock, Problem, parse_commands, problem
 from ..register.lookup import Lookup
 from ..register.models import Inbound, Message, Request, Staff
 from ..rules import MANUAL_INTAKE, Action, Context, Role, Verdict, decide
@@ -79,20 +79,20 @@ def register(session: Session, config: Config, now, given: ManualRequest) -> Req
 
 
 def run_commands(session: Session, config: Config, now, request: Request, staff: Staff,
-                 block: CommandBlock, message: Message | None = None) -> list[str]:
+                 block: CommandBlock, message: Message | None = None) -> list[Problem]:
     """What a staff reply with these commands would do, from the command line: a ТП2 member's
     act on the request's ОП4 (as their mail to the ТП2 address would)."""
     flow = Intake(session, config, now).workflow
     if staff.tier == "tp2":
         op4 = flow.lookup.op4_of(request, closed_too=True)
         if op4 is None:
-            return [f"{request.number} has no ОП4 request (ТП2 acts on ОП4 only)"]
+            return [problem("", "no_op4", number=request.number)]
         return Tp2Reply(Escalations(flow), op4, staff, message, notify_errors=False).apply(block)
     return StaffReply(flow, request, staff, message, notify_errors=False).apply(block)
 
 
 def send_files(session: Session, config: Config, now: datetime, request: Request, staff: Staff,
-               files: Sequence[tuple[str, bytes]], text: str = "", description: str = "") -> list[str]:
+               files: Sequence[tuple[str, bytes]], text: str = "", description: str = "") -> list[Problem]:
     """What ``#файлы`` with these files attached would do, from the command line (``mailbot
     requests send-files``); the problems found, nothing done when there are any.
 

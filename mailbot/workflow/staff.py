@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from ..parsers.commands import Command, CommandBlock
+from ..parsers.commands import Command, CommandBlock, Problem, problem
 from ..register.crm import OrganizationInfo
 from ..register.lookup import Lookup
 from ..register.models import AttachmentRow, Incident, Message, Request, Staff
@@ -45,7 +45,7 @@ class StaffReply:
     message: Message | None
     notify_errors: bool = True  # mail the problems back (False: the CLI prints them)
 
-    def apply(self, block: CommandBlock) -> list[str]:
+    def apply(self, block: CommandBlock) -> list[Problem]:
         """Carry out ``block``; the problems found (already reported to the staff member)."""
         if block.has("escalate"):
             return self.escalate(block)
@@ -61,85 +61,91 @@ class StaffReply:
         for command in block.commands:
             self.run(command)
         self.deliver(block)
+        self.tell_assignee(block)
         return []
 
-    def check(self, block: CommandBlock) -> list[str]:
-        """What would go wrong if the commands were applied, in words for the staff member."""
-        problems = []
+    def tell_assignee(self, block: CommandBlock) -> None:
+        """A colleague's mail reached the assignee's customer: the assignee sees what was sent,
+        so that nobody answers twice or contradicts it unaware."""
+        flow, request = self.workflow, self.request
+        assignee = flow.session.get(Staff, request.assignee_id) if request.assignee_id else None
+        files = self._attachments()
+        if (assignee is None or assignee.id == self.staff.id or not (block.text or files)
+                or block.has("ask_ddi")):
+            return
+        flow.notify_staff(request, "staff_colleague_answer", to=assignee.email, author=self.staff,
+                          text=block.text, sent_files=[row.filename for row in files])
+
+    def check(self, block: CommandBlock) -> list[Problem]:
+        """What would go wrong if the commands were applied (``templates/_problems.j2`` words it)."""
+        problems: list[Problem] = []
         lookup, status = self.workflow.lookup, Status(self.request.status)
         for command in block.commands:
             name, arg = command.name, command.argument
             if name == "level" and arg == "4":
-                problems.append(f"{command.line}: ОП4 is opened by escalating an open ОП3 request")
+                problems.append(problem(command.line, "level_op4"))
             elif name == "assign":
                 staff = lookup.staff_by_login_or_email(arg)
                 level = int(block.get("level").argument) if block.has("level") else self.request.level
                 if staff is None:
-                    problems.append(f"{command.line}: no staff member {arg!r}")
+                    problems.append(problem(command.line, "no_staff", name=arg))
                 elif not is_eligible(staff, level, self.workflow.config.staff):
-                    problems.append(f"{command.line}: {staff.login} may not handle ОП{level} "
-                                    "(department or years of experience, regulation §6)")
+                    problems.append(problem(command.line, "not_eligible", login=staff.login, level=level))
             elif name == "incident" and lookup.incident_by_number(arg) is None:
-                problems.append(f"{command.line}: no incident {arg} in the known-error database")
+                problems.append(problem(command.line, "no_incident", number=arg))
             elif name == "organization" and not self._organization(arg):
-                problems.append(f"{command.line}: no organisation {arg!r} in the CRM")
+                problems.append(problem(command.line, "no_organization", name=arg))
             elif name in ("resolved", "incident") and status not in SOLUTION_FROM:
-                problems.append(f"{command.line}: the request is {status.value}")
+                problems.append(problem(command.line, "status", status=status.value))
             elif name in ("close", "confirmed") and not can_change(status.value, Status.CLOSED):
-                problems.append(f"{command.line}: the request is already {status.value}")
+                problems.append(problem(command.line, "status", status=status.value))
             elif name == "address_ok" and lookup.undeliverable(self.request.requester_email) is None:
-                problems.append(f"{command.line}: {self.request.requester_email or 'the customer'} "
-                                "is not marked undeliverable")
+                problems.append(problem(command.line, "not_undeliverable",
+                                        address=self.request.requester_email or ""))
             elif name == "reopen" and not can_change(status.value, Status.OPEN):
-                problems.append(f"{command.line}: the request is {status.value}")
+                problems.append(problem(command.line, "status", status=status.value))
             elif name in TP2_ONLY:
-                problems.append(f"{command.line}: a ТП2 command: ТП2 writes it to the ТП2 address "
-                                f"({self.workflow.config.support.tp2_address})")
+                problems.append(problem(command.line, "tp2_command",
+                                        address=self.workflow.config.support.tp2_address))
             elif name == "ask_ddi":
                 problems += self._ddi_problems(command, block)
         sends_solution = block.has("resolved") or block.has("incident")
         if block.has("resolved") and not block.text:
-            problems.append("#решено: write the solution below the command")
+            problems.append(problem("#решено", "no_solution_text"))
         if sends_solution and (block.has("close") or block.has("confirmed")):
-            problems.append("#закрыть: the request closes after the customer confirms the solution")
+            problems.append(problem("#закрыть", "close_with_solution"))
         if block.has("confirmed") and (block.has("close") or block.has("close_unconfirmed")):
-            problems.append("#подтверждено closes the request itself: leave out #закрыть")
+            problems.append(problem("#подтверждено", "confirmed_with_close"))
         return problems + self.check_op2(block)
 
-    def check_op2(self, block: CommandBlock) -> list[str]:
+    def check_op2(self, block: CommandBlock) -> list[Problem]:
         """The ОП2 commands' problems (files, confirmations of receipt, closing without one)."""
-        problems = []
+        problems: list[Problem] = []
         op2, status = Op2(self.workflow), Status(self.request.status)
         for command in block.commands:
             name = command.name
             if name in ("files", "request_files") and not op2.may_send_files(self.request):
-                problems.append(f"{command.line}: the request is {status.value}")
+                problems.append(problem(command.line, "status", status=status.value))
             elif name == "files" and not self._attachments():
-                problems.append(f"{command.line}: attach the files to send "
-                                "(from the shell: mailbot requests send-files)")
+                problems.append(problem(command.line, "no_files"))
             elif name == "close_unconfirmed" and not can_change(status.value, Status.CLOSED):
-                problems.append(f"{command.line}: the request is already {status.value}")
+                problems.append(problem(command.line, "status", status=status.value))
         files = [c.line for c in block.commands if c.name in ("files", "request_files")]
         others = [c.line for c in block.commands
                   if c.name in ("resolved", "incident", "note", "close", "close_unconfirmed",
                                 "confirmed")]
         if len(files) > 1 or (files and others):
-            problems.append(f"{', '.join(files + others)}: one mail to the customer at a time "
-                            "(send files, ask for files, send a solution or close)")
+            problems.append(problem(", ".join(files + others), "one_mail_at_a_time"))
         if block.has("close_unconfirmed") and (block.has("resolved") or block.has("incident")):
-            problems.append("#закрыть: the request closes after the customer confirms the solution")
+            problems.append(problem("#закрыть", "close_with_solution"))
         closing = block.get("close") or block.get("confirmed")
         pending = unsettled(self.workflow.session, self.request) \
             if block.has("delivered") or closing else []
         if block.has("delivered") and not pending:
-            problems.append(f"{block.get('delivered').line}: no files sent on this request "
-                            "await a confirmation")
+            problems.append(problem(block.get("delivered").line, "nothing_to_confirm"))
         if closing and pending and not block.has("delivered"):
-            sent = "; ".join(f"{d.created_at.astimezone(self._tz()):%d.%m.%Y %H:%M} "
-                             f"{', '.join(d.files)} ({d.status})" for d in pending)
-            problems.append(f"{closing.line}: files sent are not confirmed ({sent}). "
-                            "Confirm them (#доставлено по телефону …) or close with "
-                            "#закрыть без подтверждения: причина")
+            problems.append(problem(closing.line, "files_unconfirmed", deliveries=[
+                (d.created_at.astimezone(self._tz()), d.files, d.status) for d in pending]))
         return problems
 
     def run(self, command: Command) -> None:
@@ -202,10 +208,10 @@ class StaffReply:
 
     # ------------------------------------------------------------ ОП4 (regulation §5)
 
-    def escalate(self, block: CommandBlock) -> list[str]:
+    def escalate(self, block: CommandBlock) -> list[Problem]:
         """``#оп4``: open ОП4 on this open ОП3 request, the bot writing the mail to ТП2 (the text
         below the command is what ТП1 tried; the request's ДДИ and the mail's files go along)."""
-        problems = list(block.errors) + [f"{c.line}: #оп4 goes alone (its text is for ТП2)"
+        problems = list(block.errors) + [problem(c.line, "op4_alone")
                                          for c in block.commands if c.name != "escalate"]
         if problems:
             if self.notify_errors:
@@ -219,21 +225,21 @@ class StaffReply:
         if not check.valid:
             if self.notify_errors:
                 escalations.refuse(check, self.staff, subject="", message=self.message)
-            return [escalations.refusal(check, self.staff, subject="").text]
+            return [problem("#оп4", "refused", text=escalations.refusal(check, self.staff, subject="").text)]
         escalations.open(self.request, self.staff, text=block.text, message=self.message,
                          files=files)
         return []
 
-    def _ddi_problems(self, command: Command, block: CommandBlock) -> list[str]:
+    def _ddi_problems(self, command: Command, block: CommandBlock) -> list[Problem]:
         request = self.request
         if request.status not in DDI_FROM:
-            return [f"{command.line}: the request is {request.status}"]
+            return [problem(command.line, "status", status=request.status)]
         if not request.requester_email:
-            return [f"{command.line}: the customer has no e-mail address"]
+            return [problem(command.line, "no_customer_address")]
         if any(block.has(name) for name in ("note", "resolved", "incident", "close", "reopen")):
-            return [f"{command.line}: goes alone (its text goes to the customer with it)"]
+            return [problem(command.line, "ddi_alone")]
         if not self._missing_ddi():
-            return [f"{command.line}: every ДДИ part is on the request already"]
+            return [problem(command.line, "ddi_complete")]
         return []
 
     def _missing_ddi(self) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from ..register.models import AttachmentRow, Message, Request
 
 def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
                     request: Request | None, at: datetime) -> Message:
-    """The message (new text, thread ids) and its attachments.
+    """The message (its content: the new text, a forwarded mail too; thread ids) and its attachments.
 
     The bytes of the files stay in the raw mail of ``inbound_id`` (see
     :mod:`mailbot.register.files`); mail with none (typed in by staff) carries no files.
@@ -22,7 +22,7 @@ def record_incoming(session: Session, mail: ParsedMail, inbound_id: int | None,
         request=request, direction="in", inbound_id=inbound_id,
         message_id=mail.message_id, in_reply_to=mail.in_reply_to[0] if mail.in_reply_to else None,
         kind=mail.kind.value, sender=mail.author, recipients=list(mail.to + mail.cc),
-        subject=mail.subject, body=mail.new_text or mail.text, sent_at=mail.date, created_at=at,
+        subject=mail.subject, body=mail.content, sent_at=mail.date, created_at=at,
         attachments=[AttachmentRow(filename=a.filename, original_filename=a.original_name,
                                    content_type=a.content_type, size=a.size, sha256=a.sha256,
                                    inline=a.inline, **_span_columns(a.span))

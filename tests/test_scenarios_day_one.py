@@ -1,0 +1,261 @@
+"""What a customer, a support team and an attacker meet on day one, mail by mail.
+
+Scenarios found by walking the product as its users do (README walk-through, real clients,
+the regulation's procedures, staff by mail, attacks), each through the real pipeline.
+"""
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from tests.mailflow import Desk, body, mx_trace
+
+CUSTOMER = "ivanov@zavod.example"
+
+
+def opened(desk: Desk, subject: str = "Не запускается АРМ",
+           text: str = "После обновления АРМ не запускается.") -> tuple[str, object]:
+    """A customer's request and the staff member's notification of it."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, subject, text)
+    desk.run()
+    return staff, desk.inbox()[staff][0]
+
+
+def phone_reply(desk: Desk, notice, sender: str, text: str, attribution: str) -> None:
+    """A staff member's reply as a phone client writes it: the answer on top, the quote below."""
+    parent = notice.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parent["Reply-To"]
+    msg["Subject"] = f"Re: {parent['Subject']}"
+    msg["Message-ID"] = make_msgid(domain="tecon.example")
+    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
+    quoted = "\n".join(f"> {line}" for line in body(notice).splitlines())
+    msg.set_content(f"{text}\n\n{attribution}\n\n{quoted}\n")
+    desk.dovecot.append(desk.mailbox.user, mx_trace(sender, "pass") + msg.as_bytes())
+
+
+def test_staff_card_names_the_status_in_russian(desk: Desk):
+    """The request card in every staff mail reads «Статус: открыт», not the database's 'open'."""
+    _, notice = opened(desk)
+    text = body(notice)
+    assert "Статус:        открыт" in text
+    assert "open" not in text.split("Исполнитель")[0]
+
+
+def test_staff_answer_from_gmail_on_android_reaches_the_customer_without_the_attribution(desk: Desk):
+    """Gmail for Android quotes under «ср, 25 нояб. 2026 г., 10:00 Поддержка <…>:» (no «пишет»)."""
+    staff, notice = opened(desk)
+    phone_reply(desk, notice, staff, "Переустановите драйвер ключа.",
+                "ср, 25 нояб. 2026 г., 10:00 Техническая поддержка <support@tecon.example>:")
+    desk.run()
+    answer = body(desk.mail_to(CUSTOMER))
+    assert "Переустановите драйвер ключа." in answer
+    assert "нояб. 2026" not in answer and "support@tecon.example>:" not in answer
+
+
+def test_impersonator_naming_a_customer_company_is_flagged_to_staff(desk: Desk):
+    """Attack: a stranger's mail signed «ООО «Завод», Иванов Иван Иванович» asks for a licence.
+
+    The regulation identifies a customer by the company and ФИО given, so the request opens;
+    but the staff member must see that nothing vouches for the address, and that the CRM's
+    Иванов writes from another one, before sending anything.
+    """
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write("phish@evil.example", "Лицензия",
+               "Пришлите файл лицензии.\n\nООО «Завод», Иванов Иван Иванович")
+    desk.run()
+    text = body(desk.inbox()[staff][0])
+    assert "КЛИЕНТ НЕ ПОДТВЕРЖДЁН: адрес phish@evil.example не зарегистрирован в CRM" in text
+    assert "В CRM Иванов Иван Иванович — это ivanov@zavod.example" in text
+
+
+def test_registered_contact_and_colleague_from_the_company_domain_are_not_flagged(desk: Desk):
+    """Customers the CRM vouches for (their address, or their company's mail domain) get no doubt."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Вопрос", "Как настроить отчёт по авариям?")
+    desk.write("sidorova@zavod.example", "Вопрос", "Как настроить отчёт?\n\nСидорова Анна Петровна")
+    desk.run()
+    notices = desk.inbox()[staff]
+    assert len(notices) == 2
+    assert not any("НЕ ПОДТВЕРЖДЁН" in body(notice) for notice in notices)
+
+
+def test_a_forwarded_report_reaches_staff_whole(desk: Desk):
+    """A customer forwards an operator's mail with one line of his own: the operator's report is
+    the problem, so the notification shows it and the level is read from it."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Fwd: АРМ",
+               "Коллеги, пересылаю письмо от оператора.\n\n"
+               "-------- Пересылаемое сообщение --------\n"
+               "От: Оператор <operator@zavod.example>\nДата: 24.11.2026 18:00\nТема: АРМ\n\n"
+               "Тренды пустые с утра, объекты красные.\n")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    assert "Тренды пустые с утра, объекты красные." in body(notice)
+    assert notice.parsed()["Subject"].startswith("[ТП-2026-000001] ОП3 ")
+
+
+def test_a_forward_with_outlook_headers_is_kept_whole_too(desk: Desk):
+    """Outlook forwards under a header block («От: … Отправлено: …»), the subject says «FW:»."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "FW: Сбой опроса",
+               "Посмотрите, пожалуйста.\n\nОт: Оператор <operator@zavod.example>\n"
+               "Отправлено: 24 ноября 2026 г. 18:00\nКому: Иванов\nТема: Сбой опроса\n\n"
+               "Опрос контроллеров встал, данные не обновляются.\n")
+    desk.run()
+    assert "Опрос контроллеров встал" in body(desk.inbox()[staff][0])
+
+
+def test_confirmation_notice_keeps_its_lines_apart(desk: Desk):
+    """The assignee's «Клиент подтвердил решение» for a request with an incident: the ОП4 line
+    and the request card are separate paragraphs, not glued by the template."""
+    staff, notice = opened(desk)
+    desk.add_incident("INC-000045", "АРМ не запускается", "Сбой запуска", "Переустановите драйвер.")
+    desk.reply(notice, staff, "#инцидент INC-000045")
+    desk.run()
+    desk.reply(desk.mail_to(CUSTOMER), CUSTOMER, "Помогло, спасибо!")
+    desk.run()
+    text = body(desk.inbox()[staff][0])
+    assert "автоматически.\n\nЗапрос:" in text
+
+
+def test_a_command_below_a_greeting_is_not_sent_to_the_customer(desk: Desk):
+    """Staff: «Добрый день!» then «#решено» — the command is not on the first line. It must not
+    reach the customer as text, nor leave the request unsolved silently: nothing is done and
+    the staff member is told where commands go."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "Добрый день!\n#решено\nПереустановите драйвер.")
+    desk.run()
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    (error,) = mail[staff]
+    assert "#решено: команда должна стоять в первых строках письма" in body(error)
+    assert desk.request().status == "open"
+
+
+def test_an_internal_note_marked_below_the_salutation_stays_internal(desk: Desk):
+    """«Коллеги,\\n#заметка\\n…» would have gone to the customer as an answer."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "Коллеги,\n#заметка\nклиент звонил, ругался.")
+    desk.run()
+    assert CUSTOMER not in desk.inbox()
+
+
+def test_a_hash_comment_in_a_config_snippet_is_text(desk: Desk):
+    """A solution quoting a config file ("# порт опроса", "#port=502") is sent as written."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#решено\nДобавьте в konfig.ini:\n# порт опроса\n#port=502\nport=503")
+    desk.run()
+    assert "# порт опроса\n#port=502" in body(desk.mail_to(CUSTOMER))
+
+
+def test_a_mistyped_command_is_explained_in_russian_with_the_likely_command(desk: Desk):
+    """Staff: «#уровнь ОП2» (a typo). The error mail is the support team's language, names the
+    command meant, and nothing is done."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#уровнь ОП2")
+    desk.run()
+    text = body(desk.mail_to(staff))
+    assert "#уровнь ОП2: неизвестная команда #уровнь (может быть, #уровень?)" in text
+    assert desk.request().level == 3
+
+
+def test_closing_a_closed_request_names_its_status_in_russian(desk: Desk):
+    """Staff: «#закрыть» twice (two colleagues, or a resent mail)."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#ЗАКРЫТЬ")
+    desk.run()
+    desk.new_mail()
+    desk.reply(notice, staff, "#закрыть")
+    desk.run()
+    text = body(desk.mail_to(staff))
+    assert "#закрыть: запрос сейчас в статусе «закрыт»: эта команда к нему не применима" in text
+
+
+def test_staff_vouch_for_a_flagged_customer_with_the_organisation_command(desk: Desk):
+    """A real customer writing from mail.ru: checked by phone, `#организация ORG-1` registers
+    the address, and the next mail about the request carries no doubt."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write("petrova.a@mail.example", "Вопрос",
+               "Как настроить отчёт по авариям?\n\nООО «Завод», Петрова Анна Сергеевна")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    assert "#организация ORG-1: адрес станет контактом организации" in body(notice)
+    desk.reply(notice, staff, "#организация ORG-1\nАнна Сергеевна, откройте Настройки → Отчёты.")
+    desk.run()
+    desk.new_mail()
+    desk.write("petrova.a@mail.example", f"Re: [{desk.request().number}] Вопрос", "А где кнопка?")
+    desk.run()
+    assert "НЕ ПОДТВЕРЖДЁН" not in body(desk.inbox()[staff][0])
+
+
+def test_a_forged_confirmation_does_not_close_someone_elses_request(desk: Desk):
+    """Attack: «Помогло, спасибо!» with the requester's address forged in From: (our MX says
+    dmarc=fail), the request number guessed. Nothing changes; the assignee is told it was forged."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#решено\nПереустановите драйвер ключа.")
+    desk.run()
+    desk.new_mail()
+    desk.write(CUSTOMER, "Re: [ТП-2026-000001] Не запускается АРМ", "Помогло, спасибо!", dmarc="fail")
+    desk.run()
+    assert desk.request().status == "resolved"
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    (told,) = mail[staff]
+    assert "с подделанным адресом" in told.parsed()["Subject"]
+    assert "dmarc=fail" in body(told)
+
+
+def test_a_forged_new_request_is_not_echoed_to_the_customer_it_names(desk: Desk):
+    """Attack: a mail forged as the customer's, its subject a phishing line. Our acknowledgement
+    goes to the real customer: it must not carry the forger's words under our name."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Срочно смените пароль: http://evil.example/login",
+               "Проверьте учётную запись http://evil.example/login", dmarc="fail")
+    desk.run()
+    mail = desk.inbox()
+    (ack,) = mail[CUSTOMER]
+    assert "evil" not in ack.parsed()["Subject"] and "evil" not in body(ack)
+    assert ack.parsed()["Subject"] == "Re: [ТП-2026-000001] Обращение в техническую поддержку"
+    assert "АДРЕС ОТПРАВИТЕЛЯ ПОДДЕЛАН" in body(mail[staff][0])
+
+
+def test_a_genuine_customer_mail_is_still_echoed(desk: Desk):
+    """dmarc=pass (or no verdict of our MX at all): the customer's own subject comes back."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Не запускается АРМ", "После обновления АРМ не запускается.", dmarc=None)
+    desk.run()
+    mail = desk.inbox()
+    assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Не запускается АРМ"
+    assert "ПОДДЕЛАН" not in body(mail[staff][0])
+
+
+def test_the_assignee_sees_a_colleagues_answer_to_their_customer(desk: Desk):
+    """Two staff answer the same request: the colleague's answer reaches the customer, and the
+    assignee is told what was sent (else they answer again, or contradict it, unaware)."""
+    staff, notice = opened(desk)
+    colleague = desk.add_staff("petrov", years=6)
+    desk.reply(notice, colleague, "Переустановите драйвер ключа, версия 4.2.")
+    desk.run()
+    mail = desk.inbox()
+    assert "версия 4.2" in body(mail[CUSTOMER][0])
+    (told,) = mail[staff]
+    assert "Petrov Сотрудник ответил(а) вашему клиенту" in told.parsed()["Subject"]
+    assert "версия 4.2" in body(told)
+    assert colleague not in mail
+
+
+def test_the_assignee_is_not_told_of_their_own_answer(desk: Desk):
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "Переустановите драйвер ключа.")
+    desk.run()
+    assert staff not in desk.inbox()
