@@ -529,6 +529,16 @@ class ParsePool:
         taken.update(self._submit([(i, raws[i]) for i in rest], first=True))
         return [partial(_result, taken[i]) for i in ids]
 
+    def put_back(self, parsed: dict[int, ParsedMail]) -> None:
+        """Mail a batch took and left for a later one (cut short for live mail): the batch
+        that claims it takes it parsed."""
+        now = time.monotonic()
+        with self._lock:
+            for inbound_id, mail in parsed.items():
+                future: Future = Future()
+                future.set_result(mail)
+                self._ahead[inbound_id] = _Ahead(future, _held(mail), now)
+
     def _submit(self, items: list[tuple[int, bytes]], first: bool = False) -> dict[int, Future]:
         placed = {}
         chunks = list(_chunks(items))

@@ -89,8 +89,10 @@ class Processor:
     """Processes stored mail; ``run_pending`` returns what it did."""
 
     def __init__(self, config: Config, sessions: sessionmaker[Session], clock: Clock,
-                 batch: int = 100, parse_workers: int | None = None) -> None:
+                 batch: int = 100, parse_workers: int | None = None,
+                 on_committed: Callable[[bool], None] | None = None) -> None:
         self.config = config
+        self.on_committed = on_committed  # called after a batch that processed mail, with ``live``
         self.sessions = sessions
         self.clock = clock
         self.batch = batch
@@ -176,7 +178,8 @@ class Processor:
                 lookup.prepare(mails, self.clock.now(), searched_problems(mails, self.config))
                 try:
                     with session.begin_nested():
-                        result = self._apply(session, rows, parsed, lookup, after_flush, careful=False)
+                        result, handled = self._apply(session, rows, parsed, lookup, after_flush,
+                                                      careful=False)
                 except ParsingStopped:
                     raise
                 except Exception as exc:  # rolled back: again, a savepoint per message
@@ -184,18 +187,24 @@ class Processor:
                         raise
                     log.info("batch of %d written one message at a time: %s", len(rows), exc)
                     after_flush.discard()
-                    result = self._apply(session, rows, parsed, lookup, after_flush, careful=True)
+                    result, handled = self._apply(session, rows, parsed, lookup, after_flush,
+                                                  careful=True)
             finally:
                 lookup.close()
                 after_flush.close()
+        if handled < len(rows):  # cut short for live mail: the rest stays pending, parsed
+            left = zip(rows[handled:], parsed[handled:])
+            self.parsing.put_back({row.id: once.parsed for row, once in left if once.parsed})
         if rows:  # committed
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.MAIL_PROCESSED.inc(result.processed)
             for stage in self._quarantined:
                 metrics.MAIL_QUARANTINED.labels(stage).inc()
+            if result.processed and self.on_committed is not None:
+                self.on_committed(live)  # its outgoing mail can go now, not after the backlog
         if waiting and not rows:  # all tied to mail another daemon is processing
             time.sleep(WAIT_FOR_OTHERS)
-        return result, (live or len(claimed) + waiting == self.batch or len(rows) < len(claimed)
+        return result, (live or len(claimed) + waiting == self.batch or handled < len(claimed)
                         or waiting > 0)
 
     def _claim(self, session: Session) -> tuple[list[Inbound], int, bool]:
@@ -211,8 +220,9 @@ class Processor:
         return *claim_inbound(session, self.batch), False
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
-               lookup: Lookup, after_flush: _AfterFlush, *, careful: bool) -> BatchResult:
-        """Each message through the chain, in order.
+               lookup: Lookup, after_flush: _AfterFlush, *,
+               careful: bool) -> tuple[BatchResult, int]:
+        """Each message through the chain, in order; also how many rows it went through.
 
         Optimistic (``careful=False``): the whole batch is flushed once, at the
         end; a message that fails in the workflow (or the flush) raises, and the
@@ -221,11 +231,14 @@ class Processor:
         alone. A message that fails to parse or in the rules has written nothing
         and is quarantined either way. The batch's outgoing mail and audit events
         (``after_flush``) are written after each flush and dropped with a failed
-        message.
+        message. Live mail stored meanwhile cuts an optimistic batch short: the rest
+        of it waits for a later batch (:meth:`_live_waiting`).
         """
         done, quarantined = [], 0
         self._quarantined = []
-        for row, parse in zip(rows, parsed):
+        for handled, (row, parse) in enumerate(zip(rows, parsed)):
+            if not careful and handled and self._live_waiting():
+                break
             try:
                 if careful:
                     with session.begin_nested():
@@ -241,11 +254,18 @@ class Processor:
                     after_flush.discard()  # this message's mail and events, rolled back with it
                 self.quarantine(session, row, exc.stage, exc.error)
                 quarantined += 1
+        else:
+            handled = len(rows)
         if not careful:
             _flush(session, after_flush)
         for line in done:
             log.info("%s", line)
-        return BatchResult(len(done), quarantined)
+        return BatchResult(len(done), quarantined), handled
+
+    def _live_waiting(self) -> bool:
+        """Whether live mail was stored since this batch was claimed."""
+        with self._fresh_lock:
+            return bool(self._fresh)
 
     def process(self, session: Session, row: Inbound, parsed: Callable[[], ParsedMail],
                 lookup: Lookup) -> str:
@@ -310,6 +330,11 @@ class _Once:
         self._parse: Callable[[], ParsedMail] | None = parse
         self._mail: ParsedMail | None = None
         self._error: BaseException | None = None
+
+    @property
+    def parsed(self) -> ParsedMail | None:
+        """The parsed mail once parsed, else None."""
+        return self._mail
 
     def result(self) -> ParsedMail | None:
         """The parsed mail, or None when parsing failed."""

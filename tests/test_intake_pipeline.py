@@ -477,3 +477,33 @@ def test_a_new_mail_that_answers_a_mail_of_the_backlog_waits_for_it_in_its_turn(
     (live,) = new
     with desk.sessions() as session:
         assert session.get(Inbound, live).status == "pending"
+
+
+def test_live_mail_cuts_a_backlog_batch_short_and_goes_next(desk, monkeypatch):
+    from mailbot.transport.store import RawMail, store
+
+    with desk.sessions.begin() as session:
+        store(session, [RawMail(_customer_mail(n), "test") for n in range(150)])
+    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
+    process, calls = processor.process, []
+
+    def live_mail_arrives_on_the_fifth(*args):
+        calls.append(args[1].id)
+        if len(calls) == 5:  # the watcher stores a new mail while the batch runs
+            with desk.sessions.begin() as session:
+                processor.parse_ahead(store(session, [RawMail(_customer_mail(1000), "test")]))
+        return process(*args)
+
+    monkeypatch.setattr(processor, "process", live_mail_arrives_on_the_fifth)
+    try:
+        assert processor.run_batch().processed == 5  # the batch stops at its next message
+        assert processor.run_batch().processed == 1  # the live mail, next
+        assert processor.run_batch().processed == 100  # the backlog goes on where it stopped
+    finally:
+        processor.close()
+    with desk.sessions() as session:
+        answered = list(dict.fromkeys(  # the customers in the order their first answer was queued
+            to for (to,) in session.scalars(select(Outbox.recipients).order_by(Outbox.id))
+            if to.startswith("c")))
+    assert answered[:8] == [*(f"c{n}@zavod.example" for n in range(5)), "c1000@zavod.example",
+                            "c5@zavod.example", "c6@zavod.example"]
