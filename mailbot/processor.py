@@ -134,12 +134,13 @@ class Processor:
         """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result.
 
         A commit of a few mails is live mail (a backlog is fetched in bigger ones): it is
-        processed in a batch of its own before the rest of a backlog (:meth:`_claim`).
+        parsed and processed in a batch of its own before the rest of a backlog (:meth:`_claim`).
         """
-        if 0 < len(stored) <= FRESH_MAILS:
+        live = 0 < len(stored) <= FRESH_MAILS
+        if live:
             with self._fresh_lock:
                 self._fresh.update(stored)
-        self.parsing.ahead(stored)
+        self.parsing.ahead(stored, first=live)  # live mail is parsed before a backlog's
 
     def run_pending(self) -> BatchResult:
         total = BatchResult()
@@ -166,7 +167,7 @@ class Processor:
         with self.sessions.begin() as session:
             claimed, waiting, live = self._claim(session)
             rows = _within_bytes(claimed, BATCH_BYTES)
-            parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows])]
+            parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows], live)]
             if rows and not live:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
@@ -179,7 +180,7 @@ class Processor:
                 try:
                     with session.begin_nested():
                         result, handled = self._apply(session, rows, parsed, lookup, after_flush,
-                                                      careful=False)
+                                                      careful=False, yields=not live)
                 except ParsingStopped:
                     raise
                 except Exception as exc:  # rolled back: again, a savepoint per message
@@ -221,7 +222,7 @@ class Processor:
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
                lookup: Lookup, after_flush: _AfterFlush, *,
-               careful: bool) -> tuple[BatchResult, int]:
+               careful: bool, yields: bool = False) -> tuple[BatchResult, int]:
         """Each message through the chain, in order; also how many rows it went through.
 
         Optimistic (``careful=False``): the whole batch is flushed once, at the
@@ -231,13 +232,13 @@ class Processor:
         alone. A message that fails to parse or in the rules has written nothing
         and is quarantined either way. The batch's outgoing mail and audit events
         (``after_flush``) are written after each flush and dropped with a failed
-        message. Live mail stored meanwhile cuts an optimistic batch short: the rest
-        of it waits for a later batch (:meth:`_live_waiting`).
+        message. ``yields`` (a backlog's batch, optimistic): live mail stored meanwhile
+        cuts it short, the rest of it waits for a later batch (:meth:`_live_waiting`).
         """
         done, quarantined = [], 0
         self._quarantined = []
         for handled, (row, parse) in enumerate(zip(rows, parsed)):
-            if not careful and handled and self._live_waiting():
+            if yields and handled and self._live_waiting():
                 break
             try:
                 if careful:
@@ -295,9 +296,9 @@ class Processor:
         metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
         return f"inbound {row.id} from {mail.from_addr}: {'; '.join(verdict.reasons)}"
 
-    def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
+    def _parsers(self, session: Session, ids: list[int], live: bool) -> list[Callable[[], ParsedMail]]:
         """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""
-        return self.parsing.parsers(ids, partial(_read_raw, session))
+        return self.parsing.parsers(ids, partial(_read_raw, session), urgent=live)
 
     def _read_ahead(self, session: Session, after: int) -> None:
         """The workers start on the next batches while this one goes through the workflow."""
