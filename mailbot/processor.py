@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +55,7 @@ from .workflow.states import Journal
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
+READ_SLICE = 2 * 1024 * 1024  # a raw mail bigger than this is read in slices of this size
 READ_AHEAD_BATCHES = 2  # batches parsed ahead of the one in the workflow (within AHEAD_BYTES)
 WAIT_FOR_OTHERS = 0.1  # seconds: a batch whose mail all waits for another daemon's batch
 FRESH_MAILS = 10  # a commit of at most this many new mails is live mail: it goes before a backlog
@@ -399,12 +401,32 @@ def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:
 
 
 def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:
-    """The raw bytes of these inbound rows in one query, received in binary (not as hex text)."""
+    """The raw bytes of these inbound rows in one query, received in binary (not as hex text);
+    a big mail in slices (:func:`_read_big`)."""
     if not ids:
         return {}
     with binary_cursor(session) as cursor:
-        cursor.execute("SELECT id, raw FROM inbound WHERE id = ANY(%s)", (ids,))
-        return dict(cursor.fetchall())
+        cursor.execute("SELECT id, CASE WHEN size <= %s THEN raw END FROM inbound WHERE id = ANY(%s)",
+                       (READ_SLICE, ids))
+        raws = dict(cursor.fetchall())
+        for inbound_id in [key for key, raw in raws.items() if raw is None]:
+            raws[inbound_id] = _read_big(cursor, inbound_id)
+        return {key: raw for key, raw in raws.items() if raw is not None}
+
+
+def _read_big(cursor: psycopg.Cursor, inbound_id: int) -> bytearray | None:
+    """A big mail's raw bytes, READ_SLICE at a time into one buffer (None: the row is gone):
+    read whole, libpq's input buffer (kept by the connection) and its result would each
+    hold another copy of it."""
+    raw = bytearray()
+    while True:
+        row = cursor.execute("SELECT substring(raw FROM %s FOR %s) FROM inbound WHERE id = %s",
+                             (len(raw) + 1, READ_SLICE, inbound_id)).fetchone()
+        if row is None:
+            return None
+        raw += row[0]
+        if len(row[0]) < READ_SLICE:
+            return raw
 
 
 def _describe(error: BaseException) -> str:

@@ -507,3 +507,17 @@ def test_live_mail_cuts_a_backlog_batch_short_and_goes_next(desk, monkeypatch):
             if to.startswith("c")))
     assert answered[:8] == [*(f"c{n}@zavod.example" for n in range(5)), "c1000@zavod.example",
                             "c5@zavod.example", "c6@zavod.example"]
+
+
+def test_a_big_mail_is_read_back_whole_in_slices(desk, monkeypatch):
+    """Read in one piece, libpq would hold the mail twice more (its buffer and its result)."""
+    from mailbot import processor as processing
+    from mailbot.transport.store import RawMail, store
+
+    monkeypatch.setattr(processing, "READ_SLICE", 1000)
+    small, big = _customer_mail(1), _customer_mail(2, "X-Padding: " + "ж" * 3000 + "\r\n")
+    with desk.sessions.begin() as session:
+        new = store(session, [RawMail(small, "test"), RawMail(big, "test")])
+    with desk.sessions() as session:
+        read = processing._read_raw(session, list(new))
+    assert sorted(map(bytes, read.values()), key=len) == [small, big]
