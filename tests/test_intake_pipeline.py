@@ -521,3 +521,17 @@ def test_a_big_mail_is_read_back_whole_in_slices(desk, monkeypatch):
     with desk.sessions() as session:
         read = processing._read_raw(session, list(new))
     assert sorted(map(bytes, read.values()), key=len) == [small, big]
+
+
+def test_the_connection_that_stored_a_big_mail_is_closed_not_pooled(desk, monkeypatch):
+    """libpq keeps the buffer it grew to send the mail for as long as the connection lives."""
+    from mailbot.transport import store as storing
+
+    monkeypatch.setattr(storing, "BIG_MAIL", 1000)
+    big = _customer_mail(2, "X-Padding: " + "x" * 3000 + "\r\n")
+    with desk.sessions.begin() as session:
+        new = storing.store(session, [storing.RawMail(big, "test")])
+        connection = session.connection().connection.dbapi_connection
+    assert connection.closed
+    with desk.sessions() as session:
+        assert session.get(Inbound, *new).raw == big
