@@ -55,7 +55,7 @@ class Daemon:
         self.config = config
         self.sessions = sessions
         self.clock = clock
-        self.processor = Processor(config, sessions, clock)
+        self.processor = Processor(config, sessions, clock, on_committed=self._committed)
         self.sender = SmtpSender(config.smtp, sessions, clock, on_refused=self._refused,
                                  on_delivered=self._delivered, oauth2=config.oauth2)
         self.health = DatabaseHealth()
@@ -82,6 +82,17 @@ class Daemon:
         self.processor.parse_ahead(new)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._inbound.set)
+
+    def _committed(self, live: bool) -> None:
+        """Called from the processor's thread after a batch that queued mail: the sender goes
+        now; after live mail, the sender's batch under way yields to it."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_sender, live)
+
+    def _wake_sender(self, live: bool) -> None:
+        if live:
+            self.sender.hurry()
+        self._outbound.set()
 
     async def run_once(self) -> BatchResult:
         """Everything pending: fetch every folder while processing what is stored, then send."""
@@ -211,7 +222,7 @@ class Daemon:
         while not self.stopping.is_set():
             await self._wait(self._inbound)
             try:
-                result = await asyncio.to_thread(self.processor.run_pending)
+                await asyncio.to_thread(self.processor.run_pending)
             except Exception as error:
                 if isinstance(error, ParsingStopped) and self.stopping.is_set():
                     break  # the batch was rolled back, its mail stays pending
@@ -219,8 +230,6 @@ class Daemon:
                 self._inbound.set()
                 continue
             retry.succeeded()
-            if result.processed:
-                self._outbound.set()
 
     async def _send_loop(self) -> None:
         retry = Retry("sender", self.health)

@@ -493,8 +493,9 @@ class ParsePool:
         """Stop the worker processes for good (until :meth:`start`), without waiting."""
         self.workers.close(wait=False, refuse=True)
 
-    def ahead(self, stored: dict[int, bytes]) -> None:
-        """Start parsing mail just stored, by ``inbound`` id (thread-safe, never raises)."""
+    def ahead(self, stored: dict[int, bytes], first: bool = False) -> None:
+        """Start parsing mail just stored, by ``inbound`` id (thread-safe, never raises);
+        ``first``: before the mail already waiting (live mail, before a backlog's)."""
         if len(stored) < PARALLEL_MIN:
             return  # the batch that takes it hands it over: as soon, one hand-off fewer
         now = time.monotonic()
@@ -502,7 +503,7 @@ class ParsePool:
             for key in [k for k, entry in self._ahead.items() if now - entry.started > AHEAD_TTL]:
                 del self._ahead[key]
             wanted = self.wanted([(i, len(raw)) for i, raw in stored.items()])
-            for inbound_id, future in self._submit([(i, stored[i]) for i in wanted]).items():
+            for inbound_id, future in self._submit([(i, stored[i]) for i in wanted], first).items():
                 self._ahead[inbound_id] = _Ahead(future, len(stored[inbound_id]), now)
                 future.add_done_callback(partial(self._parsed_ahead, inbound_id))
 
@@ -515,19 +516,34 @@ class ParsePool:
             if entry is not None and entry.future is future:
                 self._ahead[inbound_id] = entry._replace(held=_held(future.result()))
 
-    def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]]) -> list[Parse]:
+    def parsers(self, ids: list[int], read_many: Callable[[list[int]], dict[int, bytes]],
+                urgent: bool = False) -> list[Parse]:
         """For each ``inbound`` id, a call that returns its ParsedMail (or raises why not).
 
         Mail parsed ahead is taken from the workers; the bytes of the rest are read
         (``read_many``) and handed to the workers now, before the mail parsed ahead (the
         batch waits for it: a new mail taken out of turn is not held up by a backlog).
+        ``urgent`` (live mail): mail handed over ahead and not parsed yet is handed over
+        again, first, as it may wait behind a backlog's (the first parse goes to waste).
         """
         with self._lock:
             taken = {i: self._ahead.pop(i).future for i in ids if i in self._ahead}
+            if urgent:
+                taken = {i: future for i, future in taken.items() if future.done()}
         rest = [i for i in ids if i not in taken]
         raws = read_many(rest)
         taken.update(self._submit([(i, raws[i]) for i in rest], first=True))
         return [partial(_result, taken[i]) for i in ids]
+
+    def put_back(self, parsed: dict[int, ParsedMail]) -> None:
+        """Mail a batch took and left for a later one (cut short for live mail): the batch
+        that claims it takes it parsed."""
+        now = time.monotonic()
+        with self._lock:
+            for inbound_id, mail in parsed.items():
+                future: Future = Future()
+                future.set_result(mail)
+                self._ahead[inbound_id] = _Ahead(future, _held(mail), now)
 
     def _submit(self, items: list[tuple[int, bytes]], first: bool = False) -> dict[int, Future]:
         placed = {}

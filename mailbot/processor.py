@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +55,7 @@ from .workflow.states import Journal
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 64 * 1024 * 1024  # raw mail held in memory per batch (at least one message)
+READ_SLICE = 2 * 1024 * 1024  # a raw mail bigger than this is read in slices of this size
 READ_AHEAD_BATCHES = 2  # batches parsed ahead of the one in the workflow (within AHEAD_BYTES)
 WAIT_FOR_OTHERS = 0.1  # seconds: a batch whose mail all waits for another daemon's batch
 FRESH_MAILS = 10  # a commit of at most this many new mails is live mail: it goes before a backlog
@@ -89,8 +91,10 @@ class Processor:
     """Processes stored mail; ``run_pending`` returns what it did."""
 
     def __init__(self, config: Config, sessions: sessionmaker[Session], clock: Clock,
-                 batch: int = 100, parse_workers: int | None = None) -> None:
+                 batch: int = 100, parse_workers: int | None = None,
+                 on_committed: Callable[[bool], None] | None = None) -> None:
         self.config = config
+        self.on_committed = on_committed  # called after a batch that processed mail, with ``live``
         self.sessions = sessions
         self.clock = clock
         self.batch = batch
@@ -132,12 +136,13 @@ class Processor:
         """Mail just stored (by ``inbound`` id) starts parsing now; its batch takes the result.
 
         A commit of a few mails is live mail (a backlog is fetched in bigger ones): it is
-        processed in a batch of its own before the rest of a backlog (:meth:`_claim`).
+        parsed and processed in a batch of its own before the rest of a backlog (:meth:`_claim`).
         """
-        if 0 < len(stored) <= FRESH_MAILS:
+        live = 0 < len(stored) <= FRESH_MAILS
+        if live:
             with self._fresh_lock:
                 self._fresh.update(stored)
-        self.parsing.ahead(stored)
+        self.parsing.ahead(stored, first=live)  # live mail is parsed before a backlog's
 
     def run_pending(self) -> BatchResult:
         total = BatchResult()
@@ -164,7 +169,7 @@ class Processor:
         with self.sessions.begin() as session:
             claimed, waiting, live = self._claim(session)
             rows = _within_bytes(claimed, BATCH_BYTES)
-            parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows])]
+            parsed = [_Once(call) for call in self._parsers(session, [row.id for row in rows], live)]
             if rows and not live:
                 self._read_ahead(session, after=rows[-1].id)
             lookup = Lookup(session, self.config.timezone)  # its caches serve the whole batch
@@ -176,7 +181,8 @@ class Processor:
                 lookup.prepare(mails, self.clock.now(), searched_problems(mails, self.config))
                 try:
                     with session.begin_nested():
-                        result = self._apply(session, rows, parsed, lookup, after_flush, careful=False)
+                        result, handled = self._apply(session, rows, parsed, lookup, after_flush,
+                                                      careful=False, yields=not live)
                 except ParsingStopped:
                     raise
                 except Exception as exc:  # rolled back: again, a savepoint per message
@@ -184,18 +190,24 @@ class Processor:
                         raise
                     log.info("batch of %d written one message at a time: %s", len(rows), exc)
                     after_flush.discard()
-                    result = self._apply(session, rows, parsed, lookup, after_flush, careful=True)
+                    result, handled = self._apply(session, rows, parsed, lookup, after_flush,
+                                                  careful=True)
             finally:
                 lookup.close()
                 after_flush.close()
+        if handled < len(rows):  # cut short for live mail: the rest stays pending, parsed
+            left = zip(rows[handled:], parsed[handled:])
+            self.parsing.put_back({row.id: once.parsed for row, once in left if once.parsed})
         if rows:  # committed
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.MAIL_PROCESSED.inc(result.processed)
             for stage in self._quarantined:
                 metrics.MAIL_QUARANTINED.labels(stage).inc()
+            if result.processed and self.on_committed is not None:
+                self.on_committed(live)  # its outgoing mail can go now, not after the backlog
         if waiting and not rows:  # all tied to mail another daemon is processing
             time.sleep(WAIT_FOR_OTHERS)
-        return result, (live or len(claimed) + waiting == self.batch or len(rows) < len(claimed)
+        return result, (live or len(claimed) + waiting == self.batch or handled < len(claimed)
                         or waiting > 0)
 
     def _claim(self, session: Session) -> tuple[list[Inbound], int, bool]:
@@ -211,8 +223,9 @@ class Processor:
         return *claim_inbound(session, self.batch), False
 
     def _apply(self, session: Session, rows: list[Inbound], parsed: list[_Once],
-               lookup: Lookup, after_flush: _AfterFlush, *, careful: bool) -> BatchResult:
-        """Each message through the chain, in order.
+               lookup: Lookup, after_flush: _AfterFlush, *,
+               careful: bool, yields: bool = False) -> tuple[BatchResult, int]:
+        """Each message through the chain, in order; also how many rows it went through.
 
         Optimistic (``careful=False``): the whole batch is flushed once, at the
         end; a message that fails in the workflow (or the flush) raises, and the
@@ -221,11 +234,14 @@ class Processor:
         alone. A message that fails to parse or in the rules has written nothing
         and is quarantined either way. The batch's outgoing mail and audit events
         (``after_flush``) are written after each flush and dropped with a failed
-        message.
+        message. ``yields`` (a backlog's batch, optimistic): live mail stored meanwhile
+        cuts it short, the rest of it waits for a later batch (:meth:`_live_waiting`).
         """
         done, quarantined = [], 0
         self._quarantined = []
-        for row, parse in zip(rows, parsed):
+        for handled, (row, parse) in enumerate(zip(rows, parsed)):
+            if yields and handled and self._live_waiting():
+                break
             try:
                 if careful:
                     with session.begin_nested():
@@ -241,11 +257,18 @@ class Processor:
                     after_flush.discard()  # this message's mail and events, rolled back with it
                 self.quarantine(session, row, exc.stage, exc.error)
                 quarantined += 1
+        else:
+            handled = len(rows)
         if not careful:
             _flush(session, after_flush)
         for line in done:
             log.info("%s", line)
-        return BatchResult(len(done), quarantined)
+        return BatchResult(len(done), quarantined), handled
+
+    def _live_waiting(self) -> bool:
+        """Whether live mail was stored since this batch was claimed."""
+        with self._fresh_lock:
+            return bool(self._fresh)
 
     def process(self, session: Session, row: Inbound, parsed: Callable[[], ParsedMail],
                 lookup: Lookup) -> str:
@@ -275,9 +298,9 @@ class Processor:
         metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
         return f"inbound {row.id} from {mail.from_addr}: {'; '.join(verdict.reasons)}"
 
-    def _parsers(self, session: Session, ids: list[int]) -> list[Callable[[], ParsedMail]]:
+    def _parsers(self, session: Session, ids: list[int], live: bool) -> list[Callable[[], ParsedMail]]:
         """For each row, a call that returns its ParsedMail (parsed ahead, in workers, or here)."""
-        return self.parsing.parsers(ids, partial(_read_raw, session))
+        return self.parsing.parsers(ids, partial(_read_raw, session), urgent=live)
 
     def _read_ahead(self, session: Session, after: int) -> None:
         """The workers start on the next batches while this one goes through the workflow."""
@@ -310,6 +333,11 @@ class _Once:
         self._parse: Callable[[], ParsedMail] | None = parse
         self._mail: ParsedMail | None = None
         self._error: BaseException | None = None
+
+    @property
+    def parsed(self) -> ParsedMail | None:
+        """The parsed mail once parsed, else None."""
+        return self._mail
 
     def result(self) -> ParsedMail | None:
         """The parsed mail, or None when parsing failed."""
@@ -373,12 +401,32 @@ def _within_bytes(rows: list[Inbound], budget: int) -> list[Inbound]:
 
 
 def _read_raw(session: Session, ids: list[int]) -> dict[int, bytes]:
-    """The raw bytes of these inbound rows in one query, received in binary (not as hex text)."""
+    """The raw bytes of these inbound rows in one query, received in binary (not as hex text);
+    a big mail in slices (:func:`_read_big`)."""
     if not ids:
         return {}
     with binary_cursor(session) as cursor:
-        cursor.execute("SELECT id, raw FROM inbound WHERE id = ANY(%s)", (ids,))
-        return dict(cursor.fetchall())
+        cursor.execute("SELECT id, CASE WHEN size <= %s THEN raw END FROM inbound WHERE id = ANY(%s)",
+                       (READ_SLICE, ids))
+        raws = dict(cursor.fetchall())
+        for inbound_id in [key for key, raw in raws.items() if raw is None]:
+            raws[inbound_id] = _read_big(cursor, inbound_id)
+        return {key: raw for key, raw in raws.items() if raw is not None}
+
+
+def _read_big(cursor: psycopg.Cursor, inbound_id: int) -> bytearray | None:
+    """A big mail's raw bytes, READ_SLICE at a time into one buffer (None: the row is gone):
+    read whole, libpq's input buffer (kept by the connection) and its result would each
+    hold another copy of it."""
+    raw = bytearray()
+    while True:
+        row = cursor.execute("SELECT substring(raw FROM %s FOR %s) FROM inbound WHERE id = %s",
+                             (len(raw) + 1, READ_SLICE, inbound_id)).fetchone()
+        if row is None:
+            return None
+        raw += row[0]
+        if len(row[0]) < READ_SLICE:
+            return raw
 
 
 def _describe(error: BaseException) -> str:

@@ -64,7 +64,7 @@ def test_sync_in_several_batches_stores_and_moves_everything(desk):
         assert sync.sync(client) == 5
     finally:
         client.logout()
-    assert [len(new) for new in woken] == [2, 2, 1]  # the processor hears of each commit
+    assert [len(new) for new in woken] == [2, 1, 2]  # each commit heard of; the newest mail alone
     assert count(desk, Inbound) == 5
     assert folder_count(desk, "INBOX") == 0
     assert folder_count(desk, "Processed") == 5
@@ -477,3 +477,61 @@ def test_a_new_mail_that_answers_a_mail_of_the_backlog_waits_for_it_in_its_turn(
     (live,) = new
     with desk.sessions() as session:
         assert session.get(Inbound, live).status == "pending"
+
+
+def test_live_mail_cuts_a_backlog_batch_short_and_goes_next(desk, monkeypatch):
+    from mailbot.transport.store import RawMail, store
+
+    with desk.sessions.begin() as session:
+        store(session, [RawMail(_customer_mail(n), "test") for n in range(150)])
+    processor = Processor(desk.config, desk.sessions, FrozenClock(MONDAY_MORNING), parse_workers=1)
+    process, calls = processor.process, []
+
+    def live_mail_arrives_on_the_fifth(*args):
+        calls.append(args[1].id)
+        if len(calls) == 5:  # the watcher stores a new mail while the batch runs
+            with desk.sessions.begin() as session:
+                processor.parse_ahead(store(session, [RawMail(_customer_mail(1000), "test")]))
+        return process(*args)
+
+    monkeypatch.setattr(processor, "process", live_mail_arrives_on_the_fifth)
+    try:
+        assert processor.run_batch().processed == 5  # the batch stops at its next message
+        assert processor.run_batch().processed == 1  # the live mail, next
+        assert processor.run_batch().processed == 100  # the backlog goes on where it stopped
+    finally:
+        processor.close()
+    with desk.sessions() as session:
+        answered = list(dict.fromkeys(  # the customers in the order their first answer was queued
+            to for (to,) in session.scalars(select(Outbox.recipients).order_by(Outbox.id))
+            if to.startswith("c")))
+    assert answered[:8] == [*(f"c{n}@zavod.example" for n in range(5)), "c1000@zavod.example",
+                            "c5@zavod.example", "c6@zavod.example"]
+
+
+def test_a_big_mail_is_read_back_whole_in_slices(desk, monkeypatch):
+    """Read in one piece, libpq would hold the mail twice more (its buffer and its result)."""
+    from mailbot import processor as processing
+    from mailbot.transport.store import RawMail, store
+
+    monkeypatch.setattr(processing, "READ_SLICE", 1000)
+    small, big = _customer_mail(1), _customer_mail(2, "X-Padding: " + "ж" * 3000 + "\r\n")
+    with desk.sessions.begin() as session:
+        new = store(session, [RawMail(small, "test"), RawMail(big, "test")])
+    with desk.sessions() as session:
+        read = processing._read_raw(session, list(new))
+    assert sorted(map(bytes, read.values()), key=len) == [small, big]
+
+
+def test_the_connection_that_stored_a_big_mail_is_closed_not_pooled(desk, monkeypatch):
+    """libpq keeps the buffer it grew to send the mail for as long as the connection lives."""
+    from mailbot.transport import store as storing
+
+    monkeypatch.setattr(storing, "BIG_MAIL", 1000)
+    big = _customer_mail(2, "X-Padding: " + "x" * 3000 + "\r\n")
+    with desk.sessions.begin() as session:
+        new = storing.store(session, [storing.RawMail(big, "test")])
+        connection = session.connection().connection.dbapi_connection
+    assert connection.closed
+    with desk.sessions() as session:
+        assert session.get(Inbound, *new).raw == big

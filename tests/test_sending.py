@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
@@ -320,3 +321,34 @@ def queue_text(desk: Desk, to: str, subject: str, text: str = "Текст") -> N
         enqueue(session, desk.config, Outgoing(kind="relay", to=(to,), automatic=False,
                                                content=Rendered(subject, text, None)),
                 MONDAY_MORNING)
+
+
+# ---------------------------------------------------------------- live mail and a backlog
+
+def test_a_live_mail_is_answered_while_a_long_send_batch_drains(desk):
+    """The processor queued live mail (due a minute earlier) and hurried the sender: the
+    batch under way stops at its next mail, and the live mail goes before the rest of it."""
+    desk.sink.delay = 0.02
+    for n in range(50):
+        queue_text(desk, f"c{n}@zavod.example", f"Ответ {n}")
+    smtp = sender(desk)
+
+    async def backlog_then_live() -> int:
+        sending = asyncio.create_task(smtp.send_due())
+        while len(desk.sink.messages) < 5:
+            await asyncio.sleep(0.01)
+        with desk.sessions.begin() as session:
+            enqueue(session, desk.config, Outgoing(
+                kind="ack", to=("new@zavod.example",), automatic=True,
+                content=Rendered("Заявка принята", "Текст", None)), MONDAY_MORNING - timedelta(minutes=1))
+        smtp.hurry()
+        return await sending
+
+    try:
+        assert asyncio.run(backlog_then_live()) == 51
+    finally:
+        smtp.close()
+    received = [m.rcpt_tos for m in desk.sink.wait_for(51)]
+    assert received.index(["new@zavod.example"]) < 15  # not behind the batch's 45 others
+    assert {r.status for r in outbox(desk)} == {"sent"}
+    assert len({m.parsed()["Message-ID"] for m in desk.sink.messages}) == 51

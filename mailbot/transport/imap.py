@@ -351,9 +351,16 @@ def _logout(client: IMAPClient) -> None:
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    """Batches of ``size``; the first one smaller, so that a backlog's first mail is answered soon."""
+    """Batches of ``size``; the first and the last smaller: a backlog's first mail is answered
+    soon, and its newest (mail that came in while it was fetched) is live mail (the processor
+    takes a small commit before a backlog)."""
+    if not items:
+        return
     size = max(size, 1)
-    first = min(size, FIRST_BATCH)
-    yield from ([items[:first]] if items else [])
-    for start in range(first, len(items), size):
-        yield items[start:start + size]
+    small = min(size, FIRST_BATCH)
+    last = max(small, len(items) - small)  # where the last small batch starts
+    yield items[:small]
+    for start in range(small, last, size):
+        yield items[start:min(start + size, last)]
+    if last < len(items):
+        yield items[last:]

@@ -105,6 +105,7 @@ class SmtpSender:
         self._marks: _Marks | None = None  # the sent marks of the call under way
         self._stopped: _Stop | None = None  # why this call stopped sending (the server is gone)
         self._done: set[int] = set()  # the claimed rows this call has dealt with
+        self._hurry = False  # live mail was queued: the batch under way yields to it (hurry)
 
     def close(self) -> None:
         """Let our claims go (another daemon may take them over)."""
@@ -117,6 +118,12 @@ class SmtpSender:
     def reachable(self) -> bool:
         """False while the server is found unreachable (until a connection succeeds again)."""
         return self._down_since is None
+
+    def hurry(self) -> None:
+        """Live mail was queued (it is due earlier than a backlog's): the batch under way stops
+        at its next mail and the rest of it is claimed again behind the live mail (call it
+        from the sender's event loop)."""
+        self._hurry = True
 
     def wait_time(self) -> float | None:
         """Seconds until the next connection attempt while the server is unreachable, else None."""
@@ -160,7 +167,7 @@ class SmtpSender:
             sent = 0
             try:
                 while claimed := claim(conn, owner, self.clock.now(), self.batch):
-                    self._more = False
+                    self._more = self._hurry = False
                     composer = _Composer(engine, claimed, asyncio.get_running_loop())
                     try:
                         sent += await self._lanes(conn, clients, claimed, composer)
@@ -171,7 +178,7 @@ class SmtpSender:
                         self._unreachable(conn, [c for c in claimed if c.id not in self._done],
                                           self._stopped.reason, login=self._stopped.login)
                         break
-                    if len(claimed) < self.batch and not self._more:
+                    if len(claimed) < self.batch and not self._more and not self._hurry:
                         break
             finally:
                 with suppress(SQLAlchemyError):  # a broken connection is dropped by the pool
@@ -212,8 +219,8 @@ class SmtpSender:
         """One connection's share, in order; its connection is opened again when it was dropped."""
         sent = 0
         for item in items:
-            if self._stopped is not None:
-                break
+            if self._stopped is not None or self._hurry:
+                break  # the server is gone, or live mail goes first (the rest stays ours)
             if not clients[n].is_connected:
                 smtp, stop = await self._open()
                 if smtp is None:

@@ -70,6 +70,11 @@ def _decoded(header: str) -> str:
         return header
 
 
+# libpq keeps the output buffer it grew to send a mail for as long as the connection lives: a
+# connection that stored a bigger mail is closed after its transaction instead of being pooled
+BIG_MAIL = 2 * 1024 * 1024
+
+
 def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
     """Insert the messages not seen before; the new rows' bytes by id. The caller commits."""
     if not mails:
@@ -86,6 +91,8 @@ def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
         .returning(Inbound.id, Inbound.dedup_key)
     )
     new = {row.id: rows[row.dedup_key].raw for row in session.execute(statement)}
+    if any(len(mail.raw) > BIG_MAIL for mail in rows.values()):
+        session.connection().detach()  # closed after the transaction, not pooled (see BIG_MAIL)
     if new:
         notify(session, INBOUND)
     return new
