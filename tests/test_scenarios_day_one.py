@@ -228,6 +228,23 @@ def test_a_forged_new_request_is_not_echoed_to_the_customer_it_names(desk: Desk)
     assert "АДРЕС ОТПРАВИТЕЛЯ ПОДДЕЛАН" in body(mail[staff][0])
 
 
+def test_a_forged_new_request_is_not_echoed_by_later_automatic_mail(desk: Desk):
+    """Attack, continued: the forged request is closed in a later batch. The closing notice goes
+    to the real customer too: it must not bring the forger's subject back under our name."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Срочно смените пароль: http://evil.example/login",
+               "Проверьте учётную запись http://evil.example/login", dmarc="fail")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    desk.new_mail()
+    desk.reply(notice, staff, "#закрыть")
+    desk.run()
+    assert desk.request().status == "closed"
+    (closing,) = desk.inbox()[CUSTOMER]
+    assert "evil" not in closing.parsed()["Subject"] and "evil" not in body(closing)
+
+
 def test_a_genuine_customer_mail_is_still_echoed(desk: Desk):
     """dmarc=pass (or no verdict of our MX at all): the customer's own subject comes back."""
     staff = desk.add_staff("sidorov", years=6)

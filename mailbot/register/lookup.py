@@ -325,6 +325,13 @@ class Lookup:
         for address, times in sent.items():
             self.unflushed.put(("automatic", address), (since, times))
 
+    def forged_at_creation(self, request_id: int) -> str:
+        """Why our receiving server found the From: of the mail that opened the request forged
+        ('' when it did not; the ``created`` event keeps it)."""
+        return self.session.scalar(
+            select(Event.details["forged_from"].as_string())
+            .where(Event.request_id == request_id, Event.kind == "created")) or ""
+
     def undeliverable(self, address: str) -> UndeliverableAddress | None:
         """The mark of an address our mail cannot reach (refused or bounced for good), if any."""
         address = address.strip().lower()

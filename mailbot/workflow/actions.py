@@ -346,7 +346,7 @@ class Workflow:
         name = request.requester_name if registered or is_full_name(request.requester_name) else ""
         content = render(template, **self.context(
             request, staff=staff, customer_name=name,
-            echo_subject=(registered or not automatic) and request not in self.forged,
+            echo_subject=(registered or not automatic) and not self.opened_by_forged_mail(request),
             **context))
         from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
         sent = self._send(Outgoing(
@@ -356,6 +356,11 @@ class Workflow:
         if sent and files:
             self.files_sent(request, files, sent, actor=staff.login if staff else "system")
         return sent
+
+    def opened_by_forged_mail(self, request: Request) -> bool:
+        """Whether our receiving server found the From: of the mail that opened ``request``
+        forged: then no mail of ours repeats its subject, in this batch or any later one."""
+        return request in self.forged or bool(request.id and self.lookup.forged_at_creation(request.id))
 
     def files_sent(self, request: Request, files: tuple[AttachmentRow, ...], message_id: str,
                    actor: str) -> None:

@@ -140,7 +140,8 @@ class Intake:
         actor = mail.author or ("unknown" if channel == "email" else "staff")
         record(self.session, request, "created", actor=actor, at=self.now, message=message,
                channel=channel, level_reason=verdict.level_reason, reasons=verdict.reasons,
-               level=verdict.level_assessment.details() if verdict.level_assessment else None)
+               level=verdict.level_assessment.details() if verdict.level_assessment else None,
+               **({"forged_from": verdict.forged_sender} if verdict.forged_sender else {}))
         thread = _thread(mail)
         if not verdict.identified:
             flow.ask_contact_info(request, actor="system", message=message,
