@@ -7,13 +7,8 @@ test reads the link from the mail.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
-import time
 from datetime import datetime, timedelta
 
 import httpx
@@ -23,6 +18,7 @@ from mailbot.config import with_overrides
 from mailbot.register.models import Organization, Outbox, Request, Staff
 from mailbot.web.app import Board
 from mailbot.web.serve import Site
+from tests.daemonproc import MailbotProcess, wait_until
 from tests.mailflow import Desk, body
 from tests.servers import free_port, wait_for_port
 
@@ -93,14 +89,6 @@ def csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html)[1]
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 # ---------------------------------------------------------------- the register, directly
 
 def add_staff(desk: Desk, login: str, tier: str = "tp1", supervisor: str | None = None) -> str:
@@ -138,7 +126,7 @@ def add_request(desk: Desk, number: str, *, level: int | None = 1, status: str =
 
 # ---------------------------------------------------------------- a real daemon
 
-class Daemon:
+class Daemon(MailbotProcess):
     """A `mailbot run` process over the desk (its database, Dovecot mailbox and SMTP sink),
     with the board and the monitoring endpoints on free ports."""
 
@@ -147,7 +135,7 @@ class Daemon:
         self.board_port, self.metrics_port = free_port(), free_port()
         self.board = f"http://127.0.0.1:{self.board_port}"
         self.metrics = f"http://127.0.0.1:{self.metrics_port}"
-        self.config = directory / "mailbot.toml"
+        super().__init__(directory / "mailbot.toml", directory / "mailbot.log")
         self.config.write_text(f"""log_level = "INFO"
 [database]
 url = "{c.database.url}"
@@ -177,29 +165,3 @@ enabled = true
 port = {self.metrics_port}
 stuck_minutes = 1
 """)
-        self.logfile = directory / "mailbot.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Daemon":
-        with open(self.logfile, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mailbot", "--config", str(self.config), "run"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_until(lambda: "mailbot is watching" in self.log or self.process.poll() is not None,
-                   30, "the daemon to start")
-        assert self.process.poll() is None, self.log
-        return self
-
-    @property
-    def log(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            raise

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +32,7 @@ from mailbot.register.models import Inbound, Outbox, Request
 from mailbot.render import Rendered
 from mailbot.supervision import PoolResetNoise, Watchdog
 from mailbot.transport.notify import OUTBOX, notify
+from tests.daemonproc import MailbotProcess, wait_until
 from tests.mailflow import Desk
 from tests.servers import Dovecot, PrivatePostgres, drop_database, fresh_database
 
@@ -71,42 +70,12 @@ def site(postgres, imap, smtp_sink) -> Iterator[Desk]:
     drop_database(url)
 
 
-class Mailbot:
-    """A `mailbot run` process (its own session: a kill takes its parsing workers too)."""
+class Mailbot(MailbotProcess):
+    """A `mailbot run` process on the desk's database, mailbox and SMTP sink."""
 
     def __init__(self, desk: Desk, directory: Path) -> None:
-        self.config = directory / "mailbot.toml"
+        super().__init__(directory / "mailbot.toml", directory / "mailbot.log")
         self.config.write_text(_toml(desk))
-        self.logfile = directory / "mailbot.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Mailbot":
-        with open(self.logfile, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mailbot", "--config", str(self.config), "run"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_until(lambda: "mailbot is watching" in self.log or self.process.poll() is not None,
-                   timeout=30, what="the daemon to start")
-        assert self.process.poll() is None, self.log
-        return self
-
-    @property
-    def log(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
-    def lines(self, text: str) -> list[str]:
-        return [line for line in self.log.splitlines() if text in line]
-
-    def stop(self) -> int:
-        """SIGTERM, as systemd stops it; the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
-
-    def kill(self) -> None:
-        """SIGKILL to the daemon and its parsing workers at once."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
 
 
 def _toml(desk: Desk) -> str:
@@ -185,16 +154,6 @@ def folder(desk: Desk, name: str) -> int:
     with desk.mailbox.client() as client:
         client.select_folder(name, readonly=True)
         return len(client.search("ALL"))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str = "") -> float:
-    """Poll ``condition`` until it holds; the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"waited {timeout:.0f} s for {what or condition}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def assert_every_mail_answered_once(desk: Desk, mails: int) -> None:
