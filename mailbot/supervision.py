@@ -32,6 +32,9 @@ DEATH_WINDOW = 60.0  # seconds
 WATCH_INTERVAL = 0.5  # seconds between the watchdog's looks at its workers
 
 
+INVALIDATED = "8s2b"  # SQLAlchemy's code for "Can't reconnect until invalid transaction is rolled back"
+
+
 def database_outage(error: BaseException | None) -> bool:
     """Whether ``error``, or an error it was raised from or while handling, says the
     database cannot be reached (rather than a bug or bad data)."""
@@ -43,6 +46,8 @@ def database_outage(error: BaseException | None) -> bool:
         if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
                               psycopg.OperationalError, psycopg.InterfaceError)):
             return True
+        if isinstance(error, sa_exc.PendingRollbackError) and error.code == INVALIDATED:
+            return True  # a statement after the connection was lost, in the same transaction
         error = error.__cause__ or error.__context__
     return False
 

@@ -46,17 +46,37 @@ class MailbotProcess:
     def lines(self, text: str) -> list[str]:
         return [line for line in self.log.splitlines() if text in line]
 
-    def stop(self) -> int:
-        """SIGTERM, as systemd stops it; the exit code."""
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until ``text`` is in the log; fail at once when the daemon has exited."""
+        wait_until(lambda: text in self.log or self.process.poll() is not None, timeout, repr(text))
+        assert text in self.log, f"exited without {text!r}: {self.log[-3000:]}"
+
+    @property
+    def tracebacks(self) -> str:
+        """The log when it holds a traceback, else ''."""
+        return self.log if "Traceback" in self.log else ""
+
+    def stop(self, sig: int = signal.SIGTERM, group: bool = False) -> int:
+        """``sig`` (SIGTERM, as systemd stops it), to the whole process group when ``group`` (as
+        Ctrl+C does); the exit code. How long it took is kept in ``stopped_in``."""
+        started = time.monotonic()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout=30)
+            code = self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            raise
+            self.kill()
+            raise AssertionError(f"still running 30 s after {sig!r}: {self.log[-3000:]}") from None
+        self.stopped_in = time.monotonic() - started
+        return code
 
     def kill(self) -> None:
         """SIGKILL to the daemon and its parsing workers at once."""
-        os.killpg(self.process.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has gone
         self.process.wait(timeout=10)

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import exc as sa_exc
 
 from mailbot.cli.main import EX_TEMPFAIL, main
 from mailbot.outbox import Outgoing, enqueue
 from mailbot.register.models import Inbound, Outbox, Request
 from mailbot.render import Rendered
-from mailbot.supervision import PoolResetNoise, Watchdog
+from mailbot.supervision import PoolResetNoise, Watchdog, database_outage
 from mailbot.transport.notify import OUTBOX, notify
 from tests.daemonproc import MailbotProcess, wait_until
 from tests.mailflow import Desk
@@ -323,6 +324,26 @@ def _pool_record(error: BaseException) -> logging.LogRecord:
     except BaseException:
         return logging.LogRecord("sqlalchemy.pool.impl.QueuePool", logging.ERROR, __file__, 1,
                                  "Exception during reset or similar", (), sys.exc_info())
+
+
+def test_a_statement_after_the_connection_was_lost_counts_as_the_outage(database_url):
+    """A write after the database dropped the connection, in the same transaction (as when an
+    SMTP failure is recorded while the database goes down), is the outage, not a bug with a
+    traceback; a session's own failed flush is not an outage."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(sa_exc.OperationalError) as lost:
+                conn.execute(text("SELECT 1"))
+            with pytest.raises(sa_exc.PendingRollbackError) as after:
+                conn.execute(text("SELECT 1"))
+        assert database_outage(lost.value) and database_outage(after.value)
+        assert not database_outage(sa_exc.PendingRollbackError("a failed flush", code="7s2a"))
+    finally:
+        engine.dispose()
 
 
 def test_a_connection_the_pool_cannot_reset_in_an_outage_logs_no_traceback():

@@ -29,6 +29,7 @@ from mailbot.parsers.body import html_to_text, strip_tags
 from mailbot.parsing import ParseCrashed, ParseTimeout, Workers, parse_keeping_files
 from mailbot.register.models import Inbound, Quarantine
 from mailbot.transport.store import dedup_key
+from tests.daemonproc import MailbotProcess
 from tests.servers import LOCALHOST, free_port
 
 CUSTOMER = "ivanov@zavod.example"
@@ -299,59 +300,14 @@ tp2_address = "{c.support.tp2_address}"
     return path
 
 
-class RunningDaemon:
-    """``mailbot --config … run`` in a session of its own (Ctrl+C goes to its process group)."""
-
-    def __init__(self, config: Path, tmp_path: Path) -> None:
-        self.config = config
-        self.out, self.err = tmp_path / "run.out", tmp_path / "run.err"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mailbot", "--config", str(config), "run"],
-            stdin=subprocess.DEVNULL, stdout=self.out.open("wb"), stderr=self.err.open("wb"),
-            start_new_session=True, cwd=Path(__file__).resolve().parents[1])
-        self.wait_for_log("mailbot is watching", stream=self.out)
-
-    def wait_for_log(self, text: str, timeout: float = 20.0, stream: Path | None = None) -> None:
-        stream = stream or self.err
-        deadline = time.monotonic() + timeout
-        while text not in stream.read_text(errors="replace"):
-            assert self.process.poll() is None, self.err.read_text()
-            assert time.monotonic() < deadline, f"no {text!r} in: {stream.read_text()[-3000:]}"
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM, group: bool = False) -> tuple[int, float]:
-        """Send ``sig`` (to the whole process group: as Ctrl+C does); its exit code and how long it took."""
-        started = time.monotonic()
-        if group:
-            os.killpg(self.process.pid, sig)
-        else:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            raise AssertionError(f"still running 30 s after {sig!r}: {self.err.read_text()[-3000:]}")
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    @property
-    def tracebacks(self) -> str:
-        text = self.err.read_text(errors="replace") + self.out.read_text(errors="replace")
-        return text if "Traceback" in text else ""
-
-
 @pytest.fixture
 def daemon_of(desk, tmp_path):
-    started: list[RunningDaemon] = []
+    started: list[MailbotProcess] = []
 
-    def start(**limits: float) -> RunningDaemon:
-        daemon = RunningDaemon(_toml(desk, tmp_path, **limits), tmp_path)
+    def start(**limits: float) -> MailbotProcess:
+        daemon = MailbotProcess(_toml(desk, tmp_path, **limits), tmp_path / f"run{len(started)}.log")
         started.append(daemon)
-        return daemon
+        return daemon.start()
 
     yield start
     for daemon in started:
@@ -412,7 +368,7 @@ def test_a_mail_that_parses_past_the_deadline_is_quarantined_and_the_mail_behind
     with desk.sessions() as session:
         item = session.scalars(select(Quarantine)).one()
         assert (item.stage, item.error) == ("parse", "parse timed out after 3 s (its worker process was killed)")
-    assert daemon.stop() == (0, pytest.approx(0, abs=8))
+    assert daemon.stop() == 0 and daemon.stopped_in < 8
     assert not daemon.tracebacks
 
     # a restart does not hang on it: it is quarantined, not pending; new mail is answered
@@ -422,10 +378,10 @@ def test_a_mail_that_parses_past_the_deadline_is_quarantined_and_the_mail_behind
     assert _reply_to(desk, _message_id(after), timeout=15) < 15
     # an operator's retry goes through the same deadline
     _cli(daemon.config, "quarantine", "retry", str(item.id))
-    daemon.wait_for_log("quarantined at parse: parse timed out after 3 s", timeout=30)
+    daemon.wait_for("quarantined at parse: parse timed out after 3 s", timeout=30)
     _wait_for_status(desk, slow, "quarantined")
     assert "1 message(s) in quarantine" in _cli(daemon.config, "quarantine", "list")
-    assert daemon.stop(signal.SIGINT, group=True)[0] == 0
+    assert daemon.stop(signal.SIGINT, group=True) == 0
     assert not daemon.tracebacks
 
 
@@ -441,7 +397,7 @@ def test_a_nested_message_500_levels_deep_reaches_the_staff_and_can_be_saved(des
     (notice,) = [m for m in desk.sink.messages if "tp1@tecon.example" in m.rcpt_tos]
     attached = [p for p in notice.parsed().iter_attachments()]
     assert len(attached) == 1
-    assert daemon.stop() == (0, pytest.approx(0, abs=8))
+    assert daemon.stop() == 0 and daemon.stopped_in < 8
 
     expected = _files(raw)[0][1]
     number = desk.request().number
@@ -514,10 +470,11 @@ class StallingProxy:
             conn.close()
 
 
-def _assert_stops(daemon: RunningDaemon, sig: int = signal.SIGTERM, group: bool = False) -> float:
-    code, seconds = daemon.stop(sig, group)
+def _assert_stops(daemon: MailbotProcess, sig: int = signal.SIGTERM, group: bool = False) -> float:
+    code = daemon.stop(sig, group)
+    seconds = daemon.stopped_in
     print(f"stopped in {seconds:.2f} s")
-    assert code == 0, daemon.err.read_text()[-3000:]
+    assert code == 0, daemon.log[-3000:]
     assert seconds < 8, seconds  # measured 0.7-3.4 s
     assert not daemon.tracebacks
     return seconds
