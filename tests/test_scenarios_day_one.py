@@ -5,6 +5,7 @@ the regulation's procedures, staff by mail, attacks), each through the real pipe
 """
 from __future__ import annotations
 
+import base64
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -276,3 +277,26 @@ def test_the_assignee_is_not_told_of_their_own_answer(desk: Desk):
     desk.reply(notice, staff, "Переустановите драйвер ключа.")
     desk.run()
     assert staff not in desk.inbox()
+
+
+def _q(text: str) -> str:
+    """``text`` as one RFC 2047 Q-encoded word (UTF-8), as a mail client writes it."""
+    return "=?UTF-8?Q?" + "".join(f"={b:02X}" for b in text.encode()) + "?="
+
+
+def _b(data: bytes) -> str:
+    return f"=?UTF-8?B?{base64.b64encode(data).decode()}?="
+
+
+def test_a_line_break_inside_an_encoded_subject_keeps_the_words_apart(desk: Desk):
+    """A subject folded by the client, one of its encoded words holding a CR/LF: the line break
+    is whitespace between words (RFC 5322), never glue; adjacent encoded words are one text
+    (RFC 2047). The request, the acknowledgement and the staff notice read «Сбой опроса котельной»."""
+    staff = desk.add_staff("sidorov", years=6)
+    subject = f"{_q('Сбой' + chr(13) + chr(10) + 'опроса')}\n {_b(' котель'.encode())}{_b('ной'.encode())}"
+    desk.write(CUSTOMER, "", "Опрос встал.", written={"Subject": subject})
+    desk.run()
+    assert desk.request().subject == "Сбой опроса котельной"
+    mail = desk.inbox()
+    assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Сбой опроса котельной"
+    assert "Тема:          Сбой опроса котельной\n" in body(mail[staff][0])
