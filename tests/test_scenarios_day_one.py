@@ -300,3 +300,21 @@ def test_a_line_break_inside_an_encoded_subject_keeps_the_words_apart(desk: Desk
     mail = desk.inbox()
     assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Сбой опроса котельной"
     assert "Тема:          Сбой опроса котельной\n" in body(mail[staff][0])
+
+
+def test_a_display_name_cut_inside_a_character_across_encoded_words_reads_whole(desk: Desk):
+    """Outlook cuts a long encoded name anywhere, even inside a UTF-8 character («ё» below):
+    adjacent encoded words are one text (RFC 2047), so the customer is greeted and shown to
+    staff by the whole name. Our own names go out cut after a space, so that even a reader
+    that puts a space between encoded words (Python's email package) shows whole words."""
+    staff = desk.add_staff("sidorov", years=6)
+    name = "Петров Пётр Петрович".encode()
+    cut = name.index("ё".encode()) + 1
+    desk.write("petrov@zavod.example", "Вопрос", "Как настроить отчёт?",
+               from_header=f"{_b(name[:cut])}\n {_b(name[cut:])} <petrov@zavod.example>")
+    desk.run()
+    mail = desk.inbox()
+    assert "Здравствуйте, Петров Пётр Петрович!" in body(mail["petrov@zavod.example"][0])
+    assert "От:            Петров Пётр Петрович <petrov@zavod.example>" in body(mail[staff][0])
+    shown = " ".join(str(mail[staff][0].parsed()["From"]).split())
+    assert shown.startswith("Техническая поддержка <")
