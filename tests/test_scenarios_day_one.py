@@ -318,3 +318,33 @@ def test_a_display_name_cut_inside_a_character_across_encoded_words_reads_whole(
     assert "От:            Петров Пётр Петрович <petrov@zavod.example>" in body(mail[staff][0])
     shown = " ".join(str(mail[staff][0].parsed()["From"]).split())
     assert shown.startswith("Техническая поддержка <")
+
+
+def test_the_assignee_is_told_when_a_colleague_closes_their_request(desk: Desk):
+    """A colleague replies «#закрыть» alone to the assignee's request: the customer gets the
+    closing notice, and the assignee learns who closed it (else they go on working on it)."""
+    staff, notice = opened(desk)
+    colleague = desk.add_staff("petrov", years=6)
+    desk.reply(notice, colleague, "#закрыть")
+    desk.run()
+    mail = desk.inbox()
+    assert desk.request().status == "closed"
+    assert "закрыт" in body(mail[CUSTOMER][0])
+    (told,) = mail[staff]
+    assert "Petrov Сотрудник закрыл(а) ваш запрос" in told.parsed()["Subject"]
+    assert "Команды: #закрыть" in body(told)
+    assert "Клиенту отправлено уведомление о закрытии запроса." in body(told)
+    assert colleague not in mail
+
+
+def test_the_assignee_is_told_when_a_colleague_changes_their_request(desk: Desk):
+    """«#уровень ОП1» from a colleague: nothing goes to the customer, the assignee is told."""
+    staff, notice = opened(desk)
+    colleague = desk.add_staff("petrov", years=6)
+    desk.reply(notice, colleague, "#уровень ОП1")
+    desk.run()
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    (told,) = mail[staff]
+    assert "Petrov Сотрудник изменил(а) ваш запрос" in told.parsed()["Subject"]
+    assert "Команды: #уровень ОП1" in body(told)
