@@ -348,3 +348,44 @@ def test_the_assignee_is_told_when_a_colleague_changes_their_request(desk: Desk)
     (told,) = mail[staff]
     assert "Petrov Сотрудник изменил(а) ваш запрос" in told.parsed()["Subject"]
     assert "Команды: #уровень ОП1" in body(told)
+
+
+def test_a_name_in_latin_letters_signed_from_the_company_domain_identifies_the_sender(desk: Desk):
+    """A foreign engineer of ООО «Завод» writes in English from its mail domain, no display name,
+    signed «Best regards, John Smith»: the domain names the organisation and the signature the
+    person (regulation §2–4: organisation and ФИО), so the request opens at once."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write("j.smith@zavod.example", "Trends are empty",
+               "Trends are empty since this morning.\n\nBest regards,\nJohn Smith")
+    desk.run()
+    request = desk.request()
+    assert (request.status, request.requester_name) == ("open", "John Smith")
+    assert "Организация:   ООО «Завод»" in body(desk.inbox()[staff][0])
+
+
+def test_a_sender_from_the_company_domain_is_asked_only_for_the_name(desk: Desk):
+    """No name anywhere (operator@zavod.example, no signature): the domain already names the
+    organisation, so the customer is asked for the ФИО alone, staff see the organisation, and
+    a name given in the answer, in any script, completes the intake."""
+    desk.add_staff("sidorov", years=6)
+    desk.write("operator@zavod.example", "Вопрос", "Как настроить отчёт по авариям?")
+    desk.run()
+    mail = desk.inbox()
+    question = body(mail["operator@zavod.example"][0])
+    assert "фамилию, имя и отчество" in question and "организации" not in question
+    assert "Организация:   ООО «Завод»" in body(mail["tp1@tecon.example"][0])
+    assert "у клиента запрошены ФИО" in body(mail["tp1@tecon.example"][0])
+    desk.reply(mail["operator@zavod.example"][0], "operator@zavod.example", "Ivan Petrov")
+    desk.run()
+    request = desk.request()
+    assert (request.status, request.requester_name) == ("open", "Ivan Petrov")
+    assert "Номер запроса: ТП-2026-000001" in body(desk.mail_to("operator@zavod.example"))
+
+
+def test_a_company_without_a_support_period_is_told_at_once_not_asked_for_a_name(desk: Desk):
+    """The domain names АО «Старый клиент», whose support period ended: the answer does not
+    depend on the person's name, so the refusal comes at once instead of a contact question."""
+    desk.write("operator@old.example", "Вопрос", "Как настроить отчёт?")
+    desk.run()
+    assert desk.request().status == "rejected"
+    assert "не найден действующий" in body(desk.mail_to("operator@old.example"))

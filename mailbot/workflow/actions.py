@@ -124,6 +124,13 @@ class Workflow:
         record(self.session, request, "identified", actor=actor, at=self.now,
                organization=organization.name, contact=request.requester_name)
 
+    def organization_known(self, request: Request, organization: OrganizationInfo, actor: str) -> None:
+        """The organisation is known (the mail domain, or named in the mail) before the ФИО:
+        staff see it, and the customer is asked only for the name."""
+        request.organization_id = organization.id
+        record(self.session, request, "organization", actor=actor, at=self.now,
+               organization=organization.name)
+
     def admit(self, request: Request, *, contract_ok: bool, actor: str,
               message: Message | None = None, matches: Sequence[IncidentMatch] = (),
               may_auto_reply: bool = True, mail_thread: Thread = (None, ()),

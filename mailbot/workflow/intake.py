@@ -143,9 +143,15 @@ class Intake:
                level=verdict.level_assessment.details() if verdict.level_assessment else None,
                **({"forged_from": verdict.forged_sender} if verdict.forged_sender else {}))
         thread = _thread(mail)
-        if not verdict.identified:
+        if not verdict.identified and verdict.organization is not None:
+            flow.organization_known(request, verdict.organization, actor="system")
+        if not verdict.identified and (verdict.organization is None or verdict.contract):
             flow.ask_contact_info(request, actor="system", message=message,
                                   may_auto_reply=verdict.may_auto_reply, mail_thread=thread)
+            return message
+        if not verdict.identified:  # the organisation is known and has no support period now
+            flow.admit(request, contract_ok=False, actor="system", message=message,
+                       may_auto_reply=verdict.may_auto_reply, mail_thread=thread)
             return message
         flow.identify(request, verdict.organization, contact, verdict.contact_name, actor="system")
         flow.admit(request, contract_ok=verdict.contract is not None, actor="system",
