@@ -6,6 +6,7 @@ the regulation's procedures, staff by mail, attacks), each through the real pipe
 from __future__ import annotations
 
 import base64
+import re
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -389,3 +390,62 @@ def test_a_company_without_a_support_period_is_told_at_once_not_asked_for_a_name
     desk.run()
     assert desk.request().status == "rejected"
     assert "не найден действующий" in body(desk.mail_to("operator@old.example"))
+
+
+CYRILLIC = re.compile("[\u0400-\u04ff]")
+
+
+def english(text: str, number: str = "ТП-2026-000001") -> bool:
+    """Readable by a customer who reads no Russian: no Cyrillic but the request number."""
+    return not CYRILLIC.search(text.replace(number, ""))
+
+
+def test_a_customer_who_writes_in_english_is_acknowledged_in_english(desk: Desk):
+    """A customer writes in English: the acknowledgement they get must be readable to them,
+    with the regulation's content (the request number, the level, the reaction norm); staff
+    still read Russian, and are told the customer's language."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write(CUSTOMER, "Server crashes", "The polling server crashes every night since the update.")
+    desk.run()
+    mail = desk.inbox()
+    (ack,) = mail[CUSTOMER]
+    text = body(ack)
+    assert english(text) and english(ack.parsed()["Subject"]) and english(str(ack.parsed()["From"]))
+    assert "Hello, Ivanov Ivan Ivanovich!" in text
+    assert "Request number: ТП-2026-000001" in text
+    assert "Level of assistance: OP3 — third-level assistance." in text
+    assert "Reaction time: 2 hours (by 25.11.2026 12:00 Moscow time)." in text
+    assert '<html lang="en">' in ack.parsed().get_body(("html",)).get_content()
+    notice = body(mail[staff][0])
+    assert "Язык клиента:  английский" in notice and "Уровень:       ОП3" in notice
+
+
+def test_questions_to_a_customer_who_writes_in_english_are_in_english(desk: Desk):
+    """The contact question, the staff member's answer around its text, the solution's request
+    for confirmation, the closing notice: every text of ours an English-writing customer gets."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write("operator@zavod.example", "Question", "How do I set up the alarm report?")
+    desk.run()
+    (question,) = desk.inbox()["operator@zavod.example"]
+    assert english(body(question)) and "full name" in body(question)
+    desk.reply(question, "operator@zavod.example", "John Smith")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    desk.reply(notice, staff, "#решено\nOpen Settings > Reports > Alarms.")
+    desk.run()
+    solution = desk.mail_to("operator@zavod.example")
+    assert english(body(solution)) and "confirm that the problem is solved" in body(solution)
+    assert "Sidorov" in str(solution.parsed()["From"]) and english(str(solution.parsed()["From"]))
+    desk.reply(solution, "operator@zavod.example", "Solved, thank you!")
+    desk.run()
+    assert desk.request().status == "closed"
+    closing = desk.mail_to("operator@zavod.example")
+    assert english(body(closing)) and "Thank you for your confirmation" in body(closing)
+
+
+def test_a_customer_who_writes_in_russian_still_gets_russian(desk: Desk):
+    """One English word («SCADA», a log line) does not make a Russian mail English."""
+    desk.add_staff("sidorov", years=6)
+    desk.write(CUSTOMER, "Сбой SCADA", "Сервер опроса падает: Exception in thread main")
+    desk.run()
+    assert "Номер запроса: ТП-2026-000001" in body(desk.mail_to(CUSTOMER))

@@ -132,7 +132,7 @@ class Intake:
             channel=channel, subject=mail.subject, email=mail.author,
             name=(contact.full_name if contact and contact.full_name else verdict.contact_name),
             thread_message_id=mail.message_id, level=verdict.level,
-            assessment=verdict.level_assessment)
+            assessment=verdict.level_assessment, language=mail.language)
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
         flow.heard(request, message)
         if verdict.forged_sender:
@@ -294,7 +294,7 @@ class Intake:
         request = flow.create_request(
             channel="email", subject=" ".join(question.split())[:120], email=mail.author,
             name=name, thread_message_id=mail.message_id, level=assessment.level,
-            assessment=assessment)
+            assessment=assessment, language=old.language)
         request.follows_id = old.id
         message = record_follow_up(self.session, mail, question, request, self.now)
         flow.heard(request, message)
