@@ -10,6 +10,9 @@ import re
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+from sqlalchemy import select
+
+from mailbot.register.models import Message
 from tests.mailflow import Desk, body, mx_trace
 
 CUSTOMER = "ivanov@zavod.example"
@@ -449,3 +452,17 @@ def test_a_customer_who_writes_in_russian_still_gets_russian(desk: Desk):
     desk.write(CUSTOMER, "Сбой SCADA", "Сервер опроса падает: Exception in thread main")
     desk.run()
     assert "Номер запроса: ТП-2026-000001" in body(desk.mail_to(CUSTOMER))
+
+
+def test_a_huge_subject_is_cut_to_a_title_in_the_request_and_our_mail(desk: Desk):
+    """A 9,600-character subject (a pasted log, a runaway script): the request's subject,
+    and every subject line and card that repeat it, stay a title; the mail keeps it whole."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write(CUSTOMER, "", "Опрос встал.", written={"Subject": "\n ".join(["Сбой опроса"] * 800)})
+    desk.run()
+    subject = desk.request().subject
+    assert len(subject) <= 200 and subject.startswith("Сбой опроса Сбой") and subject.endswith(" Сбой…")
+    mail = desk.inbox()
+    assert all(len(m[0].parsed()["Subject"]) < 300 for m in mail.values())
+    with desk.sessions() as session:
+        assert len(session.scalars(select(Message.subject).where(Message.direction == "in")).one()) > 9000

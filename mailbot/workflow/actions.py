@@ -45,6 +45,19 @@ def tag_subject(subject: str, request_number: str, incident_number: str) -> str:
         return subject.replace(request_tag, f"{request_tag} {tag}", 1)
     return f"{tag} {subject}"
 
+MAX_TITLE = 200  # characters of a request's subject: what lists, cards and subjects show
+
+
+def title(subject: str) -> str:
+    """A request's subject: the mail's, cut at a word within :data:`MAX_TITLE` characters (a
+    9,000-character subject would fill every list and every subject line that repeats it; the
+    mail itself keeps it whole)."""
+    if len(subject) <= MAX_TITLE:
+        return subject
+    cut = subject[:MAX_TITLE - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[MAX_TITLE // 2:] else cut).rstrip() + "…"
+
+
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
 CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info",  # our mail in their thread
                          "files", "files_request", "delivery_reminder", "files_reminder",
@@ -90,7 +103,7 @@ class Workflow:
         year = self.now.astimezone(ZoneInfo(self.config.timezone)).year
         request = Request(
             number=next_request_number(self.lookup, self.config.support.request_prefix, year),
-            requester_email=email, requester_name=name, channel=channel, subject=subject,
+            requester_email=email, requester_name=name, channel=channel, subject=title(subject),
             status=Status.NEW.value, level=level, thread_message_id=thread_message_id,
             confirmation="none", received_at=self.now, created_at=self.now, updated_at=self.now,
             language=language)
