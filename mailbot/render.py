@@ -109,7 +109,8 @@ def render(name: str, *, with_html: bool = True, language: str = "ru", **context
     html = None
     if with_html:
         own = _html_twin(name)
-        html = own.render(**context) if own else env.get_template("base.html.j2").render(body=text, lang=language)
+        html = (own.render(**context) if own
+                else env.get_template("base.html.j2").render(body=text, lang=language))
     return Rendered(" ".join(subject.split()), text, html)
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import enum
-import re
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property

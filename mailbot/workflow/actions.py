@@ -45,6 +45,7 @@ def tag_subject(subject: str, request_number: str, incident_number: str) -> str:
         return subject.replace(request_tag, f"{request_tag} {tag}", 1)
     return f"{tag} {subject}"
 
+
 MAX_TITLE = 200  # characters of a request's subject: what lists, cards and subjects show
 
 

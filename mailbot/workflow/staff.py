@@ -72,7 +72,8 @@ class StaffReply:
         it): the assignee sees what was done and sent, so that nobody answers twice, contradicts
         it or works on a closed request unaware."""
         files = self._attachments()
-        if assignee is None or assignee.id == self.staff.id or not (block.commands or block.text or files):
+        acted = block.commands or block.text or files
+        if assignee is None or assignee.id == self.staff.id or not acted:
             return
         text = block.text
         if block.has("incident") and not text:  # the incident's documented solution was sent
