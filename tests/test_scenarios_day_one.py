@@ -466,3 +466,20 @@ def test_a_huge_subject_is_cut_to_a_title_in_the_request_and_our_mail(desk: Desk
     assert all(len(m[0].parsed()["Subject"]) < 300 for m in mail.values())
     with desk.sessions() as session:
         assert len(session.scalars(select(Message.subject).where(Message.direction == "in")).one()) > 9000
+
+
+def test_a_reply_from_a_colleague_at_the_company_domain_is_shown_as_the_customers_colleague(desk: Desk):
+    """Another engineer of ООО «Завод» (zavod.example, not in the CRM) answers our solution
+    «не помогло». He may not reopen the request (only the requester and registered contacts
+    may), but the assignee must not read him as a stranger: the notice says the address is
+    at the organisation's mail domain and which commands settle it."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#решено\nПереустановите драйвер.")
+    desk.run()
+    solution = desk.mail_to(CUSTOMER)
+    desk.reply(solution, "sidorova@zavod.example", "Не помогло, ошибка та же.")
+    desk.run()
+    assert desk.request().status == "resolved"
+    text = body(desk.mail_to(staff))
+    assert "Адрес на почтовом домене организации (zavod.example): вероятно, это коллега клиента" in text
+    assert "Не помогло, ошибка та же." in text
