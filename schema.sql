@@ -207,6 +207,9 @@ CREATE TABLE requests (
     -- deadline of that reaction
     opened_at           timestamptz,
     waiting_since       timestamptz,
+    -- the language of the customer's automatic mail (migration 0019): 'en' when the mail that
+    -- opened the request held Latin letters and no Cyrillic
+    language            text NOT NULL DEFAULT 'ru' CHECK (language IN ('ru', 'en')),
     CHECK (level IS DISTINCT FROM 4 OR parent_id IS NOT NULL)
 );
 CREATE INDEX requests_status_due_idx ON requests (status, due_at);

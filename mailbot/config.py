@@ -175,6 +175,7 @@ _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
 class SupportConfig:
     address: str = "support@localhost"  # customers write here; replies come from here
     name: str = "Техническая поддержка"
+    name_en: str = "Technical support"  # the name in mail to customers who write in English
     tp1_address: str = "tp1@localhost"  # ТП1 group: new-request notifications
     tp2_address: str = "tp2@localhost"  # ТП2 mailbox (escalations)
     request_prefix: str = "ТП"
@@ -183,6 +184,7 @@ class SupportConfig:
     # automatic mail per hour to addresses that are not registered contacts, all together
     unknown_auto_reply_limit_per_hour: int = 30
     contract_contact: str = "отдел продаж"  # whom a customer without a contract should contact
+    contract_contact_en: str = "our sales department"  # the same, for customers who write in English
     # staff mail to this address (an alias of the same mailbox, as Request Tracker's comment
     # address) is an internal note on its request; empty: none (``#заметка`` still works)
     note_address: str = ""

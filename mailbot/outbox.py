@@ -346,13 +346,20 @@ def _header(name: str, value: str) -> str:
 
 
 def _encoded_words(text: str) -> str:
-    """``text`` as RFC 2047 base64 encoded words of whole UTF-8 characters, space-separated."""
+    """``text`` as RFC 2047 base64 encoded words of whole UTF-8 characters, space-separated.
+
+    A word is cut after the last space it holds, when there is one: a reader that wrongly
+    puts a space between encoded words (Python's email package does, in a display name)
+    then shows "Техническая  поддержка", never "Техническая поддержк а".
+    """
     words, chunk = [], b""
     for char in text:
         data = char.encode("utf-8")
         if len(chunk) + len(data) > _WORD_BYTES:
-            words.append(chunk)
-            chunk = b""
+            space = chunk.rfind(b" ") + 1
+            cut = space if space > 1 else len(chunk)
+            words.append(chunk[:cut])
+            chunk = chunk[cut:]
         chunk += data
     words.append(chunk)
     return " ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)

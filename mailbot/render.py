@@ -35,6 +35,7 @@ def environment() -> Environment:
     env.globals["m"] = env.get_template("_macros.j2").module  # duration(), level_name()
     env.filters["paragraphs"] = paragraphs
     env.filters["one_line"] = one_line
+    env.filters["latin"] = latin
     return env
 
 
@@ -44,6 +45,30 @@ def shown(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     return Markup(visible(value)) if isinstance(value, Markup) else visible(value)
+
+
+_LATIN = dict(zip(map(ord, "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"), (
+    "a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s",
+    "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "", "y", "", "e", "yu", "ya")))
+_LATIN.update({ord(k.upper()): v.capitalize() for k, v in zip("абвгдеёжзийклмнопрстуфхцчшщэюя", (
+    "a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s",
+    "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "e", "yu", "ya"))})
+
+
+def latin(text: str) -> str:
+    """A Russian name in Latin letters, as a passport writes it («Пётр Сидоров» → "Petr Sidorov"),
+    for mail to a customer who writes in English."""
+    return text.translate(_LATIN)
+
+
+def localized(name: str, language: str) -> str:
+    """The template for a customer who writes in ``language``: ``<name>.en`` when it exists."""
+    return f"{name}.{language}" if language != "ru" and _exists(f"{name}.{language}.txt.j2") else name
+
+
+@lru_cache(maxsize=None)
+def _exists(template: str) -> bool:
+    return template in environment().list_templates(extensions=("j2",))
 
 
 def paragraphs(text: str) -> Markup:
@@ -67,14 +92,16 @@ def load_templates() -> None:
         env.get_template(name)
 
 
-def render(name: str, *, with_html: bool = True, **context: Any) -> Rendered:
-    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and, ``with_html``, its HTML twin.
+def render(name: str, *, with_html: bool = True, language: str = "ru", **context: Any) -> Rendered:
+    """Render ``<name>.txt.j2`` (blocks ``subject`` and ``body``) and, ``with_html``, its HTML twin;
+    for a customer who writes in English (``language``) the English template, when there is one.
 
     The HTML part is ``<name>.html.j2`` when a template needs its own layout,
     else the text body laid out by ``base.html.j2`` (escaped, paragraphs kept).
     Customers get both; staff mail is plain text (commands are typed above it).
     """
     env = environment()
+    name = localized(name, language)
     text_template = env.get_template(f"{name}.txt.j2")
     ctx = text_template.new_context(context)
     subject = "".join(text_template.blocks["subject"](ctx)).strip()
@@ -82,7 +109,8 @@ def render(name: str, *, with_html: bool = True, **context: Any) -> Rendered:
     html = None
     if with_html:
         own = _html_twin(name)
-        html = own.render(**context) if own else env.get_template("base.html.j2").render(body=text)
+        html = (own.render(**context) if own
+                else env.get_template("base.html.j2").render(body=text, lang=language))
     return Rendered(" ".join(subject.split()), text, html)
 
 

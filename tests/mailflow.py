@@ -82,7 +82,8 @@ class Desk:
               attachments: tuple[tuple[str, bytes], ...] = (), dmarc: str | None = "pass",
               mx_results: str | None = None, mx_received: str | None = None,
               above: tuple[str, ...] = (), from_header: str | None = None,
-              to: str | None = None, cc: str | None = None) -> str:
+              to: str | None = None, cc: str | None = None,
+              written: dict[str, str] | None = None) -> str:
         """Put a mail into the bot's INBOX as our MX delivers it; its Message-ID.
 
         The MX (:data:`MX`) writes its ``Authentication-Results`` (``dmarc``: what it
@@ -91,7 +92,9 @@ class Desk:
         ``Received`` (``mx_received``: its value) on top; ``above`` are header lines our
         own later hops wrote above those (LMTP, say); ``headers`` are what the sender
         wrote, below them all. ``from_header`` replaces the ``From:`` value as written; ``to``
-        and ``cc`` are the ``To:`` (the bot's address by default) and ``Cc:`` as written.
+        and ``cc`` are the ``To:`` (the bot's address by default) and ``Cc:`` as written;
+        ``written`` are header lines exactly as a client wrote them (folding, encoded words),
+        replacing the email package's.
         """
         msg = EmailMessage()
         msg["From"] = f"{name} <{sender}>" if name else sender
@@ -114,7 +117,10 @@ class Desk:
         for filename, data in attachments:
             msg.add_attachment(data, maintype="application", subtype="octet-stream",
                                filename=filename)
-        raw = msg.as_bytes()
+        for key in written or {}:
+            del msg[key]
+        raw = "".join(f"{key}: {value}\n" for key, value in (written or {}).items()).encode() \
+            + msg.as_bytes()
         if from_header is not None:  # as written: the email package would parse and refold it
             raw = raw.replace(f"From: {msg['From']}\n".encode(), f"From: {from_header}\n".encode(), 1)
         top = "".join(f"{line}\n" for line in above).encode()

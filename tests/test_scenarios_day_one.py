@@ -5,9 +5,14 @@ the regulation's procedures, staff by mail, attacks), each through the real pipe
 """
 from __future__ import annotations
 
+import base64
+import re
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+from sqlalchemy import select
+
+from mailbot.register.models import Message
 from tests.mailflow import Desk, body, mx_trace
 
 CUSTOMER = "ivanov@zavod.example"
@@ -276,3 +281,205 @@ def test_the_assignee_is_not_told_of_their_own_answer(desk: Desk):
     desk.reply(notice, staff, "Переустановите драйвер ключа.")
     desk.run()
     assert staff not in desk.inbox()
+
+
+def _q(text: str) -> str:
+    """``text`` as one RFC 2047 Q-encoded word (UTF-8), as a mail client writes it."""
+    return "=?UTF-8?Q?" + "".join(f"={b:02X}" for b in text.encode()) + "?="
+
+
+def _b(data: bytes) -> str:
+    return f"=?UTF-8?B?{base64.b64encode(data).decode()}?="
+
+
+def test_a_line_break_inside_an_encoded_subject_keeps_the_words_apart(desk: Desk):
+    """A subject folded by the client, one of its encoded words holding a CR/LF: the line break
+    is whitespace between words (RFC 5322), never glue; adjacent encoded words are one text
+    (RFC 2047). The request, the acknowledgement and the staff notice read «Сбой опроса котельной»."""
+    staff = desk.add_staff("sidorov", years=6)
+    subject = f"{_q('Сбой' + chr(13) + chr(10) + 'опроса')}\n {_b(' котель'.encode())}{_b('ной'.encode())}"
+    desk.write(CUSTOMER, "", "Опрос встал.", written={"Subject": subject})
+    desk.run()
+    assert desk.request().subject == "Сбой опроса котельной"
+    mail = desk.inbox()
+    assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Сбой опроса котельной"
+    assert "Тема:          Сбой опроса котельной\n" in body(mail[staff][0])
+
+
+def test_a_display_name_cut_inside_a_character_across_encoded_words_reads_whole(desk: Desk):
+    """Outlook cuts a long encoded name anywhere, even inside a UTF-8 character («ё» below):
+    adjacent encoded words are one text (RFC 2047), so the customer is greeted and shown to
+    staff by the whole name. Our own names go out cut after a space, so that even a reader
+    that puts a space between encoded words (Python's email package) shows whole words."""
+    staff = desk.add_staff("sidorov", years=6)
+    name = "Петров Пётр Петрович".encode()
+    cut = name.index("ё".encode()) + 1
+    desk.write("petrov@zavod.example", "Вопрос", "Как настроить отчёт?",
+               from_header=f"{_b(name[:cut])}\n {_b(name[cut:])} <petrov@zavod.example>")
+    desk.run()
+    mail = desk.inbox()
+    assert "Здравствуйте, Петров Пётр Петрович!" in body(mail["petrov@zavod.example"][0])
+    assert "От:            Петров Пётр Петрович <petrov@zavod.example>" in body(mail[staff][0])
+    shown = " ".join(str(mail[staff][0].parsed()["From"]).split())
+    assert shown.startswith("Техническая поддержка <")
+
+
+def test_the_assignee_is_told_when_a_colleague_closes_their_request(desk: Desk):
+    """A colleague replies «#закрыть» alone to the assignee's request: the customer gets the
+    closing notice, and the assignee learns who closed it (else they go on working on it)."""
+    staff, notice = opened(desk)
+    colleague = desk.add_staff("petrov", years=6)
+    desk.reply(notice, colleague, "#закрыть")
+    desk.run()
+    mail = desk.inbox()
+    assert desk.request().status == "closed"
+    assert "закрыт" in body(mail[CUSTOMER][0])
+    (told,) = mail[staff]
+    assert "Petrov Сотрудник закрыл(а) ваш запрос" in told.parsed()["Subject"]
+    assert "Команды: #закрыть" in body(told)
+    assert "Клиенту отправлено уведомление о закрытии запроса." in body(told)
+    assert colleague not in mail
+
+
+def test_the_assignee_is_told_when_a_colleague_changes_their_request(desk: Desk):
+    """«#уровень ОП1» from a colleague: nothing goes to the customer, the assignee is told."""
+    staff, notice = opened(desk)
+    colleague = desk.add_staff("petrov", years=6)
+    desk.reply(notice, colleague, "#уровень ОП1")
+    desk.run()
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    (told,) = mail[staff]
+    assert "Petrov Сотрудник изменил(а) ваш запрос" in told.parsed()["Subject"]
+    assert "Команды: #уровень ОП1" in body(told)
+
+
+def test_a_name_in_latin_letters_signed_from_the_company_domain_identifies_the_sender(desk: Desk):
+    """A foreign engineer of ООО «Завод» writes in English from its mail domain, no display name,
+    signed «Best regards, John Smith»: the domain names the organisation and the signature the
+    person (regulation §2–4: organisation and ФИО), so the request opens at once."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write("j.smith@zavod.example", "Trends are empty",
+               "Trends are empty since this morning.\n\nBest regards,\nJohn Smith")
+    desk.run()
+    request = desk.request()
+    assert (request.status, request.requester_name) == ("open", "John Smith")
+    assert "Организация:   ООО «Завод»" in body(desk.inbox()[staff][0])
+
+
+def test_a_sender_from_the_company_domain_is_asked_only_for_the_name(desk: Desk):
+    """No name anywhere (operator@zavod.example, no signature): the domain already names the
+    organisation, so the customer is asked for the ФИО alone, staff see the organisation, and
+    a name given in the answer, in any script, completes the intake."""
+    desk.add_staff("sidorov", years=6)
+    desk.write("operator@zavod.example", "Вопрос", "Как настроить отчёт по авариям?")
+    desk.run()
+    mail = desk.inbox()
+    question = body(mail["operator@zavod.example"][0])
+    assert "фамилию, имя и отчество" in question and "организации" not in question
+    assert "Организация:   ООО «Завод»" in body(mail["tp1@tecon.example"][0])
+    assert "у клиента запрошены ФИО" in body(mail["tp1@tecon.example"][0])
+    desk.reply(mail["operator@zavod.example"][0], "operator@zavod.example", "Ivan Petrov")
+    desk.run()
+    request = desk.request()
+    assert (request.status, request.requester_name) == ("open", "Ivan Petrov")
+    assert "Номер запроса: ТП-2026-000001" in body(desk.mail_to("operator@zavod.example"))
+
+
+def test_a_company_without_a_support_period_is_told_at_once_not_asked_for_a_name(desk: Desk):
+    """The domain names АО «Старый клиент», whose support period ended: the answer does not
+    depend on the person's name, so the refusal comes at once instead of a contact question."""
+    desk.write("operator@old.example", "Вопрос", "Как настроить отчёт?")
+    desk.run()
+    assert desk.request().status == "rejected"
+    assert "не найден действующий" in body(desk.mail_to("operator@old.example"))
+
+
+CYRILLIC = re.compile("[\u0400-\u04ff]")
+
+
+def english(text: str, number: str = "ТП-2026-000001") -> bool:
+    """Readable by a customer who reads no Russian: no Cyrillic but the request number."""
+    return not CYRILLIC.search(text.replace(number, ""))
+
+
+def test_a_customer_who_writes_in_english_is_acknowledged_in_english(desk: Desk):
+    """A customer writes in English: the acknowledgement they get must be readable to them,
+    with the regulation's content (the request number, the level, the reaction norm); staff
+    still read Russian, and are told the customer's language."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write(CUSTOMER, "Server crashes", "The polling server crashes every night since the update.")
+    desk.run()
+    mail = desk.inbox()
+    (ack,) = mail[CUSTOMER]
+    text = body(ack)
+    assert english(text) and english(ack.parsed()["Subject"]) and english(str(ack.parsed()["From"]))
+    assert "Hello, Ivanov Ivan Ivanovich!" in text
+    assert "Request number: ТП-2026-000001" in text
+    assert "Level of assistance: OP3 — third-level assistance." in text
+    assert "Reaction time: 2 hours (by 25.11.2026 12:00 Moscow time)." in text
+    assert '<html lang="en">' in ack.parsed().get_body(("html",)).get_content()
+    notice = body(mail[staff][0])
+    assert "Язык клиента:  английский" in notice and "Уровень:       ОП3" in notice
+
+
+def test_questions_to_a_customer_who_writes_in_english_are_in_english(desk: Desk):
+    """The contact question, the staff member's answer around its text, the solution's request
+    for confirmation, the closing notice: every text of ours an English-writing customer gets."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write("operator@zavod.example", "Question", "How do I set up the alarm report?")
+    desk.run()
+    (question,) = desk.inbox()["operator@zavod.example"]
+    assert english(body(question)) and "full name" in body(question)
+    desk.reply(question, "operator@zavod.example", "John Smith")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    desk.reply(notice, staff, "#решено\nOpen Settings > Reports > Alarms.")
+    desk.run()
+    solution = desk.mail_to("operator@zavod.example")
+    assert english(body(solution)) and "confirm that the problem is solved" in body(solution)
+    assert "Sidorov" in str(solution.parsed()["From"]) and english(str(solution.parsed()["From"]))
+    desk.reply(solution, "operator@zavod.example", "Solved, thank you!")
+    desk.run()
+    assert desk.request().status == "closed"
+    closing = desk.mail_to("operator@zavod.example")
+    assert english(body(closing)) and "Thank you for your confirmation" in body(closing)
+
+
+def test_a_customer_who_writes_in_russian_still_gets_russian(desk: Desk):
+    """One English word («SCADA», a log line) does not make a Russian mail English."""
+    desk.add_staff("sidorov", years=6)
+    desk.write(CUSTOMER, "Сбой SCADA", "Сервер опроса падает: Exception in thread main")
+    desk.run()
+    assert "Номер запроса: ТП-2026-000001" in body(desk.mail_to(CUSTOMER))
+
+
+def test_a_huge_subject_is_cut_to_a_title_in_the_request_and_our_mail(desk: Desk):
+    """A 9,600-character subject (a pasted log, a runaway script): the request's subject,
+    and every subject line and card that repeat it, stay a title; the mail keeps it whole."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.write(CUSTOMER, "", "Опрос встал.", written={"Subject": "\n ".join(["Сбой опроса"] * 800)})
+    desk.run()
+    subject = desk.request().subject
+    assert len(subject) <= 200 and subject.startswith("Сбой опроса Сбой") and subject.endswith(" Сбой…")
+    mail = desk.inbox()
+    assert all(len(m[0].parsed()["Subject"]) < 300 for m in mail.values())
+    with desk.sessions() as session:
+        assert len(session.scalars(select(Message.subject).where(Message.direction == "in")).one()) > 9000
+
+
+def test_a_reply_from_a_colleague_at_the_company_domain_is_shown_as_the_customers_colleague(desk: Desk):
+    """Another engineer of ООО «Завод» (zavod.example, not in the CRM) answers our solution
+    «не помогло». He may not reopen the request (only the requester and registered contacts
+    may), but the assignee must not read him as a stranger: the notice says the address is
+    at the organisation's mail domain and which commands settle it."""
+    staff, notice = opened(desk)
+    desk.reply(notice, staff, "#решено\nПереустановите драйвер.")
+    desk.run()
+    solution = desk.mail_to(CUSTOMER)
+    desk.reply(solution, "sidorova@zavod.example", "Не помогло, ошибка та же.")
+    desk.run()
+    assert desk.request().status == "resolved"
+    text = body(desk.mail_to(staff))
+    assert "Адрес на почтовом домене организации (zavod.example): вероятно, это коллега клиента" in text
+    assert "Не помогло, ошибка та же." in text

@@ -15,15 +15,17 @@ from .visible import visible
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
+_FOLD = re.compile(r"(?:\r\n|[\r\n])(?=[ \t])")  # RFC 5322 unfolding: the line break before WSP goes
 _LINE_BREAK = re.compile(r"\r\n|[\r\n]")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 MAX_MESSAGE_ID = 500  # octets: no mailer makes longer ones; longer are dropped (docs/operations.md)
 
 
 def clean_text(value: str) -> str:
-    """Drop CR/LF (unfolding; also CR/LF smuggled in encoded words); other controls become
-    spaces and bidi controls go (:func:`~mailbot.parsers.visible.visible`)."""
-    return visible(_LINE_BREAK.sub("", value))
+    """One line: unfolded (RFC 5322: a line break before whitespace goes), any other CR/LF (in
+    an encoded word, or a bare one) a space, as other controls are; bidi controls go
+    (:func:`~mailbot.parsers.visible.visible`). Words on both sides of a break stay apart."""
+    return visible(_LINE_BREAK.sub(" ", _FOLD.sub("", value)))
 
 
 def recover_8bit(value: str, hints: Sequence[str | None] = ()) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
@@ -150,12 +151,24 @@ class ParsedMail:
         return f"{self.subject}\n{self.content}"
 
     @property
+    def language(self) -> str:
+        """'en' when the sender's own words (the subject and what the mail brings) hold Latin
+        letters and no Cyrillic ones, else 'ru': the language our automatic mail answers in."""
+        words = _NUMBER.sub("", f"{self.subject}\n{self.content}")  # "[ТП-2026-000123]" is no word
+        return "en" if _LATIN.search(words) and not _CYRILLIC.search(words) else "ru"
+
+    @property
     def thread_ids(self) -> tuple[str, ...]:
         """Message-IDs this message refers to, nearest first."""
         seen: dict[str, None] = {}
         for mid in (*self.in_reply_to, *reversed(self.references)):
             seen.setdefault(mid, None)
         return tuple(seen)
+
+
+_LATIN = re.compile(r"[A-Za-z]{2}")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_NUMBER = re.compile(r"[\u0400-\u04ffA-Za-z]+-\d{4}-\d+")
 
 
 @dataclass(frozen=True)

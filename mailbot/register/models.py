@@ -194,6 +194,7 @@ class Request(Base):
     updated_at: Mapped[datetime] = _now()
     opened_at: Mapped[datetime | None]  # the reaction clock started (after the intake)
     waiting_since: Mapped[datetime | None]  # the customer waits for a human reaction since
+    language: Mapped[str] = mapped_column(server_default="ru")  # of the customer's automatic mail
 
     contact: Mapped[Contact | None] = relationship()
 

@@ -22,7 +22,7 @@ from ..register.crm import ContactInfo, OrganizationInfo
 from ..register.lookup import IncidentMatch, Lookup
 from ..register.models import AttachmentRow, Contact, Event, Incident, Message, Request, Staff
 from ..register.status import Status
-from ..render import Rendered, render
+from ..render import Rendered, latin, render
 from ..rules.contact import is_full_name
 from ..rules.level import Assessment
 from ..sla.calendar import WorkingCalendar, deadline, make_calendar
@@ -44,6 +44,20 @@ def tag_subject(subject: str, request_number: str, incident_number: str) -> str:
     if request_tag in subject:
         return subject.replace(request_tag, f"{request_tag} {tag}", 1)
     return f"{tag} {subject}"
+
+
+MAX_TITLE = 200  # characters of a request's subject: what lists, cards and subjects show
+
+
+def title(subject: str) -> str:
+    """A request's subject: the mail's, cut at a word within :data:`MAX_TITLE` characters (a
+    9,000-character subject would fill every list and every subject line that repeats it; the
+    mail itself keeps it whole)."""
+    if len(subject) <= MAX_TITLE:
+        return subject
+    cut = subject[:MAX_TITLE - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[MAX_TITLE // 2:] else cut).rstrip() + "…"
+
 
 Thread = tuple[str | None, tuple[str, ...]]  # In-Reply-To and References of an answer
 CUSTOMER_THREAD_KINDS = ("ack", "relay", "solution", "ask_contact_info",  # our mail in their thread
@@ -84,14 +98,16 @@ class Workflow:
 
     def create_request(self, *, channel: str, subject: str, email: str, name: str,
                        thread_message_id: str | None, level: int | None,
-                       assessment: Assessment | None = None) -> Request:
-        """A new request; ``assessment``: how its level was found (None: set by staff)."""
+                       assessment: Assessment | None = None, language: str = "ru") -> Request:
+        """A new request; ``assessment``: how its level was found (None: set by staff);
+        ``language``: of the customer's automatic mail."""
         year = self.now.astimezone(ZoneInfo(self.config.timezone)).year
         request = Request(
             number=next_request_number(self.lookup, self.config.support.request_prefix, year),
-            requester_email=email, requester_name=name, channel=channel, subject=subject,
+            requester_email=email, requester_name=name, channel=channel, subject=title(subject),
             status=Status.NEW.value, level=level, thread_message_id=thread_message_id,
-            confirmation="none", received_at=self.now, created_at=self.now, updated_at=self.now)
+            confirmation="none", received_at=self.now, created_at=self.now, updated_at=self.now,
+            language=language)
         self.session.add(request)
         self._assessments[request] = assessment
         return request
@@ -123,6 +139,13 @@ class Workflow:
         request.requester_name = full_name or request.requester_name
         record(self.session, request, "identified", actor=actor, at=self.now,
                organization=organization.name, contact=request.requester_name)
+
+    def organization_known(self, request: Request, organization: OrganizationInfo, actor: str) -> None:
+        """The organisation is known (the mail domain, or named in the mail) before the ФИО:
+        staff see it, and the customer is asked only for the name."""
+        request.organization_id = organization.id
+        record(self.session, request, "organization", actor=actor, at=self.now,
+               organization=organization.name)
 
     def admit(self, request: Request, *, contract_ok: bool, actor: str,
               message: Message | None = None, matches: Sequence[IncidentMatch] = (),
@@ -344,11 +367,11 @@ class Workflow:
         row = self.lookup.directory.contact_row(request.requester_email)
         registered = row is not None and row.registered
         name = request.requester_name if registered or is_full_name(request.requester_name) else ""
-        content = render(template, **self.context(
+        content = render(template, language=request.language, **self.context(
             request, staff=staff, customer_name=name,
             echo_subject=(registered or not automatic) and not self.opened_by_forged_mail(request),
             **context))
-        from_name = f"{staff.full_name} ({self.config.support.name})" if staff else None
+        from_name = self.support_name(request, staff)
         sent = self._send(Outgoing(
             kind=template, to=(request.requester_email,), content=content, request=request,
             in_reply_to=in_reply_to, references=references, automatic=automatic,
@@ -356,6 +379,14 @@ class Workflow:
         if sent and files:
             self.files_sent(request, files, sent, actor=staff.login if staff else "system")
         return sent
+
+    def support_name(self, request: Request, staff: Staff | None) -> str:
+        """Who a customer's mail is from: the support service, or a staff member of it, named in
+        the customer's language."""
+        support = self.config.support.name_en if request.language == "en" else self.config.support.name
+        if staff is None:
+            return support
+        return f"{latin(staff.full_name) if request.language == 'en' else staff.full_name} ({support})"
 
     def opened_by_forged_mail(self, request: Request) -> bool:
         """Whether our receiving server found the From: of the mail that opened ``request``

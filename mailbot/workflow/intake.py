@@ -132,7 +132,7 @@ class Intake:
             channel=channel, subject=mail.subject, email=mail.author,
             name=(contact.full_name if contact and contact.full_name else verdict.contact_name),
             thread_message_id=mail.message_id, level=verdict.level,
-            assessment=verdict.level_assessment)
+            assessment=verdict.level_assessment, language=mail.language)
         message = record_incoming(self.session, mail, inbound_id, request, self.now)
         flow.heard(request, message)
         if verdict.forged_sender:
@@ -143,9 +143,15 @@ class Intake:
                level=verdict.level_assessment.details() if verdict.level_assessment else None,
                **({"forged_from": verdict.forged_sender} if verdict.forged_sender else {}))
         thread = _thread(mail)
-        if not verdict.identified:
+        if not verdict.identified and verdict.organization is not None:
+            flow.organization_known(request, verdict.organization, actor="system")
+        if not verdict.identified and (verdict.organization is None or verdict.contract):
             flow.ask_contact_info(request, actor="system", message=message,
                                   may_auto_reply=verdict.may_auto_reply, mail_thread=thread)
+            return message
+        if not verdict.identified:  # the organisation is known and has no support period now
+            flow.admit(request, contract_ok=False, actor="system", message=message,
+                       may_auto_reply=verdict.may_auto_reply, mail_thread=thread)
             return message
         flow.identify(request, verdict.organization, contact, verdict.contact_name, actor="system")
         flow.admit(request, contract_ok=verdict.contract is not None, actor="system",
@@ -288,7 +294,7 @@ class Intake:
         request = flow.create_request(
             channel="email", subject=" ".join(question.split())[:120], email=mail.author,
             name=name, thread_message_id=mail.message_id, level=assessment.level,
-            assessment=assessment)
+            assessment=assessment, language=old.language)
         request.follows_id = old.id
         message = record_follow_up(self.session, mail, question, request, self.now)
         flow.heard(request, message)

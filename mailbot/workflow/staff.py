@@ -35,6 +35,7 @@ from .undeliverable import clear
 SOLUTION_FROM = (Status.OPEN, Status.AWAITING_CUSTOMER, Status.ESCALATED_OP4)
 DDI_FROM = (Status.OPEN.value, Status.AWAITING_CUSTOMER.value, Status.ESCALATED_OP4.value)
 TP2_ONLY = ("new_incident", "solution", "incident_status")  # ТП2's commands (the ТП2 address)
+ANSWERS = ("resolved", "incident", "files", "request_files", "ask_ddi")  # commands that mail the customer
 
 
 @dataclass
@@ -58,23 +59,31 @@ class StaffReply:
         if block.has("note"):
             self.workflow.note(self.request, self.staff, block.text, self.message)
             return []
+        session = self.workflow.session
+        assignee = session.get(Staff, self.request.assignee_id) if self.request.assignee_id else None
         for command in block.commands:
             self.run(command)
         self.deliver(block)
-        self.tell_assignee(block)
+        self.tell_assignee(block, assignee)
         return []
 
-    def tell_assignee(self, block: CommandBlock) -> None:
-        """A colleague's mail reached the assignee's customer: the assignee sees what was sent,
-        so that nobody answers twice or contradicts it unaware."""
-        flow, request = self.workflow, self.request
-        assignee = flow.session.get(Staff, request.assignee_id) if request.assignee_id else None
+    def tell_assignee(self, block: CommandBlock, assignee: Staff | None) -> None:
+        """A colleague acted on the assignee's request (answered the customer, closed it, changed
+        it): the assignee sees what was done and sent, so that nobody answers twice, contradicts
+        it or works on a closed request unaware."""
         files = self._attachments()
-        if (assignee is None or assignee.id == self.staff.id or not (block.text or files)
-                or block.has("ask_ddi")):
+        acted = block.commands or block.text or files
+        if assignee is None or assignee.id == self.staff.id or not acted:
             return
-        flow.notify_staff(request, "staff_colleague_answer", to=assignee.email, author=self.staff,
-                          text=block.text, sent_files=[row.filename for row in files])
+        text = block.text
+        if block.has("incident") and not text:  # the incident's documented solution was sent
+            text = self.workflow.session.get(Incident, self.request.incident_id).solution
+        closed = any(block.has(name) for name in ("close", "close_unconfirmed", "confirmed"))
+        self.workflow.notify_staff(
+            self.request, "staff_colleague_answer", to=assignee.email, author=self.staff,
+            text=text, sent_files=[row.filename for row in files], closed=closed,
+            commands=[command.line for command in block.commands],
+            answered=bool(text or files or any(block.has(name) for name in ANSWERS)))
 
     def check(self, block: CommandBlock) -> list[Problem]:
         """What would go wrong if the commands were applied (``templates/_problems.j2`` words it)."""
