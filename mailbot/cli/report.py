@@ -82,10 +82,7 @@ def _files_lines(session: Session, request: Request) -> list[str]:
     lines = []
     for d in session.scalars(select(Delivery).where(Delivery.request_id == request.id)
                              .order_by(Delivery.id)):
-        how = {"confirmed": f"confirmed by {d.confirmed_by} {d.confirmed_at:%Y-%m-%d %H:%M}",
-               "failed": f"FAILED {d.settled_at:%Y-%m-%d %H:%M}: {one_line(d.failure or '')[:80]}",
-               "waived": f"closed unconfirmed {d.settled_at:%Y-%m-%d %H:%M}",
-               "sent": f"AWAITING CONFIRMATION (reminders: {d.reminders})"}[d.status]
+        how = _delivery_state(d)
         who = f" by {one_line(d.settled_by)}" if d.settled_by and d.status != "sent" else ""
         note = f" «{one_line(d.note)[:80]}»" if d.note else ""
         lines.append(f"  files sent:    {d.created_at:%Y-%m-%d %H:%M} {one_line(', '.join(d.files))} "
@@ -97,6 +94,17 @@ def _files_lines(session: Session, request: Request) -> list[str]:
         lines.append(f"  files asked:   {f.created_at:%Y-%m-%d %H:%M} {one_line(f.asked)} "
                      f"(by {one_line(f.asked_by)}): {state[f.status]}")
     return lines
+
+
+def _delivery_state(d: Delivery) -> str:
+    """How a delivery of files stands (only the settled ones have a time)."""
+    if d.status == "confirmed":
+        return f"confirmed by {d.confirmed_by} {d.confirmed_at:%Y-%m-%d %H:%M}"
+    if d.status == "failed":
+        return f"FAILED {d.settled_at:%Y-%m-%d %H:%M}: {one_line(d.failure or '')[:80]}"
+    if d.status == "waived":
+        return f"closed unconfirmed {d.settled_at:%Y-%m-%d %H:%M}"
+    return f"AWAITING CONFIRMATION (reminders: {d.reminders})"
 
 
 def _related(session: Session, request: Request) -> list[str]:
