@@ -368,6 +368,18 @@ def mailbot(database_url: str, *argv: str) -> subprocess.CompletedProcess:
                           timeout=60, env={"PATH": "/usr/bin:/bin", "MAILBOT_DATABASE_URL": database_url})
 
 
+def test_the_read_commands_do_not_load_sqlalchemy(register):
+    """They read with plain SQL (mailbot/register/listing.py): a command answers at once."""
+    script = ("import sys\nfrom mailbot.cli.main import main\n"
+              f"for argv in {READS!r}:\n    assert main(list(argv)) == 0, argv\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('sqlalchemy', 'jinja2', 'mailparser', 'lxml', 'apscheduler')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "MAILBOT_DATABASE_URL": register})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_a_database_that_is_down_is_one_line_and_exit_75(database_url):
     """systemd and cron see a temporary failure, the operator one line saying why."""
     down = f"postgresql://postgres@127.0.0.1:{free_port()}/mailbot"
