@@ -263,14 +263,14 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
         if request is None:
             raise Fail(f"no request {args.number}")
         files = listing.request_files(conn, request.id)
+        if args.save:
+            from ..register.files import read as read_file  # it parses mail: only when saving
         for row in files:
             line = (f"{row.id:>6}  {row.size:>10} B  {one_line(row.sender) or '-':<30} "
                     f"{one_line(row.filename)}")
             if row.original_filename and row.original_filename != row.filename:
                 line += f"  (named in the mail: {one_line(row.original_filename)!r})"
             if args.save:
-                from ..register.files import read as read_file  # parses mail: only when saving
-
                 target = Path(args.save) / f"{row.id}-{row.filename}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with conn.cursor(binary=True) as cursor:
