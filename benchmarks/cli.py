@@ -38,8 +38,8 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from board import fill  # noqa: E402
 
-from tests.servers import with_database  # noqa: E402
+from tests.servers import drop_database, fresh_database  # noqa: E402
 
 TARGET = 0.5  # seconds, wall, per command
 MAILBOT = [sys.executable, "-m", "mailbot"]
@@ -151,12 +151,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    name = f"mb_cli_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'")
-    url = with_database(args.url, name)
+    url = fresh_database(args.url)
     try:
-        print(f"filling {name} with {args.requests:,} requests ...", flush=True)
+        print(f"filling {url} with {args.requests:,} requests ...", flush=True)
         seed(url, args.requests)
         with psycopg.connect(url) as conn:
             number = conn.execute("SELECT number FROM requests WHERE id = %s",
@@ -197,7 +194,7 @@ def main() -> int:
               f"{max(max(t.wall) for t in commands.values()):.3f} s; target < {TARGET} s: "
               f"{'met' if slowest < TARGET else 'NOT met'}")
 
-        crm = Path(f"/tmp/{name}-crm.csv")
+        crm = Path(tempfile.mkstemp(suffix=".csv")[1])
         crm.write_text(CRM, encoding="utf-8")
         writes = {
             "db upgrade (up to date)": [*MAILBOT, "db", "upgrade"],
@@ -217,11 +214,10 @@ def main() -> int:
             crm.unlink()
         return 0 if slowest < TARGET else 1
     finally:
-        if not args.keep:
-            with psycopg.connect(args.url, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        else:
+        if args.keep:
             print(f"kept {url}")
+        else:
+            drop_database(url)
 
 
 if __name__ == "__main__":

@@ -303,20 +303,6 @@ requests:
   -
 history:
 """
-    assert printed(capsys, "kb", "show", "INC-000003") == """\
-[INC-000003] Ошибка 0x80070005 при запуске службы опроса
-  status:     new
-  product:    -
-  created:    2026-11-21 10:00 by -
-  updated:    2026-11-21 10:00
-symptoms:
-  -
-solution:
-  -
-requests:
-  -
-history:
-"""
 
 
 def test_kb_search_ranks_with_the_reason(register, capsys):
