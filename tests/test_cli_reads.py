@@ -15,8 +15,9 @@ import sys
 import psycopg
 import pytest
 
-from mailbot.cli.main import EX_TEMPFAIL, EX_USAGE, main
+from mailbot.cli.main import EX_CONFIG, EX_TEMPFAIL, EX_USAGE, main
 from mailbot.register import db
+from mailbot.register.connection import conninfo
 from tests.servers import free_port, libpq_url
 
 RLO, C1 = "\u202e", "\x9b"
@@ -107,7 +108,9 @@ INSERT INTO undeliverable_addresses (address, reply, refused_at, source) VALUES
 @pytest.fixture
 def register(database_url, monkeypatch):
     """A register as above, in a database whose time zone is Moscow's."""
-    db.init_schema(db.make_engine(database_url))
+    engine = db.make_engine(database_url)
+    db.init_schema(engine)
+    engine.dispose()
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         name = conn.execute("SELECT current_database()").fetchone()[0]
         conn.execute(f'ALTER DATABASE "{name}" SET timezone = \'Europe/Moscow\'')
@@ -330,7 +333,9 @@ def test_what_is_not_there_is_one_line_and_an_exit_code(register, capsys):
 
 
 def test_an_empty_register_says_so(database_url, monkeypatch, capsys):
-    db.init_schema(db.make_engine(database_url))
+    engine = db.make_engine(database_url)
+    db.init_schema(engine)
+    engine.dispose()
     monkeypatch.setenv("MAILBOT_DATABASE_URL", database_url)
     monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
     assert printed(capsys, "requests", "list") == "no requests\n"
@@ -339,6 +344,20 @@ def test_an_empty_register_says_so(database_url, monkeypatch, capsys):
     assert printed(capsys, "quarantine", "list") == "0 message(s) in quarantine\n"
     assert printed(capsys, "kb", "list") == "no incidents\n"
     assert printed(capsys, "kb", "search", "не запускается") == "nothing found\n"
+
+
+def test_the_configured_url_reaches_the_database_in_each_of_its_forms(register, monkeypatch, capsys):
+    """database.url is SQLAlchemy's (postgresql+psycopg://) or libpq's (postgresql://,
+    postgres://); the read commands give libpq the same address, password and options."""
+    rest = register.split("://", 1)[1]
+    for scheme in ("postgresql+psycopg", "postgresql", "postgres", "postgresql+psycopg2"):
+        monkeypatch.setenv("MAILBOT_DATABASE_URL", f"{scheme}://{rest}")
+        assert printed(capsys, "staff", "list").startswith("orlov "), scheme
+    assert conninfo("postgresql+psycopg://mb:p%40ss@db.example:5433/mailbot?sslmode=require") == \
+        "postgresql://mb:p%40ss@db.example:5433/mailbot?sslmode=require"
+    monkeypatch.setenv("MAILBOT_DATABASE_URL", f"mysql://{rest}")
+    assert printed(capsys, "staff", "list", code=EX_CONFIG) == \
+        f"mailbot: config error: database.url: expected a postgresql:// URL, got 'mysql://{rest}'\n"
 
 
 # ---------------------------------------------------------------- as a process
