@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from .connection import (
     CONNECT_TIMEOUT,
@@ -71,17 +71,6 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     values = [tuple(Jsonb(row[c]) if c in json else row[c] for c in columns) for row in rows]
     with dbapi(connection).cursor() as cursor:
         cursor.executemany(sql, values)
-
-
-def read_blob(session: Session, column: InstrumentedAttribute[bytes], row_id: int) -> bytes:
-    """One bytea value, received in binary."""
-    table = column.class_.__table__
-    sql = f"SELECT {column.key} FROM {table.name} WHERE id = %s"
-    with binary_cursor(session) as cursor:
-        row = cursor.execute(sql, (row_id,)).fetchone()
-    if row is None:
-        raise LookupError(f"{table.name} {row_id} does not exist")
-    return row[0]
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
