@@ -303,10 +303,10 @@ def main() -> int:
         correct: dict[str, int] = {}
         with sessions() as session:
             for _, query, _ in asked[:50]:  # warm the caches, as a running daemon has them
-                search.search(session, [query])
+                search.search(db.dbapi(session), [query])
             for kind, query, problem in asked:
                 started = time.perf_counter()
-                found = search.search(session, [query], limit=3)[query]
+                found = search.search(db.dbapi(session), [query], limit=3)[query]
                 timings.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
                 correct[kind] = correct.get(kind, 0) + right(kind, problem, found)
                 session.rollback()

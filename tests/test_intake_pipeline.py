@@ -6,6 +6,7 @@ import hashlib
 import os
 
 import psutil
+import psycopg
 import pytest
 from sqlalchemy import event, func, select, update
 
@@ -179,18 +180,23 @@ def test_a_batch_searches_the_known_errors_of_its_op3_mails_in_a_few_statements(
     desk.write("ivanov@zavod.example", "Вопрос", "Как выгрузить отчёт в Excel?")
     searches = []
 
-    def searched(_conn, _cursor, statement, parameters, *_args) -> None:
-        if "websearch_to_tsquery" in statement:
-            searches.append(("analysis", len(parameters["texts"])))
-        elif "incident_title_words" in statement:
-            searches.append(("candidates", len(parameters["ns"])))
+    class Watched(psycopg.Cursor):  # the search's SQL runs on the session's psycopg connection
+        def execute(self, query, params=None, **kwargs):
+            if "websearch_to_tsquery" in query:
+                searches.append(("analysis", len(params["texts"])))
+            elif "incident_title_words" in query:
+                searches.append(("candidates", len(params["ns"])))
+            return super().execute(query, params, **kwargs)
+
+    def watch(dbapi_connection, *_args) -> None:
+        dbapi_connection.cursor_factory = Watched
 
     engine = desk.sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", searched)
+    event.listen(engine, "checkout", watch)
     try:
         assert desk.run().processed == 4
     finally:
-        event.remove(engine, "before_cursor_execute", searched)
+        event.remove(engine, "checkout", watch)
     assert searches[0] == ("analysis", 3)  # the three ОП3 mails together
     assert [kind for kind, _ in searches[1:]] in (["candidates"], ["candidates"] * 2)
     assert all(texts <= 3 for _, texts in searches)

@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import select, text
 
@@ -18,6 +19,7 @@ from mailbot.kb import incidents as kb
 from mailbot.kb.search import is_code, search
 from mailbot.register import db
 from mailbot.register.models import Incident, IncidentHistory, IncidentTerm
+from tests.servers import libpq_url
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 KNOWN = [  # number, title, symptoms, solution
@@ -59,7 +61,7 @@ def sessions(database_url):
 
 def found(sessions, query: str, limit: int = 3) -> list[str]:
     with sessions() as session:
-        return [m.number for m in search(session, [query], limit)[query]]
+        return [m.number for m in search(db.dbapi(session), [query], limit)[query]]
 
 
 @pytest.mark.parametrize("query, number", [
@@ -101,9 +103,10 @@ def test_all_words_of_a_short_query_must_match(sessions):
 
 def test_the_reason_of_a_match_says_why(sessions):
     with sessions() as session:
-        code = search(session, ["служба выдаёт 0x80070005"])["служба выдаёт 0x80070005"][0]
-        typo = search(session, ["драйвра ключа"])["драйвра ключа"][0]
-        mail = search(session, [MAIL])[MAIL][0]
+        conn = db.dbapi(session)
+        code = search(conn, ["служба выдаёт 0x80070005"])["служба выдаёт 0x80070005"][0]
+        typo = search(conn, ["драйвра ключа"])["драйвра ключа"][0]
+        mail = search(conn, [MAIL])[MAIL][0]
     assert "код ошибки 0x80070005" in code.reason
     assert "все слова запроса" in typo.reason and "драйвр → драйвер" in typo.reason
     assert "слов заголовка" in mail.reason and "арм" in mail.reason
@@ -122,20 +125,18 @@ def test_error_codes_are_told_from_versions_and_years():
     assert not any(map(is_code, ["3.2.1", "2026", "1999", "x64", "win10", "арм"]))
 
 
-def test_a_batch_of_texts_is_searched_in_a_fixed_number_of_statements(sessions):
-    from sqlalchemy import event
-
+def test_a_batch_of_texts_is_searched_in_a_fixed_number_of_statements(sessions, database_url):
     statements = []
-    engine = sessions.kw["bind"]
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        with sessions() as session:
-            queries = [MAIL, "отчет не печатается", "Сбой АРМ\nАРМ не запускается.", "ora-12541",
-                       "Прошу выслать счёт"] * 4
-            result = search(session, queries)
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+
+    class Counting(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            statements.append(query)
+            return super().execute(query, params, **kwargs)
+
+    with psycopg.connect(libpq_url(database_url), cursor_factory=Counting) as conn:
+        queries = [MAIL, "отчет не печатается", "Сбой АРМ\nАРМ не запускается.", "ora-12541",
+                   "Прошу выслать счёт"] * 4
+        result = search(conn, queries)
     assert result[MAIL] and result["ora-12541"] and not result["Прошу выслать счёт"]
     assert len(statements) <= 3
 

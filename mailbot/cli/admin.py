@@ -1,14 +1,11 @@
-"""Register upkeep from the command line: staff and the known-error database."""
+"""Register upkeep from the command line: staff."""
 from __future__ import annotations
 
-import re
-from datetime import datetime
-
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..parsers.addresses import is_valid_address
-from ..register.models import Incident, Staff
+from ..register.models import Staff
 
 TIERS = ("tp1", "tp2")
 
@@ -96,35 +93,3 @@ def set_staff_active(session: Session, login: str, active: bool) -> Staff:
     staff = _find(session, login)
     staff.active = active
     return staff
-
-
-def staff_table(session: Session) -> str:
-    rows = session.scalars(select(Staff).order_by(Staff.tier, Staff.login)).all()
-    logins = {s.id: s.login for s in rows}
-    return "\n".join(
-        f"{s.login:<14} {s.tier} {'active ' if s.active else 'retired'} {s.experience_years:>2} y  "
-        f"{s.email:<30} {s.full_name} — {s.department or '-'}"
-        + (f"; supervisor {logins[s.supervisor_id]}" if s.supervisor_id else "")
-        for s in rows) or "no staff"
-
-
-def add_incident(session: Session, *, title: str, symptoms: str = "", solution: str = "",
-                 prefix: str = "INC", number: str | None = None, now: datetime) -> Incident:
-    """A new known error; numbered ``INC-000001`` upwards unless a number is given."""
-    if not title.strip():
-        raise AdminError("an incident needs a title")
-    if number is None:
-        session.execute(text("SELECT pg_advisory_xact_lock(7201002)"))
-        taken = session.scalars(select(Incident.number)).all()
-        suffixes = [int(m.group(1)) for n in taken if (m := re.search(r"(\d+)$", n))]
-        number = f"{prefix}-{max(suffixes, default=0) + 1:06d}"
-    incident = Incident(number=number, title=title.strip(), symptoms=symptoms, solution=solution,
-                        created_at=now, updated_at=now)
-    session.add(incident)
-    session.flush()
-    return incident
-
-
-def incident_table(session: Session) -> str:
-    rows = session.scalars(select(Incident).order_by(Incident.number)).all()
-    return "\n".join(f"[{i.number}] {i.status:<11} {i.title}" for i in rows) or "no incidents"

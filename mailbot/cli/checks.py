@@ -8,6 +8,7 @@ import aiosmtplib
 
 from ..config import Config, ImapConfig, OAuth2Config
 from ..register import db
+from ..register.connection import database_url
 from ..supervision import one_line
 from ..transport import oauth
 
@@ -59,7 +60,7 @@ def staff_authentication(config: Config) -> tuple[str, str]:
 
 def _check_database(config: Config, say: Callable[[str], None]) -> bool:
     try:
-        engine = db.make_engine(db.database_url(config))
+        engine = db.make_engine(database_url(config))
         version = db.check_connection(engine)
         schema = db.current_version(engine)
     except Exception as exc:  # one line per failure is the whole point of `check`

@@ -14,13 +14,15 @@ from ..config import Config, ConfigError, load_config, with_overrides
 from ..parsers.visible import one_line, visible
 
 if TYPE_CHECKING:
+    import psycopg
     from sqlalchemy.orm import Session, sessionmaker
 
     from ..daemon import Daemon
 
 log = logging.getLogger("mailbot")
 # Each command imports what it uses when it runs: `mailbot requests list` does not load the
-# daemon, the parsers or the scheduler (issue 16 §5: a command answers in well under 0.5 s).
+# daemon, the parsers or the scheduler, and the commands that only read the register do not load
+# SQLAlchemy either (App.register; issue 16 §5: a command answers in well under 0.5 s).
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 NOISY_LOGGERS = ("mail.log", "mail_devel", "pgserver", "apscheduler", "aiohttp.access",
@@ -41,15 +43,25 @@ class App:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._url: str | None = None
         self._sessions: sessionmaker[Session] | None = None
         self.clock = Clock()
+
+    @property
+    def url(self) -> str:
+        """The database's URL (the embedded server is started when none is configured)."""
+        from ..register.connection import database_url
+
+        if self._url is None:
+            self._url = database_url(self.config)
+        return self._url
 
     @property
     def sessions(self) -> sessionmaker[Session]:
         from ..register import db
 
         if self._sessions is None:
-            engine = db.make_engine(db.database_url(self.config))
+            engine = db.make_engine(self.url)
             try:
                 db.check_connection(engine)
             except db.DatabaseUnavailable as exc:
@@ -64,6 +76,22 @@ class App:
         sessions = self.sessions
         db.ensure_schema(sessions.kw["bind"])
         return sessions
+
+    def register(self) -> psycopg.Connection:
+        """A read-only connection for the register's plain-SQL listings (register/listing.py),
+        without SQLAlchemy, on a schema that is up to date: one not created or upgraded yet is
+        first, as :meth:`ready_sessions` does."""
+        from ..register import connection
+
+        try:
+            conn = connection.connect(self.url)
+        except connection.DatabaseUnavailable as exc:
+            raise Fail(f"database unavailable: {exc}", EX_TEMPFAIL) from None
+        conn.read_only = True
+        if connection.schema_version(conn) != connection.latest_version():
+            conn.rollback()  # its snapshot would stand in the way of an upgrade
+            self.ready_sessions()
+        return conn
 
 
 # ---------------------------------------------------------------- commands
@@ -213,12 +241,11 @@ def cmd_check(app: App, args: argparse.Namespace) -> int:
 def cmd_requests(app: App, args: argparse.Namespace) -> int:
     from . import report
 
-    sessions = app.ready_sessions()
-    with sessions() as session:
+    with app.register() as conn:
         if args.action == "list":
-            print(report.request_list(session, status=args.status, limit=args.limit))
+            print(report.request_list(conn, status=args.status, limit=args.limit))
         else:
-            text = report.request_detail(session, args.number)
+            text = report.request_detail(conn, args.number)
             if text is None:
                 raise Fail(f"no request {args.number}")
             print(text)
@@ -229,24 +256,25 @@ def cmd_request_files(app: App, args: argparse.Namespace) -> int:
     """List the files of a request, or save them into a directory."""
     from pathlib import Path
 
-    from ..register import db
-    from ..register.files import read as read_file
-    from .report import request_files
+    from ..register import listing
 
-    with app.ready_sessions()() as session:
-        files = request_files(session, args.number)
-        if files is None:
+    with app.register() as conn:
+        request = listing.request(conn, args.number)
+        if request is None:
             raise Fail(f"no request {args.number}")
-        for message, row in files:
-            line = (f"{row.id:>6}  {row.size:>10} B  {one_line(message.sender) or '-':<30} "
+        files = listing.request_files(conn, request.id)
+        if args.save:
+            from ..register.files import read as read_file  # it parses mail: only when saving
+        for row in files:
+            line = (f"{row.id:>6}  {row.size:>10} B  {one_line(row.sender) or '-':<30} "
                     f"{one_line(row.filename)}")
             if row.original_filename and row.original_filename != row.filename:
                 line += f"  (named in the mail: {one_line(row.original_filename)!r})"
             if args.save:
                 target = Path(args.save) / f"{row.id}-{row.filename}"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with db.binary_cursor(session) as cursor:
-                    target.write_bytes(read_file(cursor, row.sha256, message.inbound_id))
+                with conn.cursor(binary=True) as cursor:
+                    target.write_bytes(read_file(cursor, row.sha256, row.inbound_id))
                 line += f"  -> {target}"
             print(line)
         print(f"{len(files)} file(s)")
@@ -337,6 +365,12 @@ def cmd_request_send_files(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_staff(app: App, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        from .report import staff_table
+
+        with app.register() as conn:
+            print(staff_table(conn))
+        return EX_OK
     from . import admin
 
     with app.ready_sessions().begin() as session:
@@ -357,8 +391,6 @@ def cmd_staff(app: App, args: argparse.Namespace) -> int:
             elif args.action in ("deactivate", "activate"):
                 admin.set_staff_active(session, args.login, args.action == "activate")
                 print(f"{args.login} {args.action}d")
-            else:
-                print(admin.staff_table(session))
         except admin.AdminError as exc:
             raise Fail(str(exc), EX_USAGE) from None
     return EX_OK
@@ -366,19 +398,16 @@ def cmd_staff(app: App, args: argparse.Namespace) -> int:
 
 def cmd_kb(app: App, args: argparse.Namespace) -> int:
     """The known-error database: search, add, show, edit, import, list, solution."""
+    if args.action in ("search", "list", "show"):
+        return _kb_read(app, args)
     from ..kb import incidents as kb
-    from ..kb import views
-    from ..register.lookup import Lookup
     from ..transport.notify import OUTBOX, notify
 
     prefix, now = app.config.support.incident_prefix, app.clock.now()
     with app.ready_sessions().begin() as session:
         try:
             actor = _kb_actor(session, args)
-            if args.action == "search":
-                print(views.matches(Lookup(session, app.config.timezone)
-                                    .search_incidents(args.text, limit=args.limit)))
-            elif args.action == "add":
+            if args.action == "add":
                 incident = kb.create(session, title=args.title, symptoms=args.symptoms,
                                      solution=args.solution, product=args.product,
                                      version=args.version, status=kb.status_named(args.status) or "",
@@ -391,16 +420,11 @@ def cmd_kb(app: App, args: argparse.Namespace) -> int:
                 print(summary.describe())
                 for where, reason in summary.errors:
                     print(f"line/item {where}: {reason}")
-            elif args.action == "list":
-                print(views.incident_list(session, status=kb.status_named(args.status or "")
-                                          if args.status else None, limit=args.limit))
             else:
                 incident = kb.by_number(session, args.number, prefix)
                 if incident is None:
                     raise Fail(f"no incident {args.number}", EX_USAGE)
-                if args.action == "show":
-                    print(views.incident_detail(session, incident))
-                elif args.action == "edit":
+                if args.action == "edit":
                     _kb_edit(session, incident, args, actor, now, prefix)
                     print(f"[{incident.number}] saved")
                 else:
@@ -408,6 +432,29 @@ def cmd_kb(app: App, args: argparse.Namespace) -> int:
         except kb.KbError as exc:
             raise Fail(str(exc), EX_USAGE) from None
         notify(session, OUTBOX)
+    return EX_OK
+
+
+def _kb_read(app: App, args: argparse.Namespace) -> int:
+    """``kb search``, ``kb list``, ``kb show``: plain SQL (the one search, :mod:`mailbot.kb.search`)."""
+    from ..kb import views
+    from ..kb.search import search
+    from ..kb.statuses import status_named
+    from ..parsers.numbers import incident_number
+    from ..register import listing
+
+    with app.register() as conn:
+        if args.action == "search":
+            print(views.matches(search(conn, [args.text], limit=args.limit)[args.text]))
+        elif args.action == "list":
+            status = status_named(args.status or "") if args.status else None
+            print(views.incident_list(conn, status=status, limit=args.limit))
+        else:
+            incident = listing.incident(conn, incident_number(args.number,
+                                                              app.config.support.incident_prefix))
+            if incident is None:
+                raise Fail(f"no incident {args.number}", EX_USAGE)
+            print(views.incident_detail(conn, incident))
     return EX_OK
 
 
@@ -522,60 +569,72 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
 def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
     """Addresses our mail cannot reach (refused or bounced for good): list them, or forget one
     (automatic mail to it is sent again)."""
-    from sqlalchemy import delete, select
+    if args.action == "list":
+        from ..register import listing
+
+        with app.register() as conn:
+            rows = listing.undeliverable(conn)
+        for row in rows:
+            print(f"{row.refused_at:%Y-%m-%d %H:%M}  {row.source:<4} {row.address:<40} "
+                  f"{one_line(row.reply)[:90]}")
+        print(f"{len(rows)} undeliverable address(es)")
+        return EX_OK
+    from sqlalchemy import delete
 
     from ..register.models import UndeliverableAddress
 
     with app.ready_sessions().begin() as session:
-        if args.action == "list":
-            rows = session.scalars(select(UndeliverableAddress)
-                                   .order_by(UndeliverableAddress.refused_at)).all()
-            for row in rows:
-                print(f"{row.refused_at:%Y-%m-%d %H:%M}  {row.source:<4} {row.address:<40} "
-                      f"{one_line(row.reply)[:90]}")
-            print(f"{len(rows)} undeliverable address(es)")
-        else:
-            address = args.address.strip().lower()
-            gone = session.execute(delete(UndeliverableAddress)
-                                   .where(UndeliverableAddress.address == address)).rowcount
-            if not gone:
-                raise Fail(f"{address} is not recorded as undeliverable")
-            print(f"{address} forgotten: automatic mail to it is sent again")
+        address = args.address.strip().lower()
+        gone = session.execute(delete(UndeliverableAddress)
+                               .where(UndeliverableAddress.address == address)).rowcount
+        if not gone:
+            raise Fail(f"{address} is not recorded as undeliverable")
+        print(f"{address} forgotten: automatic mail to it is sent again")
     return EX_OK
 
 
 def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
-    from ..register import db
-    from ..register.models import Inbound
+    if args.action in ("list", "show"):
+        return _quarantine_read(app, args)
+    from ..register.models import Quarantine
     from ..transport.notify import INBOUND, notify
     from . import quarantine
 
     with app.ready_sessions().begin() as session:
-        if args.action == "list":
-            items = quarantine.open_items(session)
-            for item, inbound in items:
-                print(f"{item.id:>6}  {item.created_at:%Y-%m-%d %H:%M}  {item.stage:<9} "
-                      f"{inbound.size:>9} B  {one_line(item.error)[:90]}")
-            print(f"{len(items)} message(s) in quarantine")
-            return EX_OK
-        found = quarantine.get(session, args.id)
-        if found is None:
+        item = session.get(Quarantine, args.id)
+        if item is None:
             raise Fail(f"no quarantine item {args.id}")
-        item, inbound = found
-        if args.action == "show":
-            raw = db.read_blob(session, Inbound.raw, inbound.id)
-            head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-            head_text = visible(head.decode("utf-8", "replace").replace("\r\n", "\n"))
-            print(f"item {item.id}, inbound {inbound.id} from {inbound.source}, {inbound.size} bytes")
-            print(f"stage: {item.stage}\nerror: {one_line(item.error)}")
-            print(f"resolved: {item.resolution or 'no'}\n\n{head_text}")
-        elif args.action == "retry":
+        if args.action == "retry":
             quarantine.retry(session, item, app.clock.now())
             notify(session, INBOUND)
             print(f"item {item.id} will be processed again by the daemon (or `mailbot run --once`)")
         else:
             quarantine.drop(session, item, app.clock.now())
             print(f"item {item.id} dropped; its raw bytes stay in the database")
+    return EX_OK
+
+
+def _quarantine_read(app: App, args: argparse.Namespace) -> int:
+    """``quarantine list`` (the open items) and ``quarantine show ID`` (an item, its mail's header)."""
+    from ..register import listing
+
+    with app.register() as conn:
+        if args.action == "list":
+            items = listing.quarantined(conn)
+            for item in items:
+                print(f"{item.id:>6}  {item.created_at:%Y-%m-%d %H:%M}  {item.stage:<9} "
+                      f"{item.size:>9} B  {one_line(item.error)[:90]}")
+            print(f"{len(items)} message(s) in quarantine")
+            return EX_OK
+        item = listing.quarantine_item(conn, args.id)
+        if item is None:
+            raise Fail(f"no quarantine item {args.id}")
+        raw = listing.raw_mail(conn, item.inbound_id)
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    head_text = visible(head.decode("utf-8", "replace").replace("\r\n", "\n"))
+    print(f"item {item.id}, inbound {item.inbound_id} from {item.source}, {item.size} bytes")
+    print(f"stage: {item.stage}\nerror: {one_line(item.error)}")
+    print(f"resolved: {item.resolution or 'no'}\n\n{head_text}")
     return EX_OK
 
 

@@ -3,23 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..register.models import Inbound, Quarantine
-
-
-def open_items(session: Session) -> list[tuple[Quarantine, Inbound]]:
-    rows = session.execute(
-        select(Quarantine, Inbound).join(Inbound, Inbound.id == Quarantine.inbound_id)
-        .where(Quarantine.resolved_at.is_(None)).order_by(Quarantine.id))
-    return [(item, inbound) for item, inbound in rows]
-
-
-def get(session: Session, quarantine_id: int) -> tuple[Quarantine, Inbound] | None:
-    row = session.execute(select(Quarantine, Inbound).join(Inbound, Inbound.id == Quarantine.inbound_id)
-                          .where(Quarantine.id == quarantine_id)).first()
-    return tuple(row) if row else None
 
 
 def retry(session: Session, item: Quarantine, now: datetime) -> None:

@@ -18,21 +18,12 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from ..parsers.numbers import find_incident_numbers
+from ..parsers.numbers import find_incident_numbers, incident_number
 from ..register.crm import decode
 from ..register.db import next_ids
 from ..register.models import Incident, IncidentHistory, Message, Request, Staff
+from .statuses import STATUSES, status_named
 
-STATUSES = ("new", "investigating", "solved", "closed", "duplicate")
-# how staff may name a status (commands by mail, the CLI), lower case, ё as е
-STATUS_NAMES = {
-    "new": "new", "новый": "new", "новая": "new",
-    "investigating": "investigating", "исследуется": "investigating", "в работе": "investigating",
-    "расследуется": "investigating", "воспроизводится": "investigating",
-    "solved": "solved", "решен": "solved", "решено": "solved", "решение найдено": "solved",
-    "closed": "closed", "закрыт": "closed", "закрыто": "closed",
-    "duplicate": "duplicate", "дубликат": "duplicate", "дубль": "duplicate",
-}
 FIELDS = ("title", "symptoms", "solution", "product", "version")
 IMPORT_CHUNK = 2000  # incidents per INSERT of an import (the vocabulary triggers run once each)
 
@@ -41,16 +32,9 @@ class KbError(ValueError):
     """The change cannot be made as given; the message says why."""
 
 
-def status_named(name: str) -> str | None:
-    """The status a person means by ``name`` (Russian or English), or None."""
-    return STATUS_NAMES.get(" ".join(name.lower().replace("ё", "е").split()))
-
-
 def by_number(session: Session, number: str, prefix: str = "INC") -> Incident | None:
     """The incident numbered ``number`` (``INC-45``, ``[ІNС-000045]`` and the like)."""
-    found = find_incident_numbers(number, prefix)
-    wanted = found[0] if found else number.strip()
-    return session.scalar(select(Incident).where(Incident.number == wanted))
+    return session.scalar(select(Incident).where(Incident.number == incident_number(number, prefix)))
 
 
 def next_number(session: Session, prefix: str) -> str:

@@ -26,6 +26,9 @@ first, up to :data:`POSTINGS`; a lexeme in more than :data:`COMMON` of the incid
 of the text's lexemes in their titles, and how much of their title the text covers. A duplicate
 is not found (its original is). A batch of texts is searched in two statements (three when a
 short one found too little by its query), whatever their number.
+
+The statements run on a psycopg connection, plain SQL: the daemon's, under its session
+(:func:`mailbot.register.db.dbapi`), and the command line's, which loads no SQLAlchemy.
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+import psycopg
+from psycopg.rows import namedtuple_row
 
 SHORT = 8  # lexemes: a text this short is a query (all its words must match)
 TITLE_SHARE = 0.6
@@ -113,24 +116,25 @@ def is_code(lexeme: str) -> bool:
     return digits >= 3
 
 
-def search(session: Session, texts: Sequence[str], limit: int = 3) -> dict[str, list[IncidentMatch]]:
+def search(conn: psycopg.Connection, texts: Sequence[str],
+           limit: int = 3) -> dict[str, list[IncidentMatch]]:
     """The incidents each text is about, best first, at most ``limit`` each.
 
     A short text is first searched by its own query (and codes) alone; only when that finds
     fewer than ``limit``, the titles holding most of its words are read too.
     """
     texts = list(dict.fromkeys(texts))
-    analyses = analyse(session, texts)
-    found = _matches(session, {t: (a, not a.short) for t, a in analyses.items()}, limit)
+    analyses = analyse(conn, texts)
+    found = _matches(conn, {t: (a, not a.short) for t, a in analyses.items()}, limit)
     again = {t: (a, True) for t, a in analyses.items() if a.short and len(found[t]) < limit}
-    for text_, more in _matches(session, again, limit).items():
+    for text_, more in _matches(conn, again, limit).items():
         known = {m.number for m in found[text_]}
         found[text_] = sorted(found[text_] + [m for m in more if m.number not in known],
                               key=lambda m: (-m.score, m.number))[:limit]
     return {t: found[t] for t in texts}
 
 
-def _matches(session: Session, wanted: dict[str, tuple[Analysis, bool]],
+def _matches(conn: psycopg.Connection, wanted: dict[str, tuple[Analysis, bool]],
              limit: int) -> dict[str, list[IncidentMatch]]:
     """The incidents among each text's candidates that match it (``wanted``: the analysis, and
     whether the titles holding most of its words are candidates too)."""
@@ -139,7 +143,7 @@ def _matches(session: Session, wanted: dict[str, tuple[Analysis, bool]],
              if a.lexemes and (a.gin_query() or pool and a.weights())]
     if not asked:
         return found
-    rows = session.execute(text(CANDIDATES), {
+    rows = _rows(conn, CANDIDATES, {
         "ns": list(range(len(asked))),
         "queries": [a.gin_query() for _, a, _ in asked],
         "alls": [a.all_words for _, a, _ in asked],
@@ -150,7 +154,7 @@ def _matches(session: Session, wanted: dict[str, tuple[Analysis, bool]],
         "short": [a.short for _, a, _ in asked],
         "raws": [t[:500] for t, _, _ in asked],
         "pool": POOL, "title_share": TITLE_SHARE, "problem_share": PROBLEM_SHARE,
-        "limit": limit}).all()
+        "limit": limit})
     for row in rows:
         query, analysis, _ = asked[row.n]
         found[query].append(IncidentMatch(row.number, row.title, row.solution, float(row.score),
@@ -158,13 +162,13 @@ def _matches(session: Session, wanted: dict[str, tuple[Analysis, bool]],
     return found
 
 
-def analyse(session: Session, texts: Sequence[str]) -> dict[str, Analysis]:
+def analyse(conn: psycopg.Connection, texts: Sequence[str]) -> dict[str, Analysis]:
     """Each text's query and lexemes, typos corrected, in one statement."""
     if not texts:
         return {}
-    rows = session.execute(text(ANALYSIS), {
+    rows = _rows(conn, ANALYSIS, {
         "texts": [t[:MAX_TEXT] for t in texts], "typo": TYPO_SIMILARITY,
-        "typo_length": TYPO_MIN_LENGTH, "short": SHORT}).all()
+        "typo_length": TYPO_MIN_LENGTH, "short": SHORT})
     analyses = {t: Analysis() for t in texts}
     fixes: dict[str, list] = {t: [] for t in texts}
     for row in rows:
@@ -203,6 +207,11 @@ def _reason(row, analysis: Analysis) -> str:
         (f"; опечатки: {', '.join(typos)}" if typos else "")
 
 
+def _rows(conn: psycopg.Connection, sql: str, params: dict) -> list:
+    with conn.cursor(row_factory=namedtuple_row) as cursor:
+        return cursor.execute(sql, params).fetchall()
+
+
 def _quoted(lexeme: str) -> str:
     """A lexeme as tsquery and tsvector text write it."""
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
@@ -212,11 +221,11 @@ def _quoted(lexeme: str) -> str:
 # holds the closest one that some do (pg_trgm: % finds candidates through the GIN index).
 ANALYSIS = """
 WITH q AS (
-    SELECT n, kb_text(t) AS t FROM unnest(CAST(:texts AS text[])) WITH ORDINALITY AS q(t, n)),
+    SELECT n, kb_text(t) AS t FROM unnest(CAST(%(texts)s AS text[])) WITH ORDINALITY AS q(t, n)),
 l AS (
     SELECT q.n, w.lexeme, count(*) OVER (PARTITION BY q.n) AS count
     FROM q, unnest(tsvector_to_array(to_tsvector('russian', q.t))) AS w(lexeme))
-SELECT q.n, CASE WHEN coalesce(l.count, 0) <= :short
+SELECT q.n, CASE WHEN coalesce(l.count, 0) <= %(short)s
                  THEN websearch_to_tsquery('russian', q.t)::text END AS query, l.lexeme, k.ndoc,
        f.lexeme AS fixed, f.ndoc AS fixed_ndoc, f.sim AS similarity,
        (SELECT ndoc FROM incident_terms WHERE lexeme = '') AS total
@@ -226,10 +235,10 @@ LEFT JOIN incident_terms k ON k.lexeme = l.lexeme AND k.ndoc > 0
 LEFT JOIN LATERAL (
     SELECT v.lexeme, v.ndoc, similarity(v.lexeme, l.lexeme) AS sim
     FROM incident_terms v
-    WHERE k.lexeme IS NULL AND l.count <= :short AND length(l.lexeme) >= :typo_length
+    WHERE k.lexeme IS NULL AND l.count <= %(short)s AND length(l.lexeme) >= %(typo_length)s
       AND l.lexeme !~ '[0-9]'
-      AND v.lexeme % l.lexeme AND v.ndoc > 0 AND left(v.lexeme, 1) = left(l.lexeme, 1)
-    ORDER BY sim DESC, v.ndoc DESC, v.lexeme LIMIT 1) AS f ON f.sim >= :typo
+      AND v.lexeme %% l.lexeme AND v.ndoc > 0 AND left(v.lexeme, 1) = left(l.lexeme, 1)
+    ORDER BY sim DESC, v.ndoc DESC, v.lexeme LIMIT 1) AS f ON f.sim >= %(typo)s
 ORDER BY q.n, l.lexeme
 """
 
@@ -245,9 +254,10 @@ SELECT c.n, m.number, m.title, m.solution, m.status, m.score, m.all_words, m.que
              SELECT unnest(k.lexemes) ORDER BY 1) AS words,
        ARRAY(SELECT unnest(tsvector_to_array(m.search)) INTERSECT
              SELECT unnest(k.codes) ORDER BY 1) AS codes
-FROM unnest(CAST(:ns AS int[]), CAST(:queries AS tsquery[]), CAST(:alls AS tsquery[]),
-            CAST(:lexemes AS tsvector[]), CAST(:codes AS tsvector[]), CAST(:weights AS jsonb[]),
-            CAST(:short AS boolean[]), CAST(:raws AS text[]), CAST(:pools AS boolean[]))
+FROM unnest(CAST(%(ns)s AS int[]), CAST(%(queries)s AS tsquery[]),
+            CAST(%(alls)s AS tsquery[]), CAST(%(lexemes)s AS tsvector[]),
+            CAST(%(codes)s AS tsvector[]), CAST(%(weights)s AS jsonb[]),
+            CAST(%(short)s AS boolean[]), CAST(%(raws)s AS text[]), CAST(%(pools)s AS boolean[]))
      AS c(n, query, all_words, lexemes, codes, weights, short, raw, pool)
 CROSS JOIN LATERAL (
     SELECT tsvector_to_array(c.lexemes) AS lexemes, tsvector_to_array(c.codes) AS codes,
@@ -258,7 +268,7 @@ CROSS JOIN LATERAL (
                       LATERAL (SELECT incident_id FROM incident_title_words
                                WHERE lexeme = w.key AND c.pool OFFSET 0) AS t  -- an index scan each
                  GROUP BY t.incident_id ORDER BY sum(w.weight) DESC, t.incident_id
-                 LIMIT :pool) AS pool) AS k
+                 LIMIT %(pool)s) AS pool) AS k
 CROSS JOIN LATERAL (
     SELECT s.*, (CASE WHEN s.code_hits > 0 THEN 2 ELSE 0 END
                  + CASE WHEN s.all_words THEN 1 ELSE 0 END
@@ -285,8 +295,8 @@ CROSS JOIN LATERAL (
     WHERE s.code_hits > 0 OR s.all_words
        OR (c.short AND s.query_hits >= k.lexeme_count - 1 AND s.query_hits >= 2
            AND k.lexeme_count >= 3)
-       OR (s.title_hits >= 2 AND s.title_hits >= :title_share * s.title_len)
-       OR (s.problem_hits >= 3 AND s.problem_hits >= :problem_share * s.problem_len)
-    ORDER BY score DESC, s.number LIMIT :limit) AS m
+       OR (s.title_hits >= 2 AND s.title_hits >= %(title_share)s * s.title_len)
+       OR (s.problem_hits >= 3 AND s.problem_hits >= %(problem_share)s * s.problem_len)
+    ORDER BY score DESC, s.number LIMIT %(limit)s) AS m
 ORDER BY c.n, m.score DESC, m.number
 """

@@ -1,11 +1,12 @@
-"""Plain-text views of the known-error database for the CLI (text from people: one line each)."""
+"""Plain-text views of the known-error database for the CLI (text from people: one line each),
+from the register's plain-SQL listings (:mod:`mailbot.register.listing`)."""
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+import psycopg
 
 from ..parsers.visible import one_line, visible
-from ..register.models import Incident, IncidentHistory, Request, Staff
+from ..register import listing
+from ..register.listing import Row
 from .search import IncidentMatch
 
 
@@ -14,39 +15,29 @@ def matches(found: list[IncidentMatch]) -> str:
                      f"        {one_line(m.reason)}" for m in found) or "nothing found"
 
 
-def incident_list(session: Session, status: str | None = None, limit: int = 100) -> str:
-    query = select(Incident).order_by(Incident.id.desc()).limit(limit)
-    if status:
-        query = query.where(Incident.status == status)
-    rows = session.scalars(query).all()
-    return "\n".join(f"[{i.number}] {i.status:<13} {one_line(i.title)}" for i in rows) \
-        or "no incidents"
+def incident_list(conn: psycopg.Connection, status: str | None = None, limit: int = 100) -> str:
+    return "\n".join(f"[{i.number}] {i.status:<13} {one_line(i.title)}"
+                     for i in listing.incidents(conn, status, limit)) or "no incidents"
 
 
-def incident_detail(session: Session, incident: Incident) -> str:
+def incident_detail(conn: psycopg.Connection, incident: Row) -> str:
     """Every field, the requests linked to it, and its history."""
-    author = session.get(Staff, incident.created_by) if incident.created_by else None
-    original = session.get(Incident, incident.duplicate_of) if incident.duplicate_of else None
     lines = [
         f"[{incident.number}] {one_line(incident.title)}",
-        f"  status:     {incident.status}" + (f" of [{original.number}]" if original else ""),
+        f"  status:     {incident.status}"
+        + (f" of [{incident.original}]" if incident.original is not None else ""),
         f"  product:    {one_line(incident.product) or '-'} {one_line(incident.version)}".rstrip(),
-        f"  created:    {incident.created_at:%Y-%m-%d %H:%M} by {author.login if author else '-'}",
+        f"  created:    {incident.created_at:%Y-%m-%d %H:%M} by "
+        f"{incident.author if incident.author is not None else '-'}",
         f"  updated:    {incident.updated_at:%Y-%m-%d %H:%M}",
         "symptoms:", _block(incident.symptoms), "solution:", _block(incident.solution),
         "requests:",
     ]
-    requests = session.scalars(select(Request).where(Request.incident_id == incident.id)
-                               .order_by(Request.id)).all()
     lines += [f"  {r.number}  ОП{r.level or '-'}  {r.status:<22} {one_line(r.subject)[:60]}"
-              for r in requests] or ["  -"]
+              for r in listing.incident_requests(conn, incident.id)] or ["  -"]
     lines.append("history:")
-    numbers = dict(session.execute(select(Request.id, Request.number).where(
-        Request.id.in_(select(IncidentHistory.request_id).where(
-            IncidentHistory.incident_id == incident.id)))).all())
-    for entry in session.scalars(select(IncidentHistory).where(
-            IncidentHistory.incident_id == incident.id).order_by(IncidentHistory.id)):
-        where = f" ({numbers[entry.request_id]})" if entry.request_id in numbers else ""
+    for entry in listing.incident_history(conn, incident.id):
+        where = f" ({entry.request})" if entry.request is not None else ""
         changes = "; ".join(f"{name}: {_short(old)} → {_short(new)}"
                             for name, (old, new) in entry.changes.items())
         lines.append(f"  {entry.at:%Y-%m-%d %H:%M}  {one_line(entry.actor):<14} "

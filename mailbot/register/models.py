@@ -206,7 +206,7 @@ class Inbound(Base):
     source: Mapped[str]
     mailbox: Mapped[str] = mapped_column(server_default="support")  # support or tp2
     uid: Mapped[int | None]
-    raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
+    raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read alone, by a binary cursor
     size: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(server_default="pending")
     received_at: Mapped[datetime] = _now()
@@ -241,7 +241,7 @@ class Outbox(Base):
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
     mail_from: Mapped[str]
     recipients: Mapped[list[str]]
-    raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read with db.read_blob
+    raw: Mapped[bytes] = mapped_column(deferred=True)  # big: read alone, by a binary cursor
     status: Mapped[str] = mapped_column(server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime] = _now()
