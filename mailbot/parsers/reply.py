@@ -52,9 +52,15 @@ _HEADER_LINE = re.compile(
     re.I,
 )
 _SIGNATURE = re.compile(
-    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|get outlook for|получить outlook для|"
+    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|sent from yahoo mail|get outlook for|получить outlook для|"
     r"отправлено с |отправлено из |von meinem .* gesendet)", re.I)
 _RULE = re.compile(r"\s*+[-_=*]{5,}+\s*+$")
+_FORMULA = (r"(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|спасибо|"
+            r"(?:best |kind |warm )?regards|best wishes|(?:yours )?sincerely|thanks|thank you|cheers)")
+# A closing formula on a line of its own: the line after it is where people sign their name
+CLOSING = re.compile(rf"^\s*{_FORMULA}\W*$", re.IGNORECASE | re.MULTILINE)
+_SIGNATURE_LINES = 8  # a signature block: at most this many non-blank lines at the end …
+_SIGNATURE_WIDTH = 100  # … none of them longer than this
 
 
 def _outlook_header_at(lines: list[str], index: int) -> bool:
@@ -140,3 +146,25 @@ def reply_parts(text: str) -> tuple[str, bool]:
         kept = _unsigned(lines[after:])  # answers written between quoted lines
     forward = cut < len(lines) and _FORWARD_SEPARATOR.match(lines[cut]) is not None
     return "\n".join(kept).strip("\n"), forward
+
+
+def without_signature(text: str, name: str) -> str:
+    """``text`` without the writer's own signature block at its end: from a line that names the
+    writer (``name``'s first word, the surname: "Сидоров С.С.", "С уважением, Сидоров") or from
+    the closing formula above such a line, to the end, when that is a few short lines."""
+    surname = name.split()[0] if name.split() else ""
+    if len(surname) < 3:
+        return text
+    naming = re.compile(rf"(?<!\w){re.escape(surname)}(?!\w)", re.IGNORECASE)
+    lines = text.rstrip().split("\n")
+    written = [i for i, line in enumerate(lines) if line.strip()]
+    for place, index in enumerate(written[1:][-_SIGNATURE_LINES:], start=max(1, len(written) - _SIGNATURE_LINES)):
+        line = lines[index]
+        signed = naming.search(line) is not None and len(line) <= _SIGNATURE_WIDTH // 2
+        if CLOSING.match(line) and place + 1 < len(written):
+            signed = naming.search(lines[written[place + 1]]) is not None
+        if signed:
+            if all(len(rest) <= _SIGNATURE_WIDTH for rest in lines[index:]):
+                return "\n".join(lines[:index]).rstrip()
+            return text
+    return text

@@ -1,0 +1,149 @@
+"""Day one with real mail programs: staff answering from Outlook, Thunderbird, web mail and phones,
+customers writing from Outlook (winmail.dat, forwards, answers on top of the quote).
+
+Whole scenarios through real Dovecot, PostgreSQL and the SMTP sink (tests/mailflow.py), the mail
+built as each client writes it: its quote header, its HTML, its signature and tag lines.
+"""
+from __future__ import annotations
+
+import html
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+
+from tests.mailflow import Desk, body, mx_trace
+from tests.test_scenarios_day_one import CUSTOMER
+
+STAFF_NAME = "Сидоров Сидор Сидорович"
+
+SIGNATURE = ("С уважением,", "Сидоров Сидор Сидорович", "Ведущий инженер ТП1",
+             "ООО «Текон-Автоматика»", "Тел.: +7 (495) 730-41-12, доб. 215")
+OUTLOOK_HEADERS = {"ru": ("От", "Отправлено", "Кому", "Тема"), "en": ("From", "Sent", "To", "Subject")}
+OUTLOOK_DATES = {"ru": "25 ноября 2026 г. 10:05", "en": "Wednesday, November 25, 2026 10:05 AM"}
+
+
+def outlook_mail(sender: str, parent, text: list[str], signature: tuple[str, ...] = (),
+                 language: str = "ru", html_only: bool = False) -> EmailMessage:
+    """A reply as Outlook writes it: the text, the writer's signature, then the whole mail answered
+    under a «From/Sent/To/Subject» block (no '>' marks); plain and HTML (paragraphs
+    ``MsoNormal``), or HTML alone."""
+    parsed = parent.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parsed["Reply-To"] or parsed["From"]
+    msg["Subject"] = f"RE: {parsed['Subject']}"
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    msg["In-Reply-To"] = msg["References"] = parsed["Message-ID"]
+    labels = OUTLOOK_HEADERS[language]
+    values = (str(parsed["From"]), OUTLOOK_DATES[language], sender, str(parsed["Subject"]))
+    header = [f"{label}: {value}" for label, value in zip(labels, values)]
+    quoted = body(parent).splitlines()
+    plain = "\n\n".join(text) + "\n\n" + "\n".join(signature) + "\n\n" + "\n".join(header) + "\n\n" + "\n".join(quoted)
+    paragraphs = "".join(f"<p class=MsoNormal>{html.escape(line)}<o:p></o:p></p>" for line in text)
+    paragraphs += "<p class=MsoNormal><o:p>&nbsp;</o:p></p>" + "".join(
+        f"<p class=MsoNormal><span style='color:#1F497D'>{html.escape(line)}</span><o:p></o:p></p>"
+        for line in signature)
+    paragraphs += ("<div style='border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm'>"
+                   "<p class=MsoNormal>" + "<br>".join(
+                       f"<b>{label}:</b> {html.escape(value)}" for label, value in zip(labels, values))
+                   + "<o:p></o:p></p></div>")
+    paragraphs += "".join(f"<p class=MsoNormal>{html.escape(line)}<o:p></o:p></p>" for line in quoted)
+    document = (f"<html><head><style>p.MsoNormal {{margin:0cm}}</style></head><body lang=RU>"
+                f"<div class=WordSection1>{paragraphs}</div></body></html>")
+    if html_only:
+        msg.set_content(document, subtype="html")
+    else:
+        msg.set_content(plain)
+        msg.add_alternative(document, subtype="html")
+    return msg
+
+
+def opened(desk: Desk) -> tuple[str, object]:
+    """A customer's request and the notification of it to Sidorov, its assignee."""
+    staff = desk.add_staff("sidorov", full_name=STAFF_NAME)
+    desk.write(CUSTOMER, "Не запускается АРМ", "После обновления АРМ не запускается.")
+    desk.run()
+    return staff, desk.inbox()[staff][0]
+
+
+def deliver(desk: Desk, sender: str, msg: EmailMessage) -> None:
+    desk.dovecot.append(desk.mailbox.user, mx_trace(sender, "pass") + msg.as_bytes())
+
+
+@pytest.mark.parametrize("language", ["ru", "en"])
+@pytest.mark.parametrize("html_only", [False, True], ids=["plain-and-html", "html-only"])
+def test_a_staff_answer_from_outlook_reaches_the_customer_once_without_the_notification(
+        desk: Desk, language: str, html_only: bool):
+    """Sidorov answers from Outlook (Russian or English): his text on top, his own signature
+    (phone, title), the notification quoted whole below «От:/From: … Отправлено:/Sent: …».
+    The customer gets the answer once, none of the notification (contract, level reason,
+    commands), and one signature: the bot's (his name, the support address, the number)."""
+    staff, notice = opened(desk)
+    deliver(desk, staff, outlook_mail(staff, notice, ["Иван Иванович, добрый день!",
+                                                      "Переустановите драйвер ключа."],
+                                      SIGNATURE, language, html_only))
+    desk.run()
+    answer = body(desk.mail_to(CUSTOMER))
+    assert answer.count("Переустановите драйвер ключа.") == 1
+    for internal in ("Договор", "ТП-17", "Исполнитель", "Уровень", "#решено", "Текст обращения",
+                     "После обновления АРМ не запускается", "Отправлено", "Sent:"):
+        assert internal not in answer
+    assert "доб. 215" not in answer and "С уважением" not in answer and "Ведущий инженер" not in answer
+    assert answer.count(STAFF_NAME) == 1 and answer.count("\n--\n") == 1
+    assert answer.index("Переустановите драйвер ключа.") < answer.index(STAFF_NAME)
+
+
+def phone_answer(desk: Desk, notice, sender: str, text: str) -> None:
+    """A reply from a phone: the text, then the client's tag line, then the quote."""
+    parent = notice.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parent["Reply-To"]
+    msg["Subject"] = f"Re: {parent['Subject']}"
+    msg["Message-ID"] = make_msgid(domain="tecon.example")
+    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
+    quoted = "\n".join(f"> {line}" for line in body(notice).splitlines())
+    msg.set_content(f"{text}\n\n25.11.2026, 10:05, Техническая поддержка <{parent['Reply-To']}>:\n{quoted}\n")
+    deliver(desk, sender, msg)
+
+
+@pytest.mark.parametrize("tag", ["Отправлено с iPhone", "Sent from my Galaxy",
+                                 "Отправлено из Mail.ru для Android", "Отправлено из мобильной Яндекс Почты",
+                                 "Get Outlook for Android", "Sent from Yahoo Mail on Android"])
+def test_a_phone_clients_tag_line_does_not_reach_the_customer(desk: Desk, tag: str):
+    """«Отправлено с iPhone» and the like are the phone's advertisement, not the answer."""
+    staff, notice = opened(desk)
+    phone_answer(desk, notice, staff, f"Переустановите драйвер ключа.\n\n{tag}")
+    desk.run()
+    answer = body(desk.mail_to(CUSTOMER))
+    assert "Переустановите драйвер ключа." in answer and tag not in answer
+
+
+def web_mail_answer(desk: Desk, notice, sender: str, attribution: str, text: str) -> None:
+    """A reply from web mail (Mail.ru, Yandex, Thunderbird's HTML): HTML only, the quote a
+    <blockquote> below the client's attribution line."""
+    parent = notice.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parent["Reply-To"]
+    msg["Subject"] = f"Re: {parent['Subject']}"
+    msg["Message-ID"] = make_msgid(domain="tecon.example")
+    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
+    quoted = "<br>".join(html.escape(line) for line in body(notice).splitlines())
+    msg.set_content(f"<html><body><div>{html.escape(text)}</div><div>&nbsp;</div>"
+                    f"<div>{html.escape(attribution)}</div><blockquote>{quoted}</blockquote>"
+                    f"</body></html>", subtype="html")
+    deliver(desk, sender, msg)
+
+
+@pytest.mark.parametrize("attribution", [
+    "Среда, 25 ноября 2026, 10:05 +03:00 от Техническая поддержка <support@tecon.example>:",  # Mail.ru
+    "25.11.2026, 10:05, \"Техническая поддержка\" <support@tecon.example>:",  # Yandex
+    "25.11.2026 10:05, Техническая поддержка пишет:",  # Thunderbird
+    "On 25.11.2026 10:05, Техническая поддержка wrote:",  # Thunderbird, English
+])
+def test_a_staff_answer_from_web_mail_reaches_the_customer_without_the_quote(desk: Desk, attribution: str):
+    staff, notice = opened(desk)
+    web_mail_answer(desk, notice, staff, attribution, "Переустановите драйвер ключа.")
+    desk.run()
+    answer = body(desk.mail_to(CUSTOMER))
+    assert "Переустановите драйвер ключа." in answer
+    assert "Договор" not in answer and "10:05" not in answer and "поддержка <" not in answer
