@@ -12,7 +12,7 @@ from email.utils import make_msgid
 
 import pytest
 
-from tests.mailflow import Desk, body, mx_trace
+from tests.mailflow import CRM, Desk, body, mx_trace
 from tests.test_scenarios_day_one import CUSTOMER
 
 STAFF_NAME = "Сидоров Сидор Сидорович"
@@ -147,3 +147,99 @@ def test_a_staff_answer_from_web_mail_reaches_the_customer_without_the_quote(des
     answer = body(desk.mail_to(CUSTOMER))
     assert "Переустановите драйвер ключа." in answer
     assert "Договор" not in answer and "10:05" not in answer and "поддержка <" not in answer
+
+
+def staff_mail(notice, sender: str, text: str, subject: str | None = None) -> EmailMessage:
+    """A staff member's reply to a notification, with ``text`` as written."""
+    parent = notice.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parent["Reply-To"]
+    msg["Subject"] = subject or f"RE: {parent['Subject']}"
+    msg["Message-ID"] = make_msgid(domain="tecon.example")
+    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
+    msg.set_content(text)
+    return msg
+
+
+def doubted(desk: Desk) -> tuple[str, object]:
+    """A request from an address the CRM does not know, naming ООО «Завод» and a ФИО: the card
+    says «КЛИЕНТ НЕ ПОДТВЕРЖДЁН» with the organisation's CRM phone."""
+    staff = desk.add_staff("sidorov", full_name=STAFF_NAME)
+    desk.load_crm(CRM_WITH_PHONE)
+    desk.write("ivanov.ii@mail.example", "Не запускается АРМ",
+               "После обновления АРМ не запускается.\n\nС уважением,\nИванов Иван Иванович\nООО «Завод»")
+    desk.run()
+    notice = desk.inbox()[staff][0]
+    assert "КЛИЕНТ НЕ ПОДТВЕРЖДЁН" in body(notice) and "+7 495 111-22-33" in body(notice)
+    return staff, notice
+
+
+CRM_WITH_PHONE = CRM.replace("ivanov@zavod.example;;ТП-17", "ivanov@zavod.example;+7 495 111-22-33;ТП-17")
+
+
+def test_a_notification_quoted_below_an_unknown_quote_header_never_reaches_the_customer(desk: Desk):
+    """Accident: a mail program whose quote header the bot does not know («"Техническая
+    поддержка" <…> 25.11.2026 10:05», no '>' marks) leaves the whole notification below the
+    answer: the card (contract, CRM phone, «КЛИЕНТ НЕ ПОДТВЕРЖДЁН»). Nothing goes to the
+    customer; the staff member is told which internal lines the answer carries."""
+    staff, notice = doubted(desk)
+    desk.new_mail()
+    card = body(notice).replace("Запрос:  ", "Запрос: ")  # the quote header block is not the card's first line
+    deliver(desk, staff, staff_mail(notice, staff, "Переустановите драйвер ключа.\n\n"
+                                    f"\"Техническая поддержка\" <support@tecon.example> 25.11.2026 10:05\n\n{card}"))
+    desk.run()
+    mail = desk.inbox()
+    assert "ivanov.ii@mail.example" not in mail
+    (told,) = mail[staff]
+    assert "Ответ клиенту не отправлен" in told.parsed()["Subject"]
+    assert "служебный текст" in body(told) and "Клиенту ничего не отправлено." in body(told)
+
+
+@pytest.mark.parametrize("internal", ["Договор:", "КЛИЕНТ НЕ ПОДТВЕРЖДЁН", "телефон по CRM"])
+def test_a_card_line_pasted_into_an_answer_never_reaches_the_customer(desk: Desk, internal: str):
+    """Accident: one line of the card (the contract, the identity doubt, the CRM phone) pasted
+    into an answer, its spacing changed as an HTML quote changes it."""
+    staff, notice = doubted(desk)
+    desk.new_mail()
+    line = next(line for line in body(notice).splitlines() if internal in line)
+    deliver(desk, staff, staff_mail(notice, staff, f"Добрый день!\n{' '.join(line.split())}\nПерезвоните нам."))
+    desk.run()
+    mail = desk.inbox()
+    assert "ivanov.ii@mail.example" not in mail
+    assert "Ответ клиенту не отправлен" in mail[staff][0].parsed()["Subject"]
+
+
+def test_the_customers_own_words_quoted_back_still_reach_them(desk: Desk):
+    """The notification quotes the customer's text; quoting it back in an answer is no leak."""
+    staff, notice = opened(desk)
+    deliver(desk, staff, staff_mail(notice, staff, "Вы пишете: «После обновления АРМ не запускается.»\n"
+                                                   "Переустановите драйвер ключа."))
+    desk.run()
+    assert "После обновления АРМ не запускается." in body(desk.mail_to(CUSTOMER))
+
+
+def test_a_notification_attached_to_an_answer_never_reaches_the_customer(desk: Desk):
+    """Accident: Outlook's «attach the original message» (or a notification forwarded as an
+    attachment) with an answer: the whole card would go to the customer as an .eml file."""
+    staff, notice = opened(desk)
+    msg = staff_mail(notice, staff, "Переустановите драйвер ключа.")
+    msg.add_attachment(notice.parsed())
+    deliver(desk, staff, msg)
+    desk.run()
+    mail = desk.inbox()
+    assert CUSTOMER not in mail
+    assert "приложено письмо" in body(mail[staff][0])
+
+
+def test_a_staff_reply_to_all_reaches_the_customer_without_the_notification(desk: Desk):
+    """Reply-all to the notification: To the support address, Cc the staff group; the answer goes
+    to the customer, the quoted notification does not."""
+    staff, notice = opened(desk)
+    msg = staff_mail(notice, staff, "Переустановите драйвер ключа.\n\n"
+                     f"25.11.2026 10:05, Техническая поддержка пишет:\n"
+                     + "\n".join(f"> {line}" for line in body(notice).splitlines()))
+    msg["Cc"] = "tp1@tecon.example"
+    deliver(desk, staff, msg)
+    desk.run()
+    answer = body(desk.mail_to(CUSTOMER))
+    assert "Переустановите драйвер ключа." in answer and "Договор" not in answer

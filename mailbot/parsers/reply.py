@@ -61,6 +61,9 @@ _FORMULA = (r"(?:с уважением|с наилучшими пожелани�
 CLOSING = re.compile(rf"^\s*{_FORMULA}\W*$", re.IGNORECASE | re.MULTILINE)
 _SIGNATURE_LINES = 8  # a signature block: at most this many non-blank lines at the end …
 _SIGNATURE_WIDTH = 100  # … none of them longer than this
+_QUOTE_MARKS = re.compile(r"^[\s>|]+")
+_LETTER = re.compile(r"[^\W\d_]")
+_SAME_LINE = 12  # lines shorter than this ("Здравствуйте!", "Статус") are too common to compare
 
 
 def _outlook_header_at(lines: list[str], index: int) -> bool:
@@ -168,3 +171,15 @@ def without_signature(text: str, name: str) -> str:
                 return "\n".join(lines[:index]).rstrip()
             return text
     return text
+
+
+def comparable_lines(text: str) -> set[str]:
+    """The lines of ``text`` as a quote keeps them, to be found in another text: quote marks and
+    runs of spaces dropped (Outlook's HTML quote collapses the card's alignment), lines with a
+    letter and at least ``_SAME_LINE`` characters."""
+    found = set()
+    for line in text.split("\n"):
+        key = " ".join(_QUOTE_MARKS.sub("", line).split())
+        if len(key) >= _SAME_LINE and _LETTER.search(key):
+            found.add(key)
+    return found
