@@ -9,8 +9,12 @@ from __future__ import annotations
 import html
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+
+from mailbot.register.models import AttachmentRow
 
 from tests.mailflow import CRM, Desk, body, mx_trace
 from tests.test_scenarios_day_one import CUSTOMER
@@ -243,3 +247,50 @@ def test_a_staff_reply_to_all_reaches_the_customer_without_the_notification(desk
     desk.run()
     answer = body(desk.mail_to(CUSTOMER))
     assert "Переустановите драйвер ключа." in answer and "Договор" not in answer
+
+
+TNEF = Path(__file__).parent / "data" / "tnef"  # real Outlook/Exchange streams (SOURCES.md there)
+
+
+def outlook_with_winmail(sender: str, subject: str, text: str | None, winmail: bytes) -> EmailMessage:
+    """A customer's mail from Outlook in «Rich Text» mode: the text (or none: Exchange sends the
+    whole mail as application/ms-tnef) and winmail.dat, which holds the files."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, "support@tecon.example", subject
+    msg["Message-ID"] = make_msgid(domain="zavod.example")
+    if text is None:
+        msg.set_content(winmail, maintype="application", subtype="ms-tnef")
+    else:
+        msg.set_content(text)
+        msg.add_attachment(winmail, maintype="application", subtype="ms-tnef", filename="winmail.dat")
+    return msg
+
+
+def test_files_inside_winmail_dat_reach_the_request_under_their_names(desk: Desk):
+    """Outlook packs the files into winmail.dat: staff see each file by its own name (umlauts
+    kept) on the request and in the notification, not one «winmail.dat» nobody can open."""
+    staff = desk.add_staff("sidorov", full_name=STAFF_NAME)
+    deliver(desk, CUSTOMER, outlook_with_winmail(CUSTOMER, "Логи сервера опроса", "Логи во вложении.",
+                                                 (TNEF / "umlaut.tnef").read_bytes()))
+    desk.run()
+    with desk.sessions() as session:
+        names = session.scalars(select(AttachmentRow.original_filename).order_by(AttachmentRow.id)).all()
+    assert names == ["TBZ PARIV GmbH.jpg", "image003.jpg", "UmlautAnhang-äüö.txt"]
+    notice = body(desk.inbox()[staff][0])
+    assert "Логи во вложении." in notice and "winmail.dat" not in notice
+    assert "UmlautAnhang-" in notice and "TBZ PARIV GmbH.jpg" in notice
+
+
+@pytest.mark.parametrize("sample, words", [
+    ("long-filename.tnef", "I've attached a temp. license for QARun 4.7."),  # RTF body
+    ("body.tnef", "Amendments 1-10 of the Constitution"),  # HTML body
+])
+def test_a_mail_whose_text_is_only_inside_winmail_dat_is_read(desk: Desk, sample: str, words: str):
+    """Exchange sends the whole mail as winmail.dat (no text part): its text (RTF or HTML) is
+    the request's text, shown to staff, and its files are the request's files."""
+    staff = desk.add_staff("sidorov", full_name=STAFF_NAME)
+    deliver(desk, CUSTOMER, outlook_with_winmail(CUSTOMER, "License", None, (TNEF / sample).read_bytes()))
+    desk.run()
+    notice = body(desk.inbox()[staff][0])
+    assert words in notice
+    assert "{\\rtf" not in notice and "<html" not in notice.lower()
