@@ -52,8 +52,8 @@ _HEADER_LINE = re.compile(
     re.I,
 )
 _SIGNATURE = re.compile(
-    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|sent from yahoo mail|get outlook for|получить outlook для|"
-    r"отправлено с |отправлено из |von meinem .* gesendet)", re.I)
+    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|sent from yahoo mail|get outlook for|"
+    r"получить outlook для|отправлено с |отправлено из |von meinem .* gesendet)", re.I)
 _RULE = re.compile(r"\s*+[-_=*]{5,}+\s*+$")
 _FORMULA = (r"(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|спасибо|"
             r"(?:best |kind |warm )?regards|best wishes|(?:yours )?sincerely|thanks|thank you|cheers)")
@@ -161,7 +161,8 @@ def without_signature(text: str, name: str) -> str:
     naming = re.compile(rf"(?<!\w){re.escape(surname)}(?!\w)", re.IGNORECASE)
     lines = text.rstrip().split("\n")
     written = [i for i, line in enumerate(lines) if line.strip()]
-    for place, index in enumerate(written[1:][-_SIGNATURE_LINES:], start=max(1, len(written) - _SIGNATURE_LINES)):
+    first = max(1, len(written) - _SIGNATURE_LINES)
+    for place, index in enumerate(written[first:], start=first):
         line = lines[index]
         signed = naming.search(line) is not None and len(line) <= _SIGNATURE_WIDTH // 2
         if CLOSING.match(line) and place + 1 < len(written):

@@ -135,7 +135,9 @@ class StaffReply:
         if block.has("note"):
             return []
         problems = []
-        if block.text and (leaked := comparable_lines(block.text) & self.workflow.lookup.internal_lines(self.request)):
+        leaked = comparable_lines(block.text) & self.workflow.lookup.internal_lines(self.request) \
+            if block.text else set()
+        if leaked:
             problems.append(problem("", "internal_text", lines=sorted(leaked)[:5], count=len(leaked)))
         mails = [row.filename for row in self._attachments() if row.content_type == "message/rfc822"]
         if mails:
