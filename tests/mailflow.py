@@ -56,10 +56,11 @@ class Desk:
         assert not summary.errors, summary.errors
 
     def add_staff(self, login: str, *, years: int = 6, tier: str = "tp1",
-                  department: str = "Отдел сопровождения проектов", active: bool = True) -> str:
+                  department: str = "Отдел сопровождения проектов", active: bool = True,
+                  full_name: str | None = None) -> str:
         email = f"{login}@tecon.example"
         with self.sessions.begin() as session:
-            session.add(Staff(login=login, full_name=f"{login.capitalize()} Сотрудник", email=email,
+            session.add(Staff(login=login, full_name=full_name or f"{login.capitalize()} Сотрудник", email=email,
                               tier=tier, department=department, experience_years=years,
                               active=active))
         return email

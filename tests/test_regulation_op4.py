@@ -421,6 +421,15 @@ def test_a_solution_that_did_not_help_goes_back_to_tp2(desk):
     assert escalation(desk, op4).status == "answered"
 
 
+def test_tp1_relays_tp2s_words_to_the_customer(desk):
+    """§5: ТП1 relays ТП2's answer: ТП2's words pasted into the solution are not held back as
+    internal text (only the bot's cards to staff are)."""
+    tp1, tp2, request, answer = escalated(desk)
+    desk.reply(answer, tp1, "#решено\nЭто известная ошибка.")
+    desk.run()
+    assert "Это известная ошибка." in body(desk.mail_to(CUSTOMER))
+
+
 def test_tp2_commands_are_checked_before_anything_is_done(desk):
     tp1, tp2, request, answer = escalated(desk)
     op4 = op4_of(desk, request)

@@ -244,6 +244,7 @@ class MimeContent:
     disposition: list[dict[str, str]] = field(default_factory=list)
     original_ids: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    tnef_bodies: list[tuple[str, str]] = field(default_factory=list)  # the text inside winmail.dat
 
 
 class MimeWalker:
@@ -257,7 +258,10 @@ class MimeWalker:
         self._searched = 0  # the spans found so far end here
 
     def walk(self, message: Message) -> MimeContent:
-        self.content.chunks = self._part(message, 0)
+        chunks = self._part(message, 0)
+        if not any(kind in ("plain", "html") and text.strip() for kind, text in chunks):
+            chunks += self.content.tnef_bodies  # Outlook's text only in winmail.dat
+        self.content.chunks = chunks
         return self.content
 
     def _part(self, part: Message, depth: int) -> list[tuple[str, str]]:
@@ -399,12 +403,15 @@ class MimeWalker:
 
     def _tnef(self, part: Message, name: str | None, ctype: str) -> None:
         data = self._payload_bytes(part)
-        files = expand_tnef(data)
-        if not files:
-            self.content.defects.append("winmail.dat kept as is: no files could be extracted")
-            self._attach(part, name, ctype, data, part.get_content_disposition())
+        content = expand_tnef(data)
+        if content is not None and content.body:
+            self.content.tnef_bodies.append(content.body)
+        if content is None or not content.files:
+            if content is None or not content.body:
+                self.content.defects.append("winmail.dat kept as is: no files could be extracted")
+                self._attach(part, name, ctype, data, part.get_content_disposition())
             return
-        for inner_name, inner in files:
+        for inner_name, inner in content.files:
             self.sink.add(inner_name, _guess_type(inner_name), inner)
 
     def _report_part(self, part: Message, ctype: str) -> None:

@@ -52,9 +52,18 @@ _HEADER_LINE = re.compile(
     re.I,
 )
 _SIGNATURE = re.compile(
-    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|get outlook for|получить outlook для|"
-    r"отправлено с |отправлено из |von meinem .* gesendet)", re.I)
+    r"--\s?$|(?:sent from my|sent from mail for|sent from outlook|sent from yahoo mail|get outlook for|"
+    r"получить outlook для|отправлено с |отправлено из |von meinem .* gesendet)", re.I)
 _RULE = re.compile(r"\s*+[-_=*]{5,}+\s*+$")
+_FORMULA = (r"(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|спасибо|"
+            r"(?:best |kind |warm )?regards|best wishes|(?:yours )?sincerely|thanks|thank you|cheers)")
+# A closing formula on a line of its own: the line after it is where people sign their name
+CLOSING = re.compile(rf"^\s*{_FORMULA}\W*$", re.IGNORECASE | re.MULTILINE)
+_SIGNATURE_LINES = 8  # a signature block: at most this many non-blank lines at the end …
+_SIGNATURE_WIDTH = 100  # … none of them longer than this
+_QUOTE_MARKS = re.compile(r"^[\s>|]+")
+_LETTER = re.compile(r"[^\W\d_]")
+_SAME_LINE = 12  # lines shorter than this ("Здравствуйте!", "Статус") are too common to compare
 
 
 def _outlook_header_at(lines: list[str], index: int) -> bool:
@@ -140,3 +149,38 @@ def reply_parts(text: str) -> tuple[str, bool]:
         kept = _unsigned(lines[after:])  # answers written between quoted lines
     forward = cut < len(lines) and _FORWARD_SEPARATOR.match(lines[cut]) is not None
     return "\n".join(kept).strip("\n"), forward
+
+
+def without_signature(text: str, name: str) -> str:
+    """``text`` without the writer's own signature block at its end: from a line that names the
+    writer (``name``'s first word, the surname: "Сидоров С.С.", "С уважением, Сидоров") or from
+    the closing formula above such a line, to the end, when that is a few short lines."""
+    surname = name.split()[0] if name.split() else ""
+    if len(surname) < 3:
+        return text
+    naming = re.compile(rf"(?<!\w){re.escape(surname)}(?!\w)", re.IGNORECASE)
+    lines = text.rstrip().split("\n")
+    written = [i for i, line in enumerate(lines) if line.strip()]
+    first = max(1, len(written) - _SIGNATURE_LINES)
+    for place, index in enumerate(written[first:], start=first):
+        line = lines[index]
+        signed = naming.search(line) is not None and len(line) <= _SIGNATURE_WIDTH // 2
+        if CLOSING.match(line) and place + 1 < len(written):
+            signed = naming.search(lines[written[place + 1]]) is not None
+        if signed:
+            if all(len(rest) <= _SIGNATURE_WIDTH for rest in lines[index:]):
+                return "\n".join(lines[:index]).rstrip()
+            return text
+    return text
+
+
+def comparable_lines(text: str) -> set[str]:
+    """The lines of ``text`` as a quote keeps them, to be found in another text: quote marks and
+    runs of spaces dropped (Outlook's HTML quote collapses the card's alignment), lines with a
+    letter and at least ``_SAME_LINE`` characters."""
+    found = set()
+    for line in text.split("\n"):
+        key = " ".join(_QUOTE_MARKS.sub("", line).split())
+        if len(key) >= _SAME_LINE and _LETTER.search(key):
+            found.add(key)
+    return found

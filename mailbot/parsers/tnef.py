@@ -1,4 +1,5 @@
-"""winmail.dat (application/ms-tnef): expand into the files it carries, using tnefparse.
+"""winmail.dat (application/ms-tnef): expand into the files it carries, using tnefparse, and
+the message's text (plain, HTML, or compressed RTF: compressed_rtf and striprtf read it).
 
 tnefparse trusts the counts inside the stream: a damaged count makes it loop billions of
 times.  :func:`_check_stream` walks the same structure first and refuses implausible
@@ -7,8 +8,12 @@ counts, so a hostile or truncated winmail.dat is kept as it is instead of hangin
 from __future__ import annotations
 
 import logging
+import re
 import struct
+from dataclasses import dataclass
 
+from compressed_rtf import decompress
+from striprtf.striprtf import rtf_to_text
 from tnefparse import TNEF
 from tnefparse.mapi import IMESSAGE_SIG
 
@@ -22,6 +27,8 @@ _FIXED_SIZES = {0x0002: 2, 0x000B: 2, 0x0003: 4, 0x0004: 4, 0x000A: 4, 0x0005: 8
                 0x0014: 8, 0x0040: 8, 0x0048: 16}
 _VARIABLE_TYPES = {0x0000, 0x000D, 0x001E, 0x001F, 0x0102}
 _MAX_NESTING = 3
+_MAX_RTF = 4 * 1024 * 1024  # bytes of compressed RTF read (a body, not a file: text is small)
+_RTF_CODEPAGE = re.compile(rb"\\ansicpg(\d{3,5})")
 _u16 = struct.Struct("<H").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 
@@ -102,11 +109,39 @@ def _name(attachment: object) -> str | None:
     return name if isinstance(name, str) and name.strip("\x00 ") else None
 
 
-def expand_tnef(data: bytes) -> list[tuple[str | None, bytes]] | None:
-    """(file name, bytes) of each file in a TNEF stream; None when it is unreadable."""
+@dataclass(frozen=True)
+class TnefContent:
+    """What a winmail.dat carries: its files (name, bytes) and the message's text, if any,
+    as ("plain" | "html", text)."""
+    files: list[tuple[str | None, bytes]]
+    body: tuple[str, str] | None
+
+
+def expand_tnef(data: bytes) -> TnefContent | None:
+    """The files and text of a TNEF stream; None when it is unreadable."""
     try:
         _check_stream(data)
         parsed = TNEF(data, do_checksum=False)
-        return [(_name(att), bytes(att.data)) for att in parsed.attachments if att.data]
+        files = [(_name(att), bytes(att.data)) for att in parsed.attachments if att.data]
     except Exception:  # noqa: BLE001 - any damage in the stream means "keep winmail.dat as is"
         return None
+    return TnefContent(files, _body(parsed))
+
+
+def _body(parsed: TNEF) -> tuple[str, str] | None:
+    """The message's text: the plain body, else the HTML one, else the RTF one as text."""
+    for kind, value in (("plain", parsed.body), ("html", parsed.htmlbody)):
+        text = value.decode("cp1252", "replace") if isinstance(value, bytes) else value
+        if isinstance(text, str) and text.strip("\x00 \r\n"):
+            return kind, text.replace("\x00", "")
+    try:
+        rtf = parsed._rtfbody  # noqa: SLF001 - the compressed bytes: .rtfbody would log without the package
+        if not rtf or len(rtf) > _MAX_RTF:
+            return None
+        rtf = decompress(rtf + b"\x00")[:4 * _MAX_RTF]
+        codepage = _RTF_CODEPAGE.search(rtf[:2048])
+        encoding = f"cp{int(codepage.group(1))}" if codepage else "cp1252"
+        text = rtf_to_text(rtf.decode("latin-1"), encoding=encoding, errors="replace")
+    except Exception:  # noqa: BLE001 - a damaged or unknown RTF body: the files still count
+        return None
+    return ("plain", text) if text.strip() else None

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ..kb.search import IncidentMatch, search
 from ..outbox import Queue
 from ..parsers import ParsedMail
+from ..parsers.reply import comparable_lines
 from ..workflow.states import Journal
 from .crm import DatabaseDirectory
 from .db import dbapi
@@ -249,6 +250,25 @@ class Lookup:
                 select(Message.id).where(Message.request_id == request.id, Message.direction == "out",
                                          Message.kind.startswith("staff_"),
                                          Message.message_id.in_(list(message_ids))).limit(1)) is not None
+
+    def internal_lines(self, request: Request) -> set[str]:
+        """The lines (:func:`comparable_lines`) of our mail about ``request`` that only staff got
+        (the card, CRM phones, the level's reasons, help, ТП1's notes), less every line that
+        customers wrote or were sent (their own words quoted back in a notification) and that
+        ТП2 wrote (its solution is ТП1's to relay, regulation §5). Its ОП4 requests' mail counts
+        as its own."""
+        related = select(Request.id).where((Request.id == request.id) | (Request.parent_id == request.id))
+        rows = self.session.execute(
+            select(Message.direction, Message.sender, Message.recipients, Message.body)
+            .where(Message.request_id.in_(related))).all()
+        tp1 = {row.email for row in self.staff() if row.tier != "tp2"}
+        internal, public = set(), set()
+        for direction, sender, recipients, body in rows:
+            if direction == "out" and request.requester_email not in recipients:
+                internal |= comparable_lines(body)
+            elif direction == "out" or sender not in tp1:
+                public |= comparable_lines(body)
+        return internal - public
 
     def request_counter(self, year: int) -> RequestCounter:
         """The year's counter of request numbers, locked until the transaction ends.

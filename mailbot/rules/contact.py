@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..parsers import ParsedMail
+from ..parsers.reply import CLOSING
 from .base import Context, Rule
 from .verdict import Role, Verdict
 
@@ -20,10 +21,6 @@ FULL_NAME = re.compile(
     rf"(?<![А-Яа-яЁё])(?:{_CAP}\s+{_CAP}\s+{PATRONYMIC}|{_CAP}\s+[А-ЯЁ]\.\s?[А-ЯЁ]\.)(?![А-Яа-яЁё])")
 LABELLED_NAME = re.compile(r"^\s*(?:ФИО|Ф\.И\.О\.|Имя|Контактное лицо|(?:full |contact )?name|"
                            r"contact person)\s*[:\-–]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
-# A closing formula on a line of its own: the line after it is where people sign their name
-CLOSING = re.compile(r"^\s*(?:с уважением|с наилучшими пожеланиями|всего (?:доброго|хорошего)|"
-                     r"спасибо|(?:best |kind |warm )?regards|best wishes|(?:yours )?sincerely|"
-                     r"thanks|thank you|cheers)\W*$", re.IGNORECASE | re.MULTILINE)
 GREETING = re.compile(r"^(?:добр|здравствуй|привет|hello|hi|dear|good)", re.IGNORECASE)
 MAX_NAME = 100
 # A word of letters (any alphabet) with inner hyphens ("Салтыков-Щедрин"), or initials ("И.", "И.О.").

@@ -1,8 +1,11 @@
 """Staff mail: whether it is meant for the customer, which commands it carries, what to relay."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..parsers import MailKind, ParsedMail
 from ..parsers.commands import parse_commands
+from ..parsers.reply import without_signature
 from .base import Context, Rule
 from .verdict import Action, Role, Verdict
 
@@ -65,6 +68,8 @@ class StaffCommands(Rule):
 
     Staff mail that names no request cannot be acted on: the sender is told
     how to answer (reply to the notification, keep the number in the subject).
+    The staff member's own signature block goes: mail to the customer is signed
+    by the bot (their name and the support address), once.
     """
 
     name = "staff-commands"
@@ -77,6 +82,7 @@ class StaffCommands(Rule):
             return
         verdict.may_auto_reply = False
         block = parse_commands(mail.new_text, context.config.support.incident_prefix)
+        block = replace(block, text=without_signature(block.text, verdict.staff.full_name))
         verdict.commands = block
         names = ", ".join(c.name for c in block.commands) or "no commands"
         errors = f"; {len(block.errors)} invalid" if block.errors else ""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from ..parsers.commands import Command, CommandBlock, Problem, problem
+from ..parsers.reply import comparable_lines
 from ..register.crm import OrganizationInfo
 from ..register.lookup import Lookup
 from ..register.models import AttachmentRow, Incident, Message, Request, Staff
@@ -125,7 +126,23 @@ class StaffReply:
             problems.append(problem("#закрыть", "close_with_solution"))
         if block.has("confirmed") and (block.has("close") or block.has("close_unconfirmed")):
             problems.append(problem("#подтверждено", "confirmed_with_close"))
-        return problems + self.check_op2(block)
+        return problems + self.check_op2(block) + self.check_internal(block)
+
+    def check_internal(self, block: CommandBlock) -> list[Problem]:
+        """Nothing meant for staff goes to the customer (DESIGN.md §9): not a line of the bot's
+        mail to staff about the request (a quote its cutting missed, a card pasted in), not a
+        mail attached whole (Outlook's «attach the original», a notification forwarded)."""
+        if block.has("note"):
+            return []
+        problems = []
+        leaked = comparable_lines(block.text) & self.workflow.lookup.internal_lines(self.request) \
+            if block.text else set()
+        if leaked:
+            problems.append(problem("", "internal_text", lines=sorted(leaked)[:5], count=len(leaked)))
+        mails = [row.filename for row in self._attachments() if row.content_type == "message/rfc822"]
+        if mails:
+            problems.append(problem("", "attached_mail", files=mails))
+        return problems
 
     def check_op2(self, block: CommandBlock) -> list[Problem]:
         """The ОП2 commands' problems (files, confirmations of receipt, closing without one)."""
