@@ -8,6 +8,8 @@ robot senders). Real Dovecot, PostgreSQL and the SMTP sink, as tests/mailflow.py
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 from sqlalchemy import select
 
@@ -155,6 +157,49 @@ def test_a_thank_you_to_a_closed_request_does_not_reopen_it(desk):
     desk.reply(closing, CUSTOMER, "Спасибо большое!")
     desk.run()
     assert desk.request().status == "closed" and desk.new_mail() == []
+
+
+def test_a_closed_request_written_to_after_the_contract_ended_is_not_served(desk):
+    """Regulation §2: support is given under an active support period, checked on the day of
+    the mail. A request closed in November, written to again in January after the contract
+    ended on 31 December: it stays closed, the customer gets the refusal naming the request,
+    the assignee the mail and the way to override it (#открыть)."""
+    staff, solution = solved(desk)
+    desk.reply(solution, CUSTOMER, "Помогло!")
+    desk.run()
+    closing = desk.mail_to(CUSTOMER)
+    desk.new_mail()
+    desk.clock.set(datetime(2027, 1, 12, 7, 0, tzinfo=timezone.utc))  # a working Tuesday
+    desk.reply(closing, CUSTOMER, "Добрый день! АРМ снова не запускается, та же ошибка.")
+    desk.run()
+
+    request = desk.request()
+    assert request.status == "closed"
+    assert kinds(desk)[-1] == "reopen_refused"
+    mail = desk.inbox()
+    (refusal,) = mail[CUSTOMER]
+    assert request.number in body(refusal) and "не найден действующий" in body(refusal)
+    (told,) = mail[staff]
+    assert "договора нет, запрос не открыт" in told.parsed()["Subject"]
+    assert "#открыть" in body(told) and "снова не запускается" in body(told)
+
+    desk.reply(told, staff, "#открыть")  # the contract was extended: ТП1 overrides
+    desk.run()
+    assert desk.request().status == "open"
+
+
+def test_a_closed_request_written_to_within_the_contract_reopens(desk):
+    """The same reply while the contract runs reopens the request for its assignee."""
+    staff, solution = solved(desk)
+    desk.reply(solution, CUSTOMER, "Помогло!")
+    desk.run()
+    closing = desk.mail_to(CUSTOMER)
+    desk.new_mail()
+    desk.clock.set(datetime(2026, 12, 15, 7, 0, tzinfo=timezone.utc))
+    desk.reply(closing, CUSTOMER, "Добрый день! АРМ снова не запускается, та же ошибка.")
+    desk.run()
+    assert desk.request().status == "open"
+    assert "reopen_refused" not in kinds(desk)
 
 
 # ---------------------------------------------------------------- §2 no question is lost

@@ -120,6 +120,12 @@ class Verdict:
         return (self.action is Action.APPEND and self.request is not None
                 and self.request.status == Status.AWAITING_CONTACT_INFO.value)
 
+    @property
+    def reopens_closed(self) -> bool:
+        """Is this a customer's mail to a closed request (more than thanks reopens it)?"""
+        return (self.action is Action.APPEND and self.role is Role.CUSTOMER
+                and self.request is not None and self.request.status == Status.CLOSED.value)
+
     def note(self, rule: str, reason: str) -> None:
         self.reasons.append(f"{rule}: {reason}")
 

@@ -223,6 +223,9 @@ class Intake:
                    message=message)
             Escalations(flow).customer_result(request, "not_helped", actor=actor,
                                               message=message, text=mail.new_text or mail.text)
+        if status == Status.CLOSED.value and verdict.contract_checked and verdict.contract is None:
+            self.out_of_contract(mail, verdict, request, message)
+            return
         if status in (*ANSWERED, Status.CLOSED.value):
             flow.reopen(request, actor=actor, reason="customer wrote again", message=message,
                         customer_waits=True)
@@ -230,6 +233,18 @@ class Intake:
                           not_helped=verdict.confirmation is Confirmation.REJECTED,
                           not_received=files.not_received, received=files.confirmed,
                           arrived=[f.asked for f in files.arrived], message=message)
+
+    def out_of_contract(self, mail: ParsedMail, verdict: Verdict, request: Request,
+                        message: Message) -> None:
+        """The customer writes to a closed request after the organisation's support period
+        ended: it stays closed, the customer gets the refusal, the assignee the mail
+        (``#открыть`` reopens it all the same)."""
+        record(self.session, request, "reopen_refused", actor=mail.author or "unknown",
+               at=self.now, message=message, reason="no active support contract")
+        if verdict.may_auto_reply:
+            self.workflow.tell_customer(request, "no_contract", automatic=True,
+                                        thread=_thread(mail), reopening=True)
+        self.workflow.notify_staff(request, "staff_event", event="reopen_refused", mail=mail)
 
     def confirmed(self, mail: ParsedMail, verdict: Verdict, request: Request, message: Message,
                   reading: ReplyReading) -> None:
