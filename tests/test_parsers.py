@@ -147,6 +147,20 @@ def test_html_only_gets_clean_text_and_keeps_html() -> None:
     assert parsed.new_text.startswith("Добрый день") and "старое" not in parsed.new_text
 
 
+def test_outlook_paragraphs_are_lines_and_its_empty_paragraphs_the_blank_lines() -> None:
+    """Outlook writes each line as <p class=MsoNormal> (no margin) and a blank line as an empty one:
+    the text reads as the customer saw it, not double-spaced."""
+    html = ("<div class=WordSection1><p class=MsoNormal>Добрый день!<o:p></o:p></p>"
+            "<p class=MsoNormal><o:p>&nbsp;</o:p></p>"
+            "<p class=MsoNormal>Сервер опроса перезапускается.<o:p></o:p></p>"
+            "<p class=MsoNormal>Журнал во вложении.<o:p></o:p></p>"
+            "<p class=MsoNormal><o:p>&nbsp;</o:p></p><p class=MsoNormal>Иванов И. И.<o:p></o:p></p>"
+            "</div><p>Абзац.</p><p>Ещё абзац.</p>")
+    parsed = parse_mail(mail(BASE + "Subject: x\nContent-Type: text/html; charset=utf-8", html))
+    assert parsed.text == ("Добрый день!\n\nСервер опроса перезапускается.\nЖурнал во вложении.\n\n"
+                           "Иванов И. И.\nАбзац.\n\nЕщё абзац.")
+
+
 def test_alternative_prefers_plain_and_keeps_html() -> None:
     raw = multipart([("Content-Type: text/plain; charset=utf-8", "Простой текст"),
                      ("Content-Type: text/html; charset=utf-8", "<p>HTML текст</p>")], "alternative")

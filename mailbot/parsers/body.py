@@ -43,6 +43,12 @@ def unflow(text: str, delsp: bool) -> str:
     return "\n".join((">" * d + " " if d else "") + c for d, c in out)
 
 
+def _unspaced(attrib) -> bool:
+    """Outlook's and Word's paragraphs (``class=MsoNormal``, ``MsoPlainText``, …) have no margin:
+    each is a line, and a blank line is a paragraph of its own (``<o:p>&nbsp;</o:p>``)."""
+    return attrib.get("class", "").startswith("Mso")
+
+
 class _TextRenderer:
     """A parser target that collects visible text with line structure; blockquotes become '> ' lines."""
 
@@ -57,6 +63,7 @@ class _TextRenderer:
         self.depth = 0
         self.hidden = 0
         self.pre = 0
+        self.paragraphs: list[bool] = []  # per open <p>: is it spaced (not Outlook's MsoNormal)?
 
     def _break(self) -> None:
         line = "".join(self.current).strip(" ")
@@ -80,6 +87,8 @@ class _TextRenderer:
             self._block_edge()
             if tag == "li":
                 self.current.append("- ")
+            elif tag == "p":
+                self.paragraphs.append(not _unspaced(attrib))
             elif tag == "pre":
                 self.pre += 1
         elif tag in ("td", "th") and self.current:
@@ -94,7 +103,7 @@ class _TextRenderer:
             self.depth = max(0, self.depth - 1)
         elif tag in self._BLOCK:
             self._block_edge()
-            if tag == "p":
+            if tag == "p" and (self.paragraphs.pop() if self.paragraphs else True):
                 self.lines.append("> " * self.depth if self.depth else "")
             elif tag == "pre":
                 self.pre = max(0, self.pre - 1)
