@@ -43,11 +43,13 @@ _IDENTITY = ("", "7bit", "8bit", "binary")
 _SPAN_PROBE = 64  # bytes at each end of an encoded body that find it in the raw mail
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
 def _header_end(raw: bytes, limit: int) -> int:
     """Offset of the blank line after the header block (or `limit`, whichever is first)."""
-    zone = raw[:limit]
-    ends = [pos for pos in (zone.find(b"\n\n"), zone.find(b"\n\r\n")) if pos >= 0]
-    return min(ends) if ends else len(zone)
+    match = _BLANK_LINE.search(raw, 0, limit)
+    return match.start() if match else min(limit, len(raw))
 
 
 def cap_header_fields(raw: bytes) -> tuple[bytes, list[str]]:
@@ -75,9 +77,8 @@ def repair_header_block(raw: bytes) -> tuple[bytes, int]:
     A stray line counts only when a real "Name:" header line follows it before the
     blank line; otherwise the header block has simply ended without a separator.
     """
-    zone = raw[:_HEADER_ZONE]
-    end = _header_end(zone, _HEADER_ZONE)
-    lines = zone[:end].split(b"\n")
+    end = _header_end(raw, _HEADER_ZONE)
+    lines = raw[:end].split(b"\n")
     if all(_PY_HEADER_LINE.match(line) for line in lines if line.strip(b"\r")):
         return raw, 0
     repaired, fixed, seen_header = [], 0, False
@@ -96,6 +97,22 @@ def repair_header_block(raw: bytes) -> tuple[bytes, int]:
     if not fixed:
         return raw, 0
     return b"\n".join(repaired) + raw[end:], fixed
+
+
+class _LineEndAtEnd:
+    """``email.feedparser.NLCRE_eol`` (a line end at the end of a string), searched from the
+    string's last two characters: the parser looks for it at the end of every part's payload,
+    and the pattern's own search tries every position first (a third of the CPU of parsing
+    mail with files). Same matches: a match can only start there."""
+
+    pattern = email.feedparser.NLCRE_eol
+
+    def search(self, string: str) -> re.Match | None:
+        return self.pattern.search(string, max(0, len(string) - 2))
+
+
+if isinstance(email.feedparser.NLCRE_eol, re.Pattern):
+    email.feedparser.NLCRE_eol = _LineEndAtEnd()
 
 
 def _feed(raw: bytes) -> Message:
