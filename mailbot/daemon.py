@@ -95,9 +95,13 @@ class Daemon:
         self._outbound.set()
 
     async def run_once(self) -> BatchResult:
-        """Everything pending: fetch every folder while processing what is stored, then send."""
+        """Everything pending: fetch every folder while processing what is stored, then send.
+
+        Nothing is warmed up (:meth:`Processor.warm_up`): a single run compiles the templates
+        it uses when it first uses them, and starts the parsing processes once a folder has
+        mail for them.
+        """
         self._loop = asyncio.get_running_loop()
-        self.processor.warm_up(workers=False)
         fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
         total = BatchResult()
         try:
@@ -135,7 +139,7 @@ class Daemon:
         from .scheduler import make_scheduler  # APScheduler: not for a single run (run --once)
 
         self._loop = asyncio.get_running_loop()
-        self.processor.warm_up(workers=True)
+        self.processor.warm_up()
         engine = self.sessions.kw["bind"]
         event.listen(engine, "connect", self._connected)
         scheduler = make_scheduler(self)

@@ -104,15 +104,13 @@ class Processor:
         self._fresh: set[int] = set()  # live mail stored since the last batch (inbound ids)
         self._fresh_lock = threading.Lock()
 
-    def warm_up(self, *, workers: bool) -> None:
-        """Compile the templates, build the calendar and (``workers``) start the parsing processes.
+    def warm_up(self) -> None:
+        """Start the parsing processes, compile the templates and build the calendar.
 
-        The daemon does it at start, so that its first mail does not wait; a
-        single run starts the workers only once a folder has mail for them
-        (:meth:`expect`).
+        The daemon does it at start, so that its first mail does not wait (a single run
+        does not: see :meth:`Daemon.run_once`).
         """
-        if workers:
-            self.parsing.start()
+        self.parsing.start()
         load_templates()
         make_calendar(self.config.sla, self.config.timezone).is_working_time(self.clock.now())
 

@@ -32,10 +32,15 @@ class RawMail:
     mailbox: str = "support"  # the role of the mailbox: 'support' or 'tp2' (ОП4)
 
 
+def _head(raw: bytes) -> bytes:
+    """The header block (the whole mail when it has no blank line), without copying the body."""
+    end = _HEADER_END.search(raw)
+    return raw[:end.start()] if end else raw
+
+
 def dedup_key(raw: bytes) -> str:
     """``mid:<Message-ID>`` when the message has one, else ``sha256:<hex of the bytes>``."""
-    head = _HEADER_END.split(raw, 1)[0]
-    match = _MESSAGE_ID.search(head)
+    match = _MESSAGE_ID.search(_head(raw))
     if match:
         value = re.sub(rb"\s+", b"", match.group(1)).strip(b"<>")
         if value:
@@ -51,7 +56,7 @@ def thread_keys(raw: bytes, key: str) -> list[str]:
     (:func:`mailbot.transport.claims.claim_inbound`). Generous on purpose: a false tie only
     costs a little parallelism."""
     keys = {key} if key.startswith("mid:") else set()
-    for name, value in _THREAD_HEADER.findall(_HEADER_END.split(raw, 1)[0]):
+    for name, value in _THREAD_HEADER.findall(_head(raw)):
         text = re.sub(r"\r?\n[ \t]", " ", value.decode("utf-8", "replace"))
         name = name.lower()
         if name == b"from":
