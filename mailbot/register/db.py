@@ -56,21 +56,21 @@ def binary_cursor(bind: Session | Connection) -> psycopg.Cursor:
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) with one pipelined executemany.
+    """Insert ``rows`` (dicts with the same keys) with one COPY.
 
     Straight through psycopg: SQLAlchemy's processing of each row's parameters
-    cost more than the insert itself for a batch's outgoing mail and events.
+    cost more than the insert itself for a batch's outgoing mail and events, and
+    a COPY costs both sides about half of a pipelined INSERT per row.
     JSON columns take their values as they are (psycopg's ``Jsonb``).
     """
     if not rows:
         return
     columns = list(rows[0])
     json = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
-           f"VALUES ({', '.join(['%s'] * len(columns))})")
-    values = [tuple(Jsonb(row[c]) if c in json else row[c] for c in columns) for row in rows]
-    with dbapi(connection).cursor() as cursor:
-        cursor.executemany(sql, values)
+    with dbapi(connection).cursor() as cursor, \
+            cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([Jsonb(row[c]) if c in json else row[c] for c in columns])
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
