@@ -22,6 +22,7 @@ header values carry no controls and no bidi controls.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import secrets
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ LOOP_HEADER = "X-Loop"
 CRLF = "\r\n"
 _LINE = 78  # RFC 5322: lines SHOULD stay within 78 characters
 _WORD_BYTES = 39  # UTF-8 bytes per encoded word: "Subject: =?utf-8?b?…?=" fits in 78
+_BASE64_LINE = 76  # characters of a base64 body line (RFC 2045)
 _TYPE_NAME = re.compile(r"[a-z0-9!#$&^_.+-]{1,127}")  # RFC 6838: a type or subtype name
 _MSG_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII without <, > or spaces; an '@'
 
@@ -423,6 +425,8 @@ def _multipart(subtype: str, parts: list[Part]) -> Part:
 
 
 def _base64(data: bytes) -> str:
-    return base64.encodebytes(data).decode("ascii").replace("\n", CRLF)
+    """Lines of 76 characters, each ended by CRLF (as ``base64.encodebytes``, in one pass)."""
+    encoded = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return "".join(encoded[i:i + _BASE64_LINE] + CRLF for i in range(0, len(encoded), _BASE64_LINE))
 
 

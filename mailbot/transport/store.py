@@ -80,6 +80,10 @@ def _decoded(header: str) -> str:
 BIG_MAIL = 2 * 1024 * 1024
 
 
+_INSERT = (insert(Inbound.__table__).on_conflict_do_nothing(index_elements=["dedup_key"])
+           .returning(Inbound.id, Inbound.dedup_key))
+
+
 def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
     """Insert the messages not seen before; the new rows' bytes by id. The caller commits."""
     if not mails:
@@ -87,15 +91,12 @@ def store(session: Session, mails: list[RawMail]) -> dict[int, bytes]:
     rows = {}
     for mail in mails:  # one row per key, even when a batch repeats a message
         rows.setdefault(dedup_key(mail.raw), mail)
-    statement = (
-        insert(Inbound)
-        .values([{"dedup_key": key, "source": m.source, "uid": m.uid, "raw": m.raw,
-                  "size": len(m.raw), "mailbox": m.mailbox, "thread_keys": thread_keys(m.raw, key)}
-                 for key, m in rows.items()])
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(Inbound.id, Inbound.dedup_key)
-    )
-    new = {row.id: rows[row.dedup_key].raw for row in session.execute(statement)}
+    values = [{"dedup_key": key, "source": m.source, "uid": m.uid, "raw": m.raw, "size": len(m.raw),
+               "mailbox": m.mailbox, "thread_keys": thread_keys(m.raw, key)} for key, m in rows.items()]
+    # one statement compiled once (SQLAlchemy's "insertmanyvalues" sends the rows in one
+    # multi-row INSERT); a statement of the batch's own VALUES was compiled for every batch
+    new = {row.id: rows[row.dedup_key].raw
+           for row in session.connection().execute(_INSERT, values)}
     if any(len(mail.raw) > BIG_MAIL for mail in rows.values()):
         session.connection().detach()  # closed after the transaction, not pooled (see BIG_MAIL)
     if new:
