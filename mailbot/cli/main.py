@@ -107,6 +107,9 @@ class App:
 def cmd_run(app: App, args: argparse.Namespace) -> int:
     import asyncio
 
+    from ..parsing import start_server
+
+    start_server()  # it imports the parsers while this process imports the rest
     from ..daemon import Daemon
     from ..supervision import GiveUp, PoolResetNoise
 
