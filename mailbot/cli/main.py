@@ -834,11 +834,12 @@ def release_big_buffers_to_the_os() -> None:
 
 def end_process(app: App, code: int) -> NoReturn:
     """End the process now that the command has closed what it opened (``run --once``): the
-    database's connections are closed, the exit handlers run (log handlers flushed, the
-    parsing processes' server told to stop), the output flushed, and the interpreter's
-    teardown of every module and object is skipped (0.2-0.5 s of a run, measured by
-    benchmarks/process.py). Only daemon threads may still run then (the sender's composer,
-    reading a mail it will not send); the interpreter's exit stops them just as abruptly.
+    database's connections are closed, the exit handlers run (log handlers flushed, any
+    parsing processes stopped, multiprocessing's own), the output flushed, and the
+    interpreter's teardown of every module and object is skipped (0.2-0.5 s at the end of a
+    run of 1,000 mails, benchmarks/README.md). Only daemon threads may still run then (the
+    sender's composer, reading a mail it will not send); the interpreter's exit stops them
+    just as abruptly.
     """
     app.close()
     atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter's exit would run first
