@@ -65,11 +65,12 @@ def wait_for(driver, css: str, timeout: float = 10.0):
 
 
 def rows(driver, table: str = "#register") -> dict[str, str]:
-    """The rows of a register table: number -> its CSS class."""
-    from selenium.webdriver.common.by import By
-
-    return {row.get_attribute("data-number"): row.get_attribute("class")
-            for row in driver.find_elements(By.CSS_SELECTOR, f"{table} tbody tr[data-number]")}
+    """The rows of a register table: number -> its CSS class, read in one script (rows found one
+    call and read the next go stale when a filter reloads the page in between)."""
+    return dict(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " row => [row.getAttribute('data-number'), row.getAttribute('class') || ''])",
+        f"{table} tbody tr[data-number]"))
 
 
 def test_a_supervisor_logs_in_by_mail_filters_opens_a_request_and_downloads_its_file(
