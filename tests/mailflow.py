@@ -173,3 +173,16 @@ def mx_trace(sender: str, dmarc: str | None, results: str | None = None,
 
 def body(message: Received) -> str:
     return message.parsed().get_body(("plain",)).get_content()
+
+
+def staff_answer(notice: Received, sender: str, content: str, *, subject: str | None = None,
+                 subtype: str = "plain") -> EmailMessage:
+    """A staff member's reply to the bot's ``notice``, its content exactly as written."""
+    parent = notice.parsed()
+    msg = EmailMessage()
+    msg["From"], msg["To"] = sender, parent["Reply-To"]
+    msg["Subject"] = subject or f"RE: {parent['Subject']}"
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
+    msg.set_content(content, subtype=subtype)
+    return msg

@@ -44,6 +44,17 @@ def solved(desk: Desk) -> tuple[str, Received]:
     return staff, desk.mail_to(CUSTOMER)
 
 
+def closed(desk: Desk) -> tuple[str, Received]:
+    """An ОП3 request solved and confirmed («Помогло!»): its assignee and the closing notice the
+    customer got."""
+    staff, solution = solved(desk)
+    desk.reply(solution, CUSTOMER, "Помогло!")
+    desk.run()
+    closing = desk.mail_to(CUSTOMER)
+    desk.new_mail()
+    return staff, closing
+
+
 def answered(desk: Desk) -> tuple[str, Received]:
     """An ОП1 question answered by its assignee; the answer the customer got."""
     staff = desk.add_staff("sidorov", years=6)
@@ -136,11 +147,7 @@ def test_an_explicit_confirmation_closes_the_request(desk, words):
 
 
 def test_an_unclear_reply_to_a_closed_request_goes_to_the_assignee_and_it_stays_closed(desk):
-    staff, solution = solved(desk)
-    desk.reply(solution, CUSTOMER, "Помогло!")
-    desk.run()
-    closing = desk.mail_to(CUSTOMER)
-    desk.new_mail()
+    staff, closing = closed(desk)
     desk.reply(closing, CUSTOMER, "Вроде всё заработало, но понаблюдаем ещё.")
     desk.run()
     assert desk.request().status == "closed"
@@ -149,11 +156,7 @@ def test_an_unclear_reply_to_a_closed_request_goes_to_the_assignee_and_it_stays_
 
 
 def test_a_thank_you_to_a_closed_request_does_not_reopen_it(desk):
-    staff, solution = solved(desk)
-    desk.reply(solution, CUSTOMER, "Помогло!")
-    desk.run()
-    closing = desk.mail_to(CUSTOMER)
-    desk.new_mail()
+    _, closing = closed(desk)
     desk.reply(closing, CUSTOMER, "Спасибо большое!")
     desk.run()
     assert desk.request().status == "closed" and desk.new_mail() == []
@@ -164,11 +167,7 @@ def test_a_closed_request_written_to_after_the_contract_ended_is_not_served(desk
     the mail. A request closed in November, written to again in January after the contract
     ended on 31 December: it stays closed, the customer gets the refusal naming the request,
     the assignee the mail and the way to override it (#открыть)."""
-    staff, solution = solved(desk)
-    desk.reply(solution, CUSTOMER, "Помогло!")
-    desk.run()
-    closing = desk.mail_to(CUSTOMER)
-    desk.new_mail()
+    staff, closing = closed(desk)
     desk.clock.set(datetime(2027, 1, 12, 7, 0, tzinfo=timezone.utc))  # a working Tuesday
     desk.reply(closing, CUSTOMER, "Добрый день! АРМ снова не запускается, та же ошибка.")
     desk.run()
@@ -190,11 +189,7 @@ def test_a_closed_request_written_to_after_the_contract_ended_is_not_served(desk
 
 def test_a_closed_request_written_to_within_the_contract_reopens(desk):
     """The same reply while the contract runs reopens the request for its assignee."""
-    staff, solution = solved(desk)
-    desk.reply(solution, CUSTOMER, "Помогло!")
-    desk.run()
-    closing = desk.mail_to(CUSTOMER)
-    desk.new_mail()
+    _, closing = closed(desk)
     desk.clock.set(datetime(2026, 12, 15, 7, 0, tzinfo=timezone.utc))
     desk.reply(closing, CUSTOMER, "Добрый день! АРМ снова не запускается, та же ошибка.")
     desk.run()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from mailbot.register.models import AttachmentRow
 
-from tests.mailflow import CRM, Desk, body, mx_trace
+from tests.mailflow import CRM, Desk, body, mx_trace, staff_answer
 from tests.test_scenarios_day_one import CUSTOMER
 
 STAFF_NAME = "Сидоров Сидор Сидорович"
@@ -100,14 +100,10 @@ def test_a_staff_answer_from_outlook_reaches_the_customer_once_without_the_notif
 def phone_answer(desk: Desk, notice, sender: str, text: str) -> None:
     """A reply from a phone: the text, then the client's tag line, then the quote."""
     parent = notice.parsed()
-    msg = EmailMessage()
-    msg["From"], msg["To"] = sender, parent["Reply-To"]
-    msg["Subject"] = f"Re: {parent['Subject']}"
-    msg["Message-ID"] = make_msgid(domain="tecon.example")
-    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
     quoted = "\n".join(f"> {line}" for line in body(notice).splitlines())
-    msg.set_content(f"{text}\n\n25.11.2026, 10:05, Техническая поддержка <{parent['Reply-To']}>:\n{quoted}\n")
-    deliver(desk, sender, msg)
+    deliver(desk, sender, staff_answer(
+        notice, sender, f"{text}\n\n25.11.2026, 10:05, Техническая поддержка <{parent['Reply-To']}>:\n{quoted}\n",
+        subject=f"Re: {parent['Subject']}"))
 
 
 @pytest.mark.parametrize("tag", ["Отправлено с iPhone", "Sent from my Galaxy",
@@ -125,17 +121,11 @@ def test_a_phone_clients_tag_line_does_not_reach_the_customer(desk: Desk, tag: s
 def web_mail_answer(desk: Desk, notice, sender: str, attribution: str, text: str) -> None:
     """A reply from web mail (Mail.ru, Yandex, Thunderbird's HTML): HTML only, the quote a
     <blockquote> below the client's attribution line."""
-    parent = notice.parsed()
-    msg = EmailMessage()
-    msg["From"], msg["To"] = sender, parent["Reply-To"]
-    msg["Subject"] = f"Re: {parent['Subject']}"
-    msg["Message-ID"] = make_msgid(domain="tecon.example")
-    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
     quoted = "<br>".join(html.escape(line) for line in body(notice).splitlines())
-    msg.set_content(f"<html><body><div>{html.escape(text)}</div><div>&nbsp;</div>"
-                    f"<div>{html.escape(attribution)}</div><blockquote>{quoted}</blockquote>"
-                    f"</body></html>", subtype="html")
-    deliver(desk, sender, msg)
+    deliver(desk, sender, staff_answer(
+        notice, sender, f"<html><body><div>{html.escape(text)}</div><div>&nbsp;</div>"
+        f"<div>{html.escape(attribution)}</div><blockquote>{quoted}</blockquote></body></html>",
+        subject=f"Re: {notice.parsed()['Subject']}", subtype="html"))
 
 
 @pytest.mark.parametrize("attribution", [
@@ -151,18 +141,6 @@ def test_a_staff_answer_from_web_mail_reaches_the_customer_without_the_quote(des
     answer = body(desk.mail_to(CUSTOMER))
     assert "Переустановите драйвер ключа." in answer
     assert "Договор" not in answer and "10:05" not in answer and "поддержка <" not in answer
-
-
-def staff_mail(notice, sender: str, text: str, subject: str | None = None) -> EmailMessage:
-    """A staff member's reply to a notification, with ``text`` as written."""
-    parent = notice.parsed()
-    msg = EmailMessage()
-    msg["From"], msg["To"] = sender, parent["Reply-To"]
-    msg["Subject"] = subject or f"RE: {parent['Subject']}"
-    msg["Message-ID"] = make_msgid(domain="tecon.example")
-    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
-    msg.set_content(text)
-    return msg
 
 
 def doubted(desk: Desk) -> tuple[str, object]:
@@ -189,7 +167,7 @@ def test_a_notification_quoted_below_an_unknown_quote_header_never_reaches_the_c
     staff, notice = doubted(desk)
     desk.new_mail()
     card = body(notice).replace("Запрос:  ", "Запрос: ")  # the quote header block is not the card's first line
-    deliver(desk, staff, staff_mail(notice, staff, "Переустановите драйвер ключа.\n\n"
+    deliver(desk, staff, staff_answer(notice, staff, "Переустановите драйвер ключа.\n\n"
                                     f"\"Техническая поддержка\" <support@tecon.example> 25.11.2026 10:05\n\n{card}"))
     desk.run()
     mail = desk.inbox()
@@ -206,7 +184,7 @@ def test_a_card_line_pasted_into_an_answer_never_reaches_the_customer(desk: Desk
     staff, notice = doubted(desk)
     desk.new_mail()
     line = next(line for line in body(notice).splitlines() if internal in line)
-    deliver(desk, staff, staff_mail(notice, staff, f"Добрый день!\n{' '.join(line.split())}\nПерезвоните нам."))
+    deliver(desk, staff, staff_answer(notice, staff, f"Добрый день!\n{' '.join(line.split())}\nПерезвоните нам."))
     desk.run()
     mail = desk.inbox()
     assert "ivanov.ii@mail.example" not in mail
@@ -216,7 +194,7 @@ def test_a_card_line_pasted_into_an_answer_never_reaches_the_customer(desk: Desk
 def test_the_customers_own_words_quoted_back_still_reach_them(desk: Desk):
     """The notification quotes the customer's text; quoting it back in an answer is no leak."""
     staff, notice = opened(desk)
-    deliver(desk, staff, staff_mail(notice, staff, "Вы пишете: «После обновления АРМ не запускается.»\n"
+    deliver(desk, staff, staff_answer(notice, staff, "Вы пишете: «После обновления АРМ не запускается.»\n"
                                                    "Переустановите драйвер ключа."))
     desk.run()
     assert "После обновления АРМ не запускается." in body(desk.mail_to(CUSTOMER))
@@ -226,7 +204,7 @@ def test_a_notification_attached_to_an_answer_never_reaches_the_customer(desk: D
     """Accident: Outlook's «attach the original message» (or a notification forwarded as an
     attachment) with an answer: the whole card would go to the customer as an .eml file."""
     staff, notice = opened(desk)
-    msg = staff_mail(notice, staff, "Переустановите драйвер ключа.")
+    msg = staff_answer(notice, staff, "Переустановите драйвер ключа.")
     msg.add_attachment(notice.parsed())
     deliver(desk, staff, msg)
     desk.run()
@@ -239,9 +217,9 @@ def test_a_staff_reply_to_all_reaches_the_customer_without_the_notification(desk
     """Reply-all to the notification: To the support address, Cc the staff group; the answer goes
     to the customer, the quoted notification does not."""
     staff, notice = opened(desk)
-    msg = staff_mail(notice, staff, "Переустановите драйвер ключа.\n\n"
-                     f"25.11.2026 10:05, Техническая поддержка пишет:\n"
-                     + "\n".join(f"> {line}" for line in body(notice).splitlines()))
+    msg = staff_answer(notice, staff, "Переустановите драйвер ключа.\n\n"
+                       "25.11.2026 10:05, Техническая поддержка пишет:\n"
+                       + "\n".join(f"> {line}" for line in body(notice).splitlines()))
     msg["Cc"] = "tp1@tecon.example"
     deliver(desk, staff, msg)
     desk.run()

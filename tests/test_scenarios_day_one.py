@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import base64
 import re
-from email.message import EmailMessage
-from email.utils import make_msgid
 
 from sqlalchemy import select
 
 from mailbot.register.models import Message
-from tests.mailflow import Desk, body, mx_trace
+from tests.mailflow import Desk, body, mx_trace, staff_answer
 
 CUSTOMER = "ivanov@zavod.example"
 
@@ -30,14 +28,9 @@ def opened(desk: Desk, subject: str = "Не запускается АРМ",
 
 def phone_reply(desk: Desk, notice, sender: str, text: str, attribution: str) -> None:
     """A staff member's reply as a phone client writes it: the answer on top, the quote below."""
-    parent = notice.parsed()
-    msg = EmailMessage()
-    msg["From"], msg["To"] = sender, parent["Reply-To"]
-    msg["Subject"] = f"Re: {parent['Subject']}"
-    msg["Message-ID"] = make_msgid(domain="tecon.example")
-    msg["In-Reply-To"] = msg["References"] = parent["Message-ID"]
     quoted = "\n".join(f"> {line}" for line in body(notice).splitlines())
-    msg.set_content(f"{text}\n\n{attribution}\n\n{quoted}\n")
+    msg = staff_answer(notice, sender, f"{text}\n\n{attribution}\n\n{quoted}\n",
+                       subject=f"Re: {notice.parsed()['Subject']}")
     desk.dovecot.append(desk.mailbox.user, mx_trace(sender, "pass") + msg.as_bytes())
 
 
@@ -457,7 +450,7 @@ def test_a_customer_who_writes_in_russian_still_gets_russian(desk: Desk):
 def test_a_huge_subject_is_cut_to_a_title_in_the_request_and_our_mail(desk: Desk):
     """A 9,600-character subject (a pasted log, a runaway script): the request's subject,
     and every subject line and card that repeat it, stay a title; the mail keeps it whole."""
-    staff = desk.add_staff("sidorov", years=6)
+    desk.add_staff("sidorov", years=6)
     desk.write(CUSTOMER, "", "Опрос встал.", written={"Subject": "\n ".join(["Сбой опроса"] * 800)})
     desk.run()
     subject = desk.request().subject
