@@ -30,6 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import Engine
 
+from .register.db import engine_conninfo
 from .supervision import Backoff, DatabaseHealth, Retry
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Leases:
                  health: DatabaseHealth, on_taken: Callable[[str], None] = lambda name: None,
                  label: str = "mailbot") -> None:
         self.conninfo = _lease_conninfo(
-            engine.url.set(drivername="postgresql").render_as_string(hide_password=False), label)
+            engine_conninfo(engine), label)
         self.names = list(dict.fromkeys(names))
         self.stop = stop
         self.on_taken = on_taken

@@ -36,6 +36,12 @@ def make_engine(url: str, **kwargs) -> Engine:
     return engine
 
 
+def engine_conninfo(engine: Engine) -> str:
+    """The engine's database as libpq takes it, for the connections psycopg keeps on its own
+    (the LISTEN connection, the leases', the claims' lock)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _send_bytes_as_binary(dbapi_connection, _record) -> None:
     """Send bytea parameters in binary: as hex text a 25 MB attachment costs twice its size."""
     dbapi_connection.adapters.register_dumper(bytes, BytesBinaryDumper)

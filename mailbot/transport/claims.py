@@ -30,6 +30,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
+from ..register.db import CONNECT_TIMEOUT, engine_conninfo
 from ..register.models import Inbound
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class ClaimOwner:
     """The advisory lock that makes this process the owner of its claims (one connection)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conninfo = engine_conninfo(engine)
         self.key: int | None = None
         self._conn: psycopg.Connection | None = None
 
@@ -98,7 +99,7 @@ class ClaimOwner:
                 return self.key
             except psycopg.Error:
                 self.close()
-        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         key = self.key or _new_key()
         while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, key)).fetchone()[0]:
             key = _new_key()  # held by another process: a key is one process's

@@ -15,6 +15,7 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from ..register.db import CONNECT_TIMEOUT, engine_conninfo
 from ..supervision import Backoff, DatabaseHealth, Retry
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Listener:
 
     def __init__(self, engine: Engine, on_notify: Callable[[str], None],
                  stop: threading.Event, health: DatabaseHealth) -> None:
-        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conninfo = engine_conninfo(engine)
         self.on_notify = on_notify
         self.stop = stop
         self.health = health
@@ -46,7 +47,7 @@ class Listener:
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
                     for channel in (INBOUND, OUTBOX):
                         conn.execute(f"LISTEN {channel}")
                     self.health.restored()
