@@ -50,9 +50,7 @@ def shown(value: Any) -> Any:
 _LATIN = dict(zip(map(ord, "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"), (
     "a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s",
     "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "", "y", "", "e", "yu", "ya")))
-_LATIN.update({ord(k.upper()): v.capitalize() for k, v in zip("абвгдеёжзийклмнопрстуфхцчшщэюя", (
-    "a", "b", "v", "g", "d", "e", "e", "zh", "z", "i", "y", "k", "l", "m", "n", "o", "p", "r", "s",
-    "t", "u", "f", "kh", "ts", "ch", "sh", "shch", "e", "yu", "ya"))})
+_LATIN.update({ord(chr(code).upper()): spelled.capitalize() for code, spelled in _LATIN.items()})
 
 
 def latin(text: str) -> str:
