@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
 import secrets
 from collections.abc import Iterable
@@ -417,7 +418,9 @@ def _disposition(filename: str) -> str:
 
 
 def _multipart(subtype: str, parts: list[Part]) -> Part:
-    boundary = f"=_{secrets.token_hex(12)}"
+    # not secret, only unlike the parts' lines, which are base64 and never hold "=_" (and no
+    # random bytes from the system: asking for them hands the interpreter to other threads)
+    boundary = f"=_{random.getrandbits(96):024x}"
     body = "".join(f"--{boundary}{CRLF}" + "".join(_header(n, v) for n, v in headers) + CRLF + text
                    for headers, text in parts)
     return [("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')], \
