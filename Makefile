@@ -10,13 +10,17 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The package is installed in editable mode: code changes need no reinstall, only a change of
-# pyproject.toml (dependencies) does. The stamps remember the last install.
+# pyproject.toml (dependencies) does. The stamps remember the last install. An editable install
+# is not compiled: compileall does it (where PYTHONDONTWRITEBYTECODE is set, every start would
+# compile the modules again).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/python -m compileall -q mailbot
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q mailbot
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

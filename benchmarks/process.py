@@ -95,6 +95,16 @@ def plain_client(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- measuring a child
 
+def compile_mailbot() -> None:
+    """Compile mailbot's modules, as an installed program's are: an editable install is not
+    compiled, and where PYTHONDONTWRITEBYTECODE is set (this machine's shell), every run
+    would compile its 68 modules from source (0.1 s) while the raw loop's libraries are
+    compiled in site-packages."""
+    import compileall
+
+    compileall.compile_dir(ROOT / "mailbot", quiet=1)
+
+
 def become_subreaper() -> None:
     """Orphaned descendants (mailbot's forkserver, its workers) are reparented to us."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -573,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.servers import Dovecot, embedded_postgres_url, free_port
 
     become_subreaper()
+    compile_mailbot()
     base = os.environ.get("MAILBOT_TEST_DATABASE_URL") or embedded_postgres_url()
     dovecot = Dovecot().start()
     workdir = Path(tempfile.mkdtemp(prefix="mailbot-process-"))

@@ -105,8 +105,7 @@ class Daemon:
         fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
         total = BatchResult()
         try:
-            while not fetch.done():
-                await self._wait(self._inbound, 0.2)
+            while not await self._wait_for_mail(fetch):
                 total += await asyncio.to_thread(self.processor.run_pending)
             await fetch
             total += await asyncio.to_thread(self.processor.run_pending)
@@ -251,6 +250,15 @@ class Daemon:
         """Wait ``seconds`` before a retry, or less when the daemon is asked to stop."""
         with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), seconds)
+
+    async def _wait_for_mail(self, fetch: asyncio.Future) -> bool:
+        """Until mail is stored or the fetch is over (:meth:`run_once`); whether it is over
+        (what it stored last is left to the caller's last batch)."""
+        stored = asyncio.ensure_future(self._inbound.wait())
+        await asyncio.wait({stored, fetch}, return_when=asyncio.FIRST_COMPLETED)
+        stored.cancel()
+        self._inbound.clear()
+        return fetch.done()
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float | None = None) -> None:
