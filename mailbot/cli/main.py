@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ log = logging.getLogger("mailbot")
 # SQLAlchemy either (App.register; issue 16 §5: a command answers in well under 0.5 s).
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+GC_YOUNG = 10_000  # allocations between collections of the youngest generation (collect_less)
 NOISY_LOGGERS = ("mail.log", "mail_devel", "pgserver", "apscheduler", "aiohttp.access",
                  "uvicorn.error")
 EX_OK, EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 69, 75, 78
@@ -109,9 +111,12 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
 
     from ..parsing import start_server
 
+    gc.disable()  # while the daemon is imported: see collect_less
     start_server()  # it imports the parsers while this process imports the rest
     from ..daemon import Daemon
     from ..supervision import GiveUp, PoolResetNoise
+
+    collect_less()
 
     for handler in logging.getLogger().handlers:  # an outage is one line, not a traceback per connection
         handler.addFilter(PoolResetNoise())
@@ -830,6 +835,22 @@ def release_big_buffers_to_the_os() -> None:
     except OSError:  # not glibc: nothing to tune
         return
     libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def collect_less() -> None:
+    """The cyclic garbage collector, tuned for the daemon once its modules are imported.
+
+    What is there by then (modules, classes, compiled patterns) lives as long as the process
+    and holds next to no garbage: it is imported with the collector off, and the collector
+    no longer walks it (``gc.freeze``). Mail makes objects by the hundred thousand (ORM rows,
+    parsed mail) and refcounting frees nearly all of them: the young generation is collected
+    after GC_YOUNG allocations instead of 700. For 1,000 mails (the whole-process benchmark)
+    collections took 0.34 s of the process's 3.6 s, 0.23 s of it in four full ones that each
+    held every thread for 56 ms; now 0.07-0.11 s.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+    gc.enable()
 
 
 def end_process(app: App, code: int) -> NoReturn:
