@@ -97,10 +97,11 @@ class Daemon:
     async def run_once(self) -> BatchResult:
         """Everything pending: fetch every folder while processing what is stored, then send.
 
-        Nothing is warmed up (:meth:`Processor.warm_up`): a single run compiles the templates
-        it uses when it first uses them, and starts the parsing processes once a folder has
-        mail for them.
+        The calendar and the templates' environment are made while the first mail is fetched
+        (:meth:`Processor.warm_up`, in a thread of its own that the run does not wait for when
+        no mail needs them).
         """
+        threading.Thread(target=self.processor.warm_up, args=(False,), name="warm-up", daemon=True).start()
         self._loop = asyncio.get_running_loop()
         fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
         total = BatchResult()

@@ -44,7 +44,7 @@ from .parsing import ParseAborted, ParsePool, ParsingStopped, stop_reading
 from .register.db import binary_cursor
 from .register.lookup import Lookup
 from .register.models import Inbound, Quarantine
-from .render import load_templates
+from .render import environment, load_templates
 from .rules import Context, decide, searched_problems
 from .sla.calendar import make_calendar
 from .supervision import database_outage, lock_conflict, one_line
@@ -104,15 +104,20 @@ class Processor:
         self._fresh: set[int] = set()  # live mail stored since the last batch (inbound ids)
         self._fresh_lock = threading.Lock()
 
-    def warm_up(self) -> None:
-        """Start the parsing processes, compile the templates and build the calendar.
+    def warm_up(self, everything: bool = True) -> None:
+        """Build the calendar and the templates' environment; ``everything``: also start the
+        parsing processes and compile every template.
 
-        The daemon does it at start, so that its first mail does not wait (a single run
-        does not: see :meth:`Daemon.run_once`).
+        The daemon does it all at start, so that its first mail does not wait. A single run
+        (:meth:`Daemon.run_once`) builds only the first two, while its first mail is fetched:
+        it compiles the templates it uses when it first uses them, and starts the parsing
+        processes once a folder has mail for them.
         """
-        self.parsing.start()
-        load_templates()
         make_calendar(self.config.sla, self.config.timezone).is_working_time(self.clock.now())
+        environment()
+        if everything:
+            self.parsing.start()
+            load_templates()
 
     def expect(self, count: int) -> None:
         """``count`` new messages are about to be fetched: enough of them start the parsing

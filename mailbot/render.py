@@ -1,6 +1,7 @@
 """Rendering the Russian texts: every customer- and staff-facing word lives in templates/."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,8 +21,17 @@ class Rendered:
     html: str | None
 
 
-@lru_cache(maxsize=1)
+_building = threading.Lock()
+
+
 def environment() -> Environment:
+    """The templates' environment (made once; a thread that asks while another makes it waits)."""
+    with _building:
+        return _environment()
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("mailbot", "templates"),
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
