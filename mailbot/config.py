@@ -428,20 +428,27 @@ class WorkflowConfig:
         "получилось", "всё получилось", "все получилось", "всё в порядке", "все в порядке",
         "вопрос закрыт", "вопрос снят", "вопросов нет", "вопросов больше нет", "можно закрывать",
         "можно закрыть", "запрос можно закрыть", "it works", "works now", "working now",
-        "solved", "resolved", "fixed", "that helped", "it helped")
+        "solved", "resolved", "fixed", "that helped", "it helped", "works fine", "works perfectly",
+        "working fine", "all good", "all working", "problem is gone", "issue is gone",
+        "error is gone", "no more errors", "that did it", "that did the trick", "you can close",
+        "can be closed", "please close")
     # "it did not help": wins over everything else ("спасибо, но не помогло")
     confirm_negative: tuple[str, ...] = (
         "не помогло", "не помог", "не помогли", "не работает", "не заработало", "не заработал",
         "не решено", "не решена", "не получилось", "по-прежнему", "все еще", "всё ещё",
         "ошибка осталась", "проблема осталась", "та же ошибка", "ошибка та же", "та же проблема",
         "ошибка повторяется", "снова ошибка", "опять ошибка", "опять не", "снова не",
-        "doesn't work", "does not work", "not working", "still", "not fixed", "didn't help")
+        "doesn't work", "does not work", "not working", "still", "not fixed", "didn't help",
+        "did not help", "didn't work", "did not work", "doesn't help", "does not help", "not solved",
+        "not resolved", "same error", "same problem", "same issue", "no luck", "nothing changed",
+        "no change")
     # with a confirmation, words that make it unsure ("вроде заработало"): the assignee decides
     confirm_hedges: tuple[str, ...] = (
         "вроде", "вроде бы", "кажется", "похоже", "наверное", "возможно", "пока работает",
         "пока все", "пока всё", "пока что", "пока нормально", "пока заработало", "частично",
         "не до конца", "не полностью", "не совсем", "почти", "seems", "maybe", "partly",
-        "partially", "for now", "so far")
+        "partially", "for now", "so far", "i think", "probably", "looks like", "appears to",
+        "mostly", "temporarily")
     # thanks and "we will see": no confirmation, nothing new; the request waits
     acknowledgements: tuple[str, ...] = (
         "спасибо", "спс", "благодарю", "благодарим", "посмотрим", "посмотрю", "понаблюдаем",
@@ -449,13 +456,17 @@ class WorkflowConfig:
         "попробую", "проверим", "проверю", "будем пробовать", "будем смотреть", "будем проверять",
         "ок", "окей", "ok", "okay", "хорошо", "понял", "поняла", "поняли", "понятно", "ясно",
         "принято", "принял", "приняла", "сообщим", "сообщу", "отпишусь", "отпишемся", "вернусь",
-        "вернемся", "thanks", "thank you", "will try", "will check", "noted")
+        "вернемся", "thanks", "thank you", "will try", "will check", "noted", "thx", "got it",
+        "will do", "we'll see", "we will see", "let you know", "understood", "we'll check",
+        "we will check", "we'll try", "we will try", "will test", "we'll watch", "we will watch",
+        "keep an eye")
     # something was done, its result not said ("сделали, как вы написали"): the assignee decides
     done_phrases: tuple[str, ...] = (
         "сделали", "сделал", "сделала", "выполнили", "выполнил", "выполнила", "попробовали",
         "попробовал", "попробовала", "проделали", "установили", "установил", "применили",
         "применил", "перезапустили", "перезапустил", "переустановили", "переустановил",
-        "обновили", "обновил", "done", "tried", "installed", "restarted")
+        "обновили", "обновил", "done", "tried", "installed", "restarted", "applied", "updated",
+        "reinstalled", "rebooted", "followed your")
 
 
 DDI_PARTS = ("screenshot", "logs", "system_info")

@@ -92,7 +92,8 @@ def test_a_supervisor_logs_in_by_mail_filters_opens_a_request_and_downloads_its_
         with desk.sessions.begin() as session:  # the first one's reaction deadline has passed
             session.execute(text("UPDATE requests SET due_at = now() - interval '1 hour', "
                                  "level = 3 WHERE number = :n"), {"n": first})
-            session.execute(text("UPDATE requests SET level = 1 WHERE number = :n"), {"n": second})
+            session.execute(text("UPDATE requests SET level = 1, due_at = now() + interval '1 day' "
+                                 "WHERE number = :n"), {"n": second})  # not due soon, whatever the hour
 
         # anonymous: the log-in page; the link comes by mail
         browser.get(daemon.board + "/requests")

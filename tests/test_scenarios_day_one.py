@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import re
 
+import pytest
 from sqlalchemy import select
 
 from mailbot.register.models import Message
@@ -108,6 +109,20 @@ def test_a_forward_with_outlook_headers_is_kept_whole_too(desk: Desk):
                "Опрос контроллеров встал, данные не обновляются.\n")
     desk.run()
     assert "Опрос контроллеров встал" in body(desk.inbox()[staff][0])
+
+
+def test_a_request_is_titled_without_the_prefixes_of_answers_and_forwards(desk: Desk):
+    """«FW: Fwd:» and «Re:» are the mail programs', not the customer's words: the request, its
+    notification and the acknowledgement are titled by what follows them."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Re: FW: Fwd: Сбой опроса", "Опрос контроллеров встал, данные не обновляются.\n")
+    desk.run()
+    mail = desk.inbox()
+    notice = mail[staff][0].parsed()["Subject"]
+    assert notice.endswith("Новый запрос: Сбой опроса") and "FW" not in notice
+    assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Сбой опроса"
+    assert desk.request().subject == "Сбой опроса"
 
 
 def test_confirmation_notice_keeps_its_lines_apart(desk: Desk):
@@ -437,6 +452,28 @@ def test_questions_to_a_customer_who_writes_in_english_are_in_english(desk: Desk
     assert desk.request().status == "closed"
     closing = desk.mail_to("operator@zavod.example")
     assert english(body(closing)) and "Thank you for your confirmation" in body(closing)
+
+
+@pytest.mark.parametrize("reply, status", [
+    ("All good now, the problem is gone. You can close the ticket.", "closed"),
+    ("Works perfectly after the restart, thank you!", "closed"),
+    ("We did what you wrote, same error in the log.", "open"),
+    ("Thx, we'll check tomorrow and let you know.", "resolved"),
+    ("I think it works now.", "resolved"),
+])
+def test_an_english_customer_s_answer_to_a_solution_is_read_as_written(desk: Desk, reply, status):
+    """Regulation §2-4 for a customer who writes in English: a confirmation closes the request,
+    "the same error" brings it back to work, thanks or a hedged "I think it works" leave it
+    waiting for the assignee."""
+    staff = desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    desk.write(CUSTOMER, "Server crashes", "The polling server crashes every night since the update.")
+    desk.run()
+    desk.reply(desk.inbox()[staff][0], staff, "#решено\nReinstall the driver and restart the server.")
+    desk.run()
+    desk.reply(desk.mail_to(CUSTOMER), CUSTOMER, reply)
+    desk.run()
+    assert desk.request().status == status
 
 
 def test_a_customer_who_writes_in_russian_still_gets_russian(desk: Desk):

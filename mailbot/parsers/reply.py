@@ -25,6 +25,9 @@ _FORWARD_SEPARATOR = re.compile(
     r"weitergeleitete nachricht)\s*+[-_=*]{2,}+\s*+$", re.I)
 # a forward's subject: "Fwd:", "FW:", "Пересл.:", "Переслано:" (after any "Re:")
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|ответ|отв)\s*:\s*)*(?:fwd?|пересл\.?|переслано)\s*:", re.I)
+# what mail programs put before a subject they answer or forward, piled up ("Re: FW: Fwd[2]:")
+_PREFIXES = re.compile(r"^(?:\s*+(?:re|aw|sv|ответ|отв|fwd?|wg|tr|пересл\.?|переслано)"
+                       r"\s*+(?:\[\d+\]|\(\d+\))?\s*+:)+\s*+", re.I)
 _QUOTED = r"\s*+(?:>\s*+)*+"
 # an attribution line without its closing ':' (and the spaces around it): the verb ends it …
 _ATTRIBUTION = re.compile(
@@ -131,6 +134,11 @@ def _unsigned(lines: list[str]) -> list[str]:
     while out and (not out[-1].strip() or _RULE.match(out[-1])):
         out.pop()
     return out
+
+
+def without_prefixes(subject: str) -> str:
+    """The subject without the "Re:", "Fwd:", "FW:", "Ответ:", "Пересл.:" before it."""
+    return _PREFIXES.sub("", subject)
 
 
 def is_forward_subject(subject: str) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from ..config import Config
 from ..outbox import InvalidRecipient, Outgoing, Queue, enqueue
+from ..parsers.reply import without_prefixes
 from ..register.crm import ContactInfo, OrganizationInfo
 from ..register.lookup import IncidentMatch, Lookup
 from ..register.models import AttachmentRow, Contact, Event, Incident, Message, Request, Staff
@@ -50,9 +51,11 @@ MAX_TITLE = 200  # characters of a request's subject: what lists, cards and subj
 
 
 def title(subject: str) -> str:
-    """A request's subject: the mail's, cut at a word within :data:`MAX_TITLE` characters (a
-    9,000-character subject would fill every list and every subject line that repeats it; the
-    mail itself keeps it whole)."""
+    """A request's subject: the mail's without "Re:"/"FW:"/"Пересл.:" before it (our mail and
+    lists put their own), cut at a word within :data:`MAX_TITLE` characters (a 9,000-character
+    subject would fill every list and every subject line that repeats it; the mail itself
+    keeps it whole)."""
+    subject = without_prefixes(subject)
     if len(subject) <= MAX_TITLE:
         return subject
     cut = subject[:MAX_TITLE - 1]
