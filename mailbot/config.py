@@ -104,8 +104,6 @@ class SmtpConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.connections <= 16:
             raise ConfigError(f"smtp.connections: expected 1 to 16, got {self.connections!r}")
-
-    def __post_init__(self) -> None:
         _check_auth("smtp", self.auth)
 
 

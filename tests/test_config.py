@@ -67,6 +67,9 @@ def test_password_from_file(tmp_path):
     ('[web]\nlogin_limit_per_address = 0\n', "web.login_limit_per_address"),
     ('[monitoring]\nport = 0\n', "monitoring.port"),
     ('[monitoring]\nstuck_minutes = 0\n', "monitoring.stuck_minutes"),
+    ('[smtp]\nconnections = 0\n', "smtp.connections"),
+    ('[smtp]\nconnections = 100\n', "smtp.connections"),
+    ('[smtp]\nauth = "magic"\n', "smtp.auth"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 
-from .addresses import address_list, first_mailbox, parse_addresses, written_addresses
+from .addresses import address_list, first_mailbox, written_addresses
 from .attachments import AttachmentSink
 from .body import html_to_text
 from .headers import clean_text, decode_header_value, first_message_id, message_ids, parse_date, unfolded
