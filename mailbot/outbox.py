@@ -355,16 +355,16 @@ def _encoded_words(text: str) -> str:
     puts a space between encoded words (Python's email package does, in a display name)
     then shows "Техническая  поддержка", never "Техническая поддержк а".
     """
-    words, chunk = [], b""
-    for char in text:
-        data = char.encode("utf-8")
-        if len(chunk) + len(data) > _WORD_BYTES:
-            space = chunk.rfind(b" ") + 1
-            cut = space if space > 1 else len(chunk)
-            words.append(chunk[:cut])
-            chunk = chunk[cut:]
-        chunk += data
-    words.append(chunk)
+    words, data = [], text.encode("utf-8")
+    while len(data) > _WORD_BYTES:
+        cut = data.rfind(b" ", 0, _WORD_BYTES) + 1  # after the last space that fits
+        if cut <= 1:
+            cut = _WORD_BYTES
+            while data[cut] & 0xC0 == 0x80:  # not inside a character: before its first byte
+                cut -= 1
+        words.append(data[:cut])
+        data = data[cut:]
+    words.append(data)
     return " ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 

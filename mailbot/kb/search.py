@@ -218,10 +218,12 @@ def _quoted(lexeme: str) -> str:
 
 
 # The lexemes of each text (n counts from 1), its web-search query, and for a lexeme no incident
-# holds the closest one that some do (pg_trgm: % finds candidates through the GIN index).
+# holds the closest one that some do (pg_trgm: % finds candidates through the GIN index). No
+# incident yet: nothing to find, and the texts are not analysed.
 ANALYSIS = """
 WITH q AS (
-    SELECT n, kb_text(t) AS t FROM unnest(CAST(%(texts)s AS text[])) WITH ORDINALITY AS q(t, n)),
+    SELECT n, kb_text(t) AS t FROM unnest(CAST(%(texts)s AS text[])) WITH ORDINALITY AS q(t, n)
+    WHERE EXISTS (SELECT FROM incident_terms WHERE lexeme = '' AND ndoc > 0)),
 l AS (
     SELECT q.n, w.lexeme, count(*) OVER (PARTITION BY q.n) AS count
     FROM q, unnest(tsvector_to_array(to_tsvector('russian', q.t))) AS w(lexeme))
