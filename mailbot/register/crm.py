@@ -128,6 +128,7 @@ class DatabaseDirectory:
         self._organizations: dict[int, OrganizationInfo | None] = {}
         self._domains: dict[str, OrganizationInfo | None] = {}
         self._contracts: dict[tuple[int, date], ContractInfo | None] = {}
+        self._names: list[tuple[set[str], Organization]] | None = None  # (find_organizations_by_name)
 
     def find_contact(self, email: str) -> ContactInfo | None:
         contact = self.contact_row(email)
@@ -214,14 +215,17 @@ class DatabaseDirectory:
         """Organisations whose name or alias is ``text`` or is named in it, exact matches first.
 
         Compared by :func:`normalize_name`, whole words only, in Python over every
-        organisation: a support service's CRM holds hundreds, not millions.
+        organisation (read and normalized once per directory: every mail from an unknown
+        sender asks): a support service's CRM holds hundreds, not millions.
         """
         wanted = normalize_name(text)
         if not wanted:
             return []
+        if self._names is None:
+            self._names = [({normalize_name(n) for n in (o.name, *o.aliases)} - {""}, o)
+                           for o in self._scalars(select(Organization))]
         ranked = []
-        for organization in self._scalars(select(Organization)):
-            names = {normalize_name(n) for n in (organization.name, *organization.aliases)} - {""}
+        for names, organization in self._names:
             if wanted in names:
                 ranked.append(((0, 0, organization.id), organization))
             else:
