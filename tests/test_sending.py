@@ -316,6 +316,22 @@ def test_a_line_that_starts_with_a_dot_arrives_as_it_was_written(desk):
     assert mail.parsed().get_body(("plain",)).get_content().splitlines() == text.splitlines()
 
 
+def test_a_stored_mail_with_other_line_ends_goes_out_with_crlf_and_its_dots_kept(desk):
+    """Our mail is stored with CRLF line ends; a row written otherwise (by hand, by an older
+    version) still goes out as written: every line end CRLF on the wire, a line that is a
+    dot not taken for the end of the data."""
+    queue_text(desk, CUSTOMER, "Старое письмо")
+    raw = (b"From: support@tecon.example\nTo: ivanov@zavod.example\nSubject: old\n"
+           b"Message-ID: <old@tecon.example>\n\nline one\n.\n.dot\r\nold mac\rend\n")
+    with desk.sessions.begin() as session:
+        session.execute(update(Outbox).values(raw=raw))
+
+    assert send(desk) == 1
+
+    (mail,) = desk.sink.wait_for(1)
+    assert mail.data.split(b"\r\n\r\n", 1)[1] == b"line one\r\n.\r\n.dot\r\nold mac\r\nend\r\n"
+
+
 def queue_text(desk: Desk, to: str, subject: str, text: str = "Текст") -> None:
     with desk.sessions.begin() as session:
         enqueue(session, desk.config, Outgoing(kind="relay", to=(to,), automatic=False,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import threading
 import time
 import zlib
@@ -36,9 +37,10 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 
 import aiosmtplib
-from aiosmtplib.email import parse_address
+from aiosmtplib.email import parse_address, quote_address
 from sqlalchemy import Connection, Engine, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -131,9 +133,10 @@ class SmtpSender:
 
     @staticmethod
     def wire(conn: Connection, outbox_id: int) -> bytes:
-        """The bytes to send: the stored text with its files spliced in (read just before sending)."""
+        """The bytes to send: the stored text with its files spliced in (read just before
+        sending), every line ended by CRLF (the files' lines are)."""
         with binary_cursor(conn) as cursor:
-            raw = cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0]
+            raw = _crlf(cursor.execute("SELECT raw FROM outbox WHERE id = %s", (outbox_id,)).fetchone()[0])
             placeholders, wanted = [], []
             for placeholder, sha256, inbound_id, start, end, encoding in cursor.execute(
                     "SELECT o.placeholder, a.sha256, m.inbound_id, a.part_start, a.part_end, "
@@ -617,28 +620,33 @@ def _lane_key(item: Claimed) -> int:
     return zlib.crc32(",".join(sorted(r.lower() for r in item.recipients)).encode())
 
 
+def _crlf(raw: bytes) -> bytes:
+    """The stored text with every line ended by CRLF (:mod:`mailbot.outbox` writes it so)."""
+    if raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r"):
+        return raw
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
+
+
 async def _transmit(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], data: bytes,
                     options: list[str]) -> dict[str, aiosmtplib.SMTPResponse]:
-    """``smtp.sendmail`` for mail with CRLF line ends only (composed so: :mod:`mailbot.outbox`):
-    the recipients refused (not all: then SMTPRecipientsRefused), as sendmail answers.
+    """``smtp.sendmail`` for mail with CRLF line ends only (:meth:`SmtpSender.wire`): the
+    recipients refused (not all: then SMTPRecipientsRefused), as sendmail answers.
 
     aiosmtplib rewrites every line end of a message with a regular expression, twice (its
-    SIZE and its DATA): for mail with files, more time than the rest of sending. Here the
-    message goes as it is, dot-stuffed by a plain byte replace; mail that is not CRLF-only
-    (none we write) goes through sendmail.
+    SIZE and its DATA), and parses every address with the email package's parser: for mail
+    with files, more time than the rest of sending. Here the message goes as it is,
+    dot-stuffed by a plain byte replace, and each address is quoted once (:func:`_mail`).
     """
-    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
-        return (await smtp.sendmail(sender, recipients, data, mail_options=options))[0]
     encoding = "utf-8" if options else "ascii"  # SMTPUTF8
     size = [f"SIZE={len(data) + (0 if data.endswith(CRLF) else 2)}"] \
         if smtp.supports_extension("size") else []
     try:
-        await smtp.mail(sender, options=size + options, encoding=encoding)
+        await _mail(smtp, sender, size + options, encoding)
         refused: dict[str, aiosmtplib.SMTPResponse] = {}
         errors = []
         for recipient in recipients:
             try:
-                await smtp.rcpt(recipient, encoding=encoding)
+                await _rcpt(smtp, recipient, encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 errors.append(exc)
                 refused[exc.recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
@@ -661,6 +669,30 @@ async def _transmit(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], d
         with suppress(ConnectionError, aiosmtplib.SMTPException):
             await smtp.rset()  # the envelope is reset, as sendmail does
         raise
+
+
+async def _mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> None:
+    """``smtp.mail``, the address quoted once per address (:func:`_quoted`)."""
+    if smtp.is_ehlo_or_helo_needed:  # the server greeted first, as smtp.mail does
+        await smtp.mail(sender, options=options, encoding=encoding)
+        return
+    answer = await smtp.execute_command(b"MAIL", b"FROM:" + _quoted(sender).encode(encoding),
+                                        *(option.encode("ascii") for option in options))
+    if answer.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, sender)
+
+
+async def _rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
+    """``smtp.rcpt`` (after :func:`_mail`), the address quoted once per address."""
+    answer = await smtp.execute_command(b"RCPT", b"TO:" + _quoted(recipient).encode(encoding))
+    if answer.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, recipient)
+
+
+@lru_cache(maxsize=4096)
+def _quoted(address: str) -> str:
+    """``<address>`` as aiosmtplib writes it (it parses the address again for every mail)."""
+    return quote_address(address)
 
 
 async def _quit(smtp: aiosmtplib.SMTP) -> None:
