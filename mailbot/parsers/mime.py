@@ -140,7 +140,8 @@ def _feed(raw: bytes) -> Message:
         last = end
     pieces.append(raw[last:])
     message = _feed_whole(b"".join(pieces))
-    texts = [raw[start:end].decode("ascii") for start, end in runs]
+    view = memoryview(raw)  # decoded from the mail itself: a 25 MB file is not copied twice
+    texts = [str(view[start:end], "ascii") for start, end in runs]
     return message if _put_back(message, key, texts) else _feed_whole(raw)
 
 
@@ -209,6 +210,10 @@ def _put_back(message: Message, key: str, texts: list[str]) -> bool:
         found[number] += 1
         return texts[number]
 
+    def put_back(value: str) -> str:
+        whole = _TOKEN.fullmatch(value)  # a body that is one run: its text, not a copy of it
+        return text(whole) if whole else _TOKEN.sub(text, value)
+
     stack = [message]
     while stack:
         part = stack.pop()
@@ -216,11 +221,11 @@ def _put_back(message: Message, key: str, texts: list[str]) -> bool:
         if isinstance(payload, list):
             stack.extend(child for child in payload if isinstance(child, Message))
         elif isinstance(payload, str):
-            part._payload = _TOKEN.sub(text, payload)  # noqa: SLF001 - as the parser set it
+            part._payload = put_back(payload)  # noqa: SLF001 - as the parser set it
         for name in ("preamble", "epilogue"):
             value = getattr(part, name, None)
             if isinstance(value, str):
-                setattr(part, name, _TOKEN.sub(text, value))
+                setattr(part, name, put_back(value))
     return all(count == 1 for count in found)
 
 
