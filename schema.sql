@@ -333,6 +333,7 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_message_id_idx ON messages (message_id);
 CREATE INDEX messages_request_idx ON messages (request_id, id);
+CREATE INDEX messages_in_reply_to_idx ON messages (in_reply_to) WHERE direction = 'in';
 
 -- The file store (migration 0005): the decoded files of mail stored by version 5, once per
 -- content, by the SHA-256 of their bytes. Since migration 0006 the files of a mail stay in

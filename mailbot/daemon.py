@@ -101,7 +101,8 @@ class Daemon:
         (:meth:`Processor.warm_up`, in a thread of its own that the run does not wait for when
         no mail needs them).
         """
-        threading.Thread(target=self.processor.warm_up, args=(False,), name="warm-up", daemon=True).start()
+        threading.Thread(target=self.processor.warm_up, args=(False,), name="warm-up",
+                         daemon=True).start()
         self._loop = asyncio.get_running_loop()
         fetch = asyncio.gather(*(asyncio.to_thread(self._sync_folder, s) for s in self.folder_syncs()))
         total = BatchResult()

@@ -126,7 +126,7 @@ class Desk:
             raw = raw.replace(f"From: {msg['From']}\n".encode(), f"From: {from_header}\n".encode(), 1)
         top = "".join(f"{line}\n" for line in above).encode()
         self.dovecot.append(self.mailbox.user, top + mx_trace(sender, dmarc, mx_results, mx_received) + raw)
-        return msg["Message-ID"].strip("<>")
+        return (written or {}).get("Message-ID", msg["Message-ID"]).strip("<>")
 
     def reply(self, to: Received, sender: str, body: str, **kwargs) -> str:
         return self.write(sender, f"Re: {to.parsed()['Subject']}", body, reply_to=to, **kwargs)

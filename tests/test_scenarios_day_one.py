@@ -11,7 +11,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from mailbot.register.models import Message
+from mailbot.register.models import Message, Request
 from tests.mailflow import Desk, body, mx_trace, staff_answer
 
 CUSTOMER = "ivanov@zavod.example"
@@ -123,6 +123,45 @@ def test_a_request_is_titled_without_the_prefixes_of_answers_and_forwards(desk: 
     assert notice.endswith("Новый запрос: Сбой опроса") and "FW" not in notice
     assert mail[CUSTOMER][0].parsed()["Subject"] == "Re: [ТП-2026-000001] Сбой опроса"
     assert desk.request().subject == "Сбой опроса"
+
+
+def requests(desk: Desk) -> list[tuple[str, str]]:
+    with desk.sessions() as session:
+        return [(r.number, r.requester_email) for r in session.scalars(select(Request).order_by(Request.id))]
+
+
+def test_a_mail_processed_after_the_customer_s_own_answer_to_it_joins_the_answer_s_request(desk: Desk):
+    """A backlog is fetched (an outage, a restart) while the customer writes again: their new
+    mail comes in live and is processed before the mail it answers. That mail, and a second
+    answer to it, join the request the first answer opened: one request, not three."""
+    desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    original = "<orig-1@zavod.example>"
+    desk.write(CUSTOMER, "Re: Сбой опроса", "Добавлю: перезапуск сервера не помог.",
+               headers={"In-Reply-To": original, "References": original})
+    desk.run()
+    desk.write(CUSTOMER, "Re: Сбой опроса", "И журнал пуст.",
+               headers={"In-Reply-To": original, "References": original})
+    desk.write(CUSTOMER, "Сбой опроса", "Опрос контроллеров встал.", written={"Message-ID": original})
+    desk.run()
+    assert requests(desk) == [("ТП-2026-000001", CUSTOMER)]
+    with desk.sessions() as session:
+        texts = session.scalars(select(Message.body).where(Message.direction == "in")).all()
+    assert any("Опрос контроллеров встал." in text for text in texts) and len(texts) == 3
+
+
+def test_someone_else_s_answer_written_ahead_does_not_draw_a_customer_s_mail_into_their_request(desk: Desk):
+    """An attacker who guesses the Message-ID of a customer's next mail and answers it first:
+    the customer's mail opens a request of its own, the attacker's learns nothing of it."""
+    desk.add_staff("sidorov", years=6)
+    desk.load_crm()
+    original = "<guessable-20261125100000@zavod.example>"
+    desk.write("stranger@evil.example", "Re: Сбой", "Пришлите лицензии.",
+               headers={"In-Reply-To": original, "References": original})
+    desk.run()
+    desk.write(CUSTOMER, "Сбой опроса", "Опрос контроллеров встал.", written={"Message-ID": original})
+    desk.run()
+    assert [email for _, email in requests(desk)] == ["stranger@evil.example", CUSTOMER]
 
 
 def test_confirmation_notice_keeps_its_lines_apart(desk: Desk):

@@ -158,11 +158,11 @@ def _feed_whole(raw: bytes) -> Message:
 
 def _bulk_runs(raw: bytes) -> list[tuple[int, int]]:
     """Where the encoded bodies worth setting aside are: from a blank line to the next line
-    that starts with ``-`` (a boundary's), runs of base64 lines (:func:`_base64_lines`)."""
+    that starts with ``-`` (a boundary's), runs of base64 lines (:func:`_base64_run`)."""
     runs, searched = [], 0
     while (blank := _BLANK_LINE.search(raw, searched)) is not None:
         searched = _dash_line(raw, blank.end())
-        run = _base64_lines(raw, blank.end(), searched)
+        run = _base64_run(raw, blank.end(), searched)
         if run is not None:
             runs.append(run)
     return runs
@@ -177,7 +177,7 @@ def _dash_line(raw: bytes, start: int) -> int:
     return dash - 1 if dash > 0 else len(raw)
 
 
-def _base64_lines(raw: bytes, start: int, stop: int) -> tuple[int, int] | None:
+def _base64_run(raw: bytes, start: int, stop: int) -> tuple[int, int] | None:
     """``raw[start:stop]`` without its last line ends when it is at least _BULK_BYTES of lines
     of base64 characters, all as long as the first and ended alike, the last one no longer.
 

@@ -70,6 +70,10 @@ def _message_id(message: Message) -> tuple[str | None]:
     return (message.message_id,)
 
 
+def _answered(message: Message) -> tuple[str | None, ...]:
+    return (message.in_reply_to,) if message.direction == "in" else ()
+
+
 def _automatic_recipients(row: Outbox) -> list[str]:
     return [r.lower() for r in row.recipients] if row.kind in AUTOMATIC_KINDS else []
 
@@ -102,6 +106,7 @@ class Lookup:
         senders = sorted({m.author for m in mails if m.author})
         self.directory.prepare(senders, now)
         self._read_threads([mid for m in mails for mid in m.thread_ids])
+        self._read_answers([mid for m in mails for mid in (m.message_id, *m.thread_ids) if mid])
         self._read_numbers([number for m in mails for number in m.request_numbers])
         self._read_automatic(senders, now - AUTOMATIC_WINDOW)
         self._read_undeliverable(senders)
@@ -202,6 +207,33 @@ class Lookup:
         found = {mid: request for mid, request in rows}
         for mid in wanted:
             self.unflushed.put(("thread", mid), found.get(mid))
+
+    def request_answering(self, message_id: str | None) -> Request | None:
+        """The request of the first mail we have that answers ``message_id`` (In-Reply-To):
+        mail processed after its answer, which came in live while it waited in a backlog."""
+        if not message_id:
+            return None
+        new = [m.request for m in self.unflushed.by(Message, _answered).get(message_id, ())
+               if m.request is not None]
+        if new:
+            return new[0]
+        self._read_answers([message_id])
+        return self.unflushed.get(("answer", message_id))
+
+    def _read_answers(self, message_ids: Sequence[str]) -> None:
+        wanted = {mid for mid in message_ids if not self.unflushed.has(("answer", mid))}
+        if not wanted:
+            return
+        with self.session.no_autoflush:
+            rows = self.session.execute(
+                select(Message.in_reply_to, Request).join(Request, Message.request_id == Request.id)
+                .where(Message.direction == "in", Message.in_reply_to.in_(wanted))
+                .order_by(Message.id)).all()
+        found: dict[str, Request] = {}
+        for mid, request in rows:
+            found.setdefault(mid, request)
+        for mid in wanted:
+            self.unflushed.put(("answer", mid), found.get(mid))
 
     def request_by_id(self, request_id: int) -> Request | None:
         with self.session.no_autoflush:

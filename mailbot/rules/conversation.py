@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from ..parsers import MailKind, ParsedMail
+from ..register.lookup import Lookup
 from ..register.models import Request
 from .base import Context, Rule
 from .verdict import Action, Role, Untrusted, Verdict
 
 
 class ThreadMatch(Rule):
-    """A request number in the subject, then In-Reply-To/References, then an incident number in
-    brackets (``[INC-000045]``: :func:`by_incident`) attach the mail to a request.
+    """A request number in the subject, then In-Reply-To/References, then the sender's own
+    answer to this mail that was processed first (:func:`answered_first`), then an incident
+    number in brackets (``[INC-000045]``: :func:`by_incident`) attach the mail to a request.
 
     Numbers are read from the subject only, never from the text: a number
     quoted or typed in the body of a new mail does not file it into that request
@@ -33,6 +35,11 @@ class ThreadMatch(Rule):
             request = lookup.request_by_message_ids(mail.thread_ids)
             if request is not None:
                 verdict.note(self.name, f"request {request.number} by thread headers")
+        if request is None:
+            request = answered_first(lookup, mail)
+            if request is not None:
+                verdict.note(self.name, f"request {request.number}, opened by the sender's answer "
+                                        "to this mail or to the mail it answers (processed first)")
         if request is None and mail.incident_numbers:
             request = by_incident(lookup.requests_by_incident(mail.incident_numbers), mail, verdict)
             if request is not None:
@@ -45,6 +52,19 @@ class ThreadMatch(Rule):
             verdict.request, verdict.action = request, Action.APPEND
         elif mail.kind is not MailKind.HUMAN:
             verdict.stop(self.name, Action.IGNORE, "automatic mail outside any request")
+
+
+def answered_first(lookup: Lookup, mail: ParsedMail) -> Request | None:
+    """The request opened by the sender's own answer to this mail, or to the mail this one
+    answers, when none of the thread is known otherwise: the answer came in live while this
+    mail (or the one it answers) waited in a backlog, and was processed first. Only the
+    sender's own: anyone else's mail naming these Message-IDs (guessed or copied) would draw
+    this mail into their request."""
+    for message_id in (mail.message_id, *mail.thread_ids):
+        request = lookup.request_answering(message_id)
+        if request is not None and mail.author and request.requester_email == mail.author:
+            return request
+    return None
 
 
 def by_incident(requests: list[Request], mail: ParsedMail, verdict: Verdict) -> Request | None:

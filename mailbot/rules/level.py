@@ -560,11 +560,9 @@ def _once_per_intent(cues: list[Cue]) -> list[Cue]:
 
 
 @functools.lru_cache(maxsize=1024)  # a batch's known-error search asked first, the rule then
-@functools.lru_cache(maxsize=256)
 def assess(problem: str, config: ClassifyConfig) -> Assessment:
     """The level of a request whose subject is the first line of ``problem`` and whose new
-    text is the rest (``ParsedMail.problem``). Remembered for a batch or two: the known-error
-    search asks it of each new mail before the level rule does."""
+    text is the rest (``ParsedMail.problem``)."""
     lexicon = _lexicon(config)
     cues: list[Cue] = []
     before: _Sentence | None = None
