@@ -73,6 +73,36 @@ def test_sync_in_several_batches_stores_and_moves_everything(desk):
         assert session.scalar(select(MailboxState.last_uid)) == 5
 
 
+def test_mail_that_comes_in_during_a_sync_goes_first_unless_it_answers_the_backlog(desk, monkeypatch):
+    """A backlog is being fetched when two mails come in: one that answers a mail of the
+    backlog is stored after it (processed first, it would open a request of its own), the
+    other at once, before the rest of the backlog (it is answered within seconds)."""
+    config = with_overrides(desk.config, imap={"fetch_batch": 2})
+    backlog = [desk.write("ivanov@zavod.example", f"Обращение {n}", "Не запускается АРМ.") for n in range(6)]
+    fetch, arrived = FolderSync._fetch, []
+
+    def more_mail_while_fetching(self, client, batch):
+        if not arrived:
+            arrived.append(desk.write("ivanov@zavod.example", "Re: Обращение 5", "Добавлю: журнал пуст.",
+                                      headers={"In-Reply-To": f"<{backlog[5]}>",
+                                               "References": f"<{backlog[5]}>"}))
+            arrived.append(desk.write("petrov@zavod.example", "Отчёт", "Как настроить отчёт?"))
+        return fetch(self, client, batch)
+
+    monkeypatch.setattr(FolderSync, "_fetch", more_mail_while_fetching)
+    client = connect(config.imap)
+    try:
+        assert FolderSync(config.imap, "INBOX", desk.sessions).sync(client) == 8
+    finally:
+        client.logout()
+    with desk.sessions() as session:
+        order = list(session.scalars(select(Inbound.dedup_key).order_by(Inbound.id)))
+    answer, other = (order.index(f"mid:{mid}") for mid in arrived)
+    assert other < order.index(f"mid:{backlog[2]}")  # before the rest of the backlog
+    assert answer > order.index(f"mid:{backlog[5]}")  # after the mail it answers
+    assert folder_count(desk, "INBOX") == 0 and folder_count(desk, "Processed") == 8
+
+
 def test_crash_before_a_move_leaves_later_batches_unstored(desk, monkeypatch):
     config = with_overrides(desk.config, imap={"fetch_batch": 2})
     for n in range(5):

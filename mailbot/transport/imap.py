@@ -30,7 +30,7 @@ from ..config import ImapConfig, OAuth2Config
 from ..register.models import MailboxState
 from ..supervision import Backoff, DatabaseHealth, Retry
 from . import oauth
-from .store import RawMail, store
+from .store import RawMail, dedup_key, store, thread_keys
 
 log = logging.getLogger(__name__)
 
@@ -136,37 +136,71 @@ class FolderSync:
             return stored
         # FETCH the next batch while a helper thread commits this one; a batch is moved
         # only after its commit, and one commit at a time keeps mailbox_state in order
-        stored, known = 0, new[-1]
+        stored, known, behind = 0, new[-1], []
         with ThreadPoolExecutor(1, thread_name_prefix=f"store:{self.folder}") as committer:
             pending = None
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 mails = self._fetch(client, batch)
                 if pending is not None:
                     stored += pending[1].result()
                     self._move(client, pending[0])
                 pending = (batch, committer.submit(self._commit, mails, uidvalidity, batch))
-                stored, known = self._live(client, known, stored)
+                waiting = [uid for later in batches[index:] for uid in later]  # not committed yet
+                stored, known = self._live(client, known, stored, waiting, behind)
             stored += pending[1].result()
             self._move(client, pending[0])
+        for batch in _chunks(behind, self.config.fetch_batch):
+            stored += self._store_now(client, self._fetch(client, batch), batch)
         return stored
 
-    def _live(self, client: IMAPClient, known: int, stored: int) -> tuple[int, int]:
+    def _live(self, client: IMAPClient, known: int, stored: int, waiting: list[int],
+              behind: list[int]) -> tuple[int, int]:
         """Mail that came in during a long sync is stored at once, before the rest of it: a
         new mail does not wait for a backlog. ``last_uid`` stays below the backlog not yet
-        stored; a crash before the move only fetches it again (stored once: Message-ID)."""
+        stored; a crash before the move only fetches it again (stored once: Message-ID).
+
+        Not a mail that answers one of the backlog's (``waiting``, by In-Reply-To or
+        References): processed before the mail it answers, it would open a request of its
+        own. Its UID goes ``behind`` the backlog, stored after it, in order.
+        """
         if not announced_new_mail(client):
             return stored, known
         live = [uid for uid in client.search(["UID", f"{known + 1}:*"]) if uid > known]
+        backlog: set[str] | None = None  # the Message-IDs of ``waiting``, read when needed
         for batch in _chunks(live, self.config.fetch_batch):
             mails = self._fetch(client, batch)
-            with self.sessions.begin() as session:
-                new = store(session, mails)
-            self._received.inc(len(mails))
-            self._stored.inc(len(new))
-            self.on_stored(new)
-            self._move(client, batch)
-            stored += len(new)
+            answering = {mail.uid: _answered_ids(mail.raw) for mail in mails}
+            if any(answering.values()):
+                backlog = self._message_ids(client, waiting) if backlog is None else backlog
+            later = {uid for uid, ids in answering.items() if ids & (backlog or set())}
+            if later:
+                log.info("%s: %d new mail(s) answer mail still being fetched: stored after it",
+                         self.name, len(later))
+            behind += sorted(later)
+            now = [mail for mail in mails if mail.uid not in later]
+            stored += self._store_now(client, now, [mail.uid for mail in now])
         return stored, max(live, default=known)
+
+    def _store_now(self, client: IMAPClient, mails: list[RawMail], uids: list[int]) -> int:
+        """Store these mails in a transaction of their own (live mail) and move them."""
+        if not mails:
+            return 0
+        with self.sessions.begin() as session:
+            new = store(session, mails)
+        self._received.inc(len(mails))
+        self._stored.inc(len(new))
+        self.on_stored(new)
+        self._move(client, uids)
+        return len(new)
+
+    @staticmethod
+    def _message_ids(client: IMAPClient, uids: list[int]) -> set[str]:
+        """The Message-IDs of these messages (their headers only), as ``mid:`` keys."""
+        if not uids:
+            return set()
+        fetched = client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        return {dedup_key(value) for data in fetched.values() for value in data.values()
+                if isinstance(value, bytes) and value.lower().startswith(b"message-id")}
 
     def _fetch(self, client: IMAPClient, batch: list[int]) -> list[RawMail]:
         fetched = client.fetch(batch, ["BODY.PEEK[]"])
@@ -348,6 +382,11 @@ def _logout(client: IMAPClient) -> None:
         client.logout()
     except Exception:  # the connection may already be gone; nothing to save
         pass
+
+
+def _answered_ids(raw: bytes) -> set[str]:
+    """The Message-IDs a mail names in In-Reply-To and References, as ``mid:`` keys."""
+    return {key for key in thread_keys(raw, "") if key.startswith("mid:")}
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
